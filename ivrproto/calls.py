@@ -1,0 +1,356 @@
+"""
+The I/O around one call's session: the :class:`CallRunner` does what the
+session asks (profile lookup, connection, commands) with the token source,
+the profile client and the Call Control protocol, and feeds the answers back
+as session inputs.  :class:`CallRegistry` keeps the calls in progress and the
+outcomes of recent ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any, Callable, Dict, Optional, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .config import Timing
+from .errors import IVRError
+from .menu import MenuBook
+from .messages import Command
+from .protocol import CallControlProtocol, connect_call_control
+from .session import CallSession, Outcome, SessionCore, new_session
+
+
+class TokenProvider(Protocol):
+    def get_token(self) -> "Deferred[str]": ...
+
+    def invalidate(self, token: str) -> None: ...
+
+
+class ProfileLookup(Protocol):
+    def lookup(self, external_id: str) -> "Deferred[Any]": ...
+
+
+ConnectFunction = Callable[..., "Deferred[CallControlProtocol]"]
+
+
+def caller_ref(external_id: str, key: bytes) -> str:
+    """
+    A stable, keyed stand-in for a caller id, safe to log: the raw id never
+    appears in logs, errors or metrics.
+    """
+    digest = hmac.new(key, external_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return "caller-" + digest[:12]
+
+
+@attrs.frozen
+class CallContext:
+    """
+    What every call shares.
+
+    :ivar connect: opens a Call Control connection; defaults to
+        :func:`~ivrproto.protocol.connect_call_control`, replaced in tests
+    """
+
+    reactor: Any  # IReactorTCP and IReactorTime
+    tokens: TokenProvider
+    profiles: ProfileLookup
+    book: MenuBook
+    timing: Timing
+    websocket_url: str
+    log_key: bytes = attrs.field(repr=False)
+    connect: ConnectFunction = connect_call_control
+
+
+class CallRunner:
+    """
+    Runs one call: implements the session's
+    :class:`~ivrproto.session.CallPort` and the protocol's
+    :class:`~ivrproto.protocol.CallControlListener`.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        context: CallContext,
+        call_control_id: str,
+        external_id: str,
+        on_finished: Callable[["CallRunner", Outcome], None],
+    ) -> None:
+        self.context = context
+        self.call_control_id = call_control_id
+        self._external_id = external_id
+        self.caller = caller_ref(external_id, context.log_key)
+        self._on_finished = on_finished
+        self._protocol: Optional[CallControlProtocol] = None
+        self._connecting: Optional[Deferred[Any]] = None
+        self._token: Optional[str] = None
+        self._upgrade_retried = False
+        self._abandoned = False
+        self.session, self.core = new_session(
+            call_control_id, context.book, context.timing, context.reactor, self
+        )
+
+    def start(self) -> None:
+        self.session.start()
+
+    @property
+    def state(self) -> str:
+        return self.core.phase
+
+    # -- CallPort --------------------------------------------------------------
+
+    def lookup_profile(self) -> None:
+        d = self.context.profiles.lookup(self._external_id)
+        d.addCallbacks(self._profile_found, self._profile_failed)
+
+    def _profile_found(self, profile: Any) -> None:
+        if profile is None:
+            self.session.profile_resolved(None, "not-found")
+        else:
+            self.session.profile_resolved(profile.attributes, "found")
+
+    def _profile_failed(self, failure: Failure) -> None:
+        reason = failure.value if isinstance(failure.value, IVRError) else failure.type.__name__
+        self.log.warn(
+            "{call_control_id}: profile lookup failed, default menu: {reason}",
+            call_control_id=self.call_control_id,
+            reason=str(reason),
+        )
+        self.session.profile_resolved(None, "failed")
+
+    def open_connection(self) -> None:
+        d = self.context.tokens.get_token()
+        d.addCallback(self._connect_with)
+        d.addErrback(self._connect_failed)
+        self._connecting = d
+
+    def _connect_with(self, token: str) -> Deferred[None]:
+        self._token = token
+        d: Deferred[CallControlProtocol] = self.context.connect(
+            self.context.reactor,
+            self.context.websocket_url,
+            token,
+            self.call_control_id,
+            self,
+            connect_timeout=self.context.timing.handshake_timeout,
+            open_handshake_timeout=self.context.timing.handshake_timeout,
+        )
+        return d.addCallback(self._attached)
+
+    def _attached(self, protocol: CallControlProtocol) -> None:
+        self._connecting = None
+        self._protocol = protocol
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self._abandoned:
+            return
+        reason = str(failure.value) if isinstance(failure.value, IVRError) else (
+            f"cannot connect: {failure.type.__name__}"
+        )
+        self.session.connection_failed(reason)
+
+    def send(self, command: Command) -> None:
+        if self._protocol is not None:
+            self._protocol.send_command(command)
+
+    def close(self) -> None:
+        if self._protocol is not None:
+            self._protocol.close()
+
+    def abort(self) -> None:
+        self._abandoned = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._protocol is not None:
+            self._protocol.abort()
+
+    def finished(self, outcome: Outcome) -> None:
+        self._on_finished(self, outcome)
+
+    # -- CallControlListener ---------------------------------------------------
+
+    def connected(self, protocol: CallControlProtocol) -> None:
+        self._protocol = protocol
+        self.session.connected()
+
+    def handshake_failed(self, reason: str, status: Optional[int]) -> None:
+        self._protocol = None
+        if self._abandoned:
+            return
+        if status == 401 and not self._upgrade_retried and self._token is not None:
+            # The token was revoked or expired under us: one fresh try.
+            self._upgrade_retried = True
+            self.context.tokens.invalidate(self._token)
+            self.open_connection()
+            return
+        self.session.connection_failed(reason)
+
+    def digit_received(self, digit: str) -> None:
+        self.session.digit_received(digit)
+
+    def hangup_received(self, reason: Optional[str]) -> None:
+        self.session.hangup_received(reason)
+
+    def platform_error(self, message: str, code: Optional[str]) -> None:
+        self.log.warn(
+            "{call_control_id}: platform error {code}: {message}",
+            call_control_id=self.call_control_id,
+            code=code or "-",
+            message=message,
+        )
+        self.session.platform_error(message)
+
+    def connection_closed(self, code: Optional[int], reason: str) -> None:
+        self.session.connection_lost(reason)
+
+
+@attrs.frozen
+class CallRecord:
+    """
+    What ``GET /v1/calls/<id>`` shows of an ended call.
+    """
+
+    call_control_id: str
+    outcome: Outcome
+    duration: float
+    menu: str
+    keys: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "callControlId": self.call_control_id,
+            "state": "ended",
+            "outcome": self.outcome.to_json(),
+            "menu": self.menu,
+            "keys": list(self.keys),
+            "duration": round(self.duration, 3),
+        }
+
+
+def describe_timeline(core: SessionCore) -> str:
+    """
+    One line with a call's timeline: ``+0.012s connected; +0.020s menu...``.
+    """
+    return "; ".join(f"+{t:.3f}s {what}" for t, what in core.timeline)
+
+
+class CallRegistry:
+    """
+    The calls in progress, and what became of recent ones.
+
+    :param retention: seconds an ended call stays visible
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        context: CallContext,
+        max_active: int,
+        retention: float,
+        on_call_ended: Optional[Callable[[CallRecord], None]] = None,
+    ) -> None:
+        self.context = context
+        self.max_active = max_active
+        self.retention = retention
+        self.active: Dict[str, CallRunner] = {}
+        self.ended: Dict[str, CallRecord] = {}
+        self._expiry: Dict[str, IDelayedCall] = {}
+        self._on_call_ended = on_call_ended
+        self.totals: Dict[str, int] = {}
+
+    @property
+    def full(self) -> bool:
+        return len(self.active) >= self.max_active
+
+    def start_call(self, call_control_id: str, external_id: str) -> CallRunner:
+        """
+        Start a session for a new call.  The caller checks for duplicates
+        and capacity first.
+        """
+        runner = CallRunner(self.context, call_control_id, external_id, self._finished)
+        self.active[call_control_id] = runner
+        self._forget(call_control_id)
+        self.log.info(
+            "{call_control_id}: call arrived from {caller}",
+            call_control_id=call_control_id,
+            caller=runner.caller,
+        )
+        runner.start()
+        return runner
+
+    def _finished(self, runner: CallRunner, outcome: Outcome) -> None:
+        core = runner.core
+        duration = self.context.reactor.seconds() - core.started_at
+        record = CallRecord(
+            runner.call_control_id,
+            outcome,
+            duration,
+            "none" if core.menu is None else ("default" if core.menu.is_default else "profile"),
+            tuple(core.keys),
+        )
+        self.active.pop(runner.call_control_id, None)
+        self.totals[outcome.kind] = self.totals.get(outcome.kind, 0) + 1
+        target = f" to {outcome.target}" if outcome.target else ""
+        self.log.info(
+            "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
+            "profile {profile}, {menu} menu, keys [{keys}]: {timeline}",
+            call_control_id=runner.call_control_id,
+            kind=outcome.kind,
+            target=target,
+            reason=outcome.reason,
+            duration=duration,
+            profile=core.profile,
+            menu=record.menu,
+            keys=" ".join(core.keys),
+            timeline=describe_timeline(core),
+        )
+        if self.retention > 0:
+            self.ended[runner.call_control_id] = record
+            self._expiry[runner.call_control_id] = self.context.reactor.callLater(
+                self.retention, self._expire, runner.call_control_id
+            )
+        if self._on_call_ended is not None:
+            self._on_call_ended(record)
+
+    def _expire(self, call_control_id: str) -> None:
+        self._expiry.pop(call_control_id, None)
+        self.ended.pop(call_control_id, None)
+
+    def _forget(self, call_control_id: str) -> None:
+        timer = self._expiry.pop(call_control_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.ended.pop(call_control_id, None)
+
+    def describe(self, call_control_id: str) -> Optional[dict[str, Any]]:
+        """
+        The JSON view of a call, or ``None`` if unknown.
+        """
+        runner = self.active.get(call_control_id)
+        if runner is not None:
+            return {
+                "callControlId": call_control_id,
+                "state": runner.state,
+                "profile": runner.core.profile,
+                "keys": list(runner.core.keys),
+            }
+        record = self.ended.get(call_control_id)
+        return None if record is None else record.to_json()
+
+    def clear_timers(self) -> None:
+        """
+        Cancel the retention timers (at shutdown).
+        """
+        for timer in self._expiry.values():
+            if timer.active():
+                timer.cancel()
+        self._expiry.clear()

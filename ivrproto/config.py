@@ -1,0 +1,340 @@
+"""
+The service's configuration: a TOML file, overridden by the contract's
+environment variables, loaded into frozen values.  Every problem is reported
+as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import urlsplit
+
+import attrs
+
+from .errors import ConfigError
+from .menu import MenuBook, parse_menu
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_API_URL = "https://api.us-east-1.mypurecloud.com"
+DEFAULT_SCOPE = "profile:read callcontrol:inbound callcontrol:media"
+
+#: Environment variables of the contract, and the setting each overrides.
+ENVIRONMENT = {
+    "GENESYS_BASE_URL": "api_url",
+    "GENESYS_LOGIN_URL": "login_url",
+    "CLIENT_ID": "client_id",
+    "CLIENT_SECRET": "client_secret",
+    "AUDIO_BASE_URL": "audio_base_url",
+}
+
+
+@attrs.frozen
+class PlatformConfig:
+    """
+    Where the platform is and how to authenticate to it.
+    """
+
+    api_url: str
+    login_url: str
+    client_id: str
+    client_secret: str = attrs.field(repr=False)
+    audio_base_url: str
+    scope: str = DEFAULT_SCOPE
+
+    @property
+    def token_url(self) -> str:
+        return self.login_url.rstrip("/") + "/oauth/token"
+
+    @property
+    def websocket_url(self) -> str:
+        parts = urlsplit(self.api_url)
+        scheme = {"https": "wss", "http": "ws"}[parts.scheme]
+        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/v2/callcontrol/websocket"
+
+
+@attrs.frozen
+class IntakeConfig:
+    """
+    The HTTP listener through which calls arrive (contract section 4).
+
+    :ivar listen: a Twisted server endpoint description
+    :ivar max_body: the largest request body accepted, in bytes
+    :ivar max_active_calls: calls in progress beyond which new ones get 503
+    :ivar outcome_retention: seconds an ended call stays visible at
+        ``GET /v1/calls/<id>``
+    """
+
+    listen: str = "tcp:8080:interface=127.0.0.1"
+    max_body: int = 16 * 1024
+    max_active_calls: int = 10_000
+    outcome_retention: float = 300.0
+
+
+@attrs.frozen
+class Timing:
+    """
+    Every delay and limit of a call; all in seconds unless named otherwise.
+    """
+
+    request_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    profile_budget: float = 0.8
+    no_input_timeout: float = 10.0
+    menu_repeats: int = 2
+    confirm_delay: float = 1.5
+    max_invalid: int = 3
+    token_refresh_margin: float = 60.0
+
+
+@attrs.frozen
+class Config:
+    """
+    The whole configuration.
+
+    :ivar emulator: the raw ``emulator`` and ``calls`` tables when the
+        embedded local platform is enabled, else ``None``
+    """
+
+    platform: PlatformConfig
+    intake: IntakeConfig
+    timing: Timing
+    menu: MenuBook
+    source: str
+    base_dir: Path
+    emulator: Optional[Mapping[str, Any]] = None
+
+
+def is_loopback_host(host: Optional[str]) -> bool:
+    """
+    Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``).
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: Any, key: str, source: Optional[str], *, tls_unless_loopback: bool) -> str:
+    """
+    Check that ``url`` is an absolute http(s) URL; with
+    ``tls_unless_loopback``, plain http only for loopback hosts.
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigError(key, "must be an absolute http(s) URL", source)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"must be an absolute http(s) URL, not {url!r}", source)
+    if tls_unless_loopback and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(
+            key, "plain http is allowed only for loopback hosts; use https", source
+        )
+    return url
+
+
+class _Table:
+    """
+    Reads one TOML table, remembering the keys used so that unknown ones are
+    reported.
+    """
+
+    def __init__(self, data: Any, where: str, source: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(where, "must be a table", source)
+        self.data = data
+        self.where = where
+        self.source = source
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}"
+
+    def get(self, name: str, kind: Any, default: Any) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = {str: "a string", float: "a number", int: "a whole number", bool: "true or false"}
+            raise ConfigError(self.key(name), f"must be {names.get(kind, kind)}", self.source)
+        return value
+
+    def positive(self, name: str, default: float, *, allow_zero: bool = False) -> float:
+        value = self.get(name, float, default)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(self.key(name), "must be greater than zero", self.source)
+        return value
+
+    def count(self, name: str, default: int, *, minimum: int = 0) -> int:
+        value = self.get(name, int, default)
+        if value < minimum:
+            raise ConfigError(self.key(name), f"must be at least {minimum}", self.source)
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown setting", self.source)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    base_dir: Path = Path("."),
+    environ: Mapping[str, str] = {},
+) -> Config:
+    """
+    Build a :class:`Config` from parsed TOML and the environment.
+
+    :param environ: the environment; the variables of :data:`ENVIRONMENT`
+        override the file
+    :raises ConfigError: for the first problem found
+    """
+    known = {"platform", "intake", "timing", "menu", "emulator", "calls"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown section", source)
+
+    emulator_table = data.get("emulator")
+    emulator: Optional[Dict[str, Any]] = None
+    if emulator_table is not None:
+        if not isinstance(emulator_table, dict):
+            raise ConfigError("emulator", "must be a table", source)
+        enabled = emulator_table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError("emulator.enabled", "must be true or false", source)
+        if enabled:
+            emulator = {
+                "emulator": {k: v for k, v in emulator_table.items() if k != "enabled"},
+                "calls": data.get("calls", []),
+            }
+    elif "calls" in data:
+        raise ConfigError("calls", "scripted calls need an [emulator] section", source)
+
+    platform = _Table(data.get("platform"), "platform", source)
+    values: Dict[str, Any] = {}
+    for name in ("api_url", "login_url", "client_id", "client_secret", "audio_base_url", "scope"):
+        values[name] = platform.get(name, str, None)
+    platform.finish()
+    for variable, name in ENVIRONMENT.items():
+        if environ.get(variable):
+            values[name] = environ[variable]
+
+    if emulator is not None:
+        # The embedded platform decides the URLs and credentials at start.
+        values["api_url"] = values["api_url"] or "http://127.0.0.1:0"
+        values["client_id"] = values["client_id"] or emulator["emulator"].get(
+            "client_id", "ivrproto-local"
+        )
+        values["client_secret"] = values["client_secret"] or emulator["emulator"].get(
+            "client_secret", "local-secret"
+        )
+    api_url = check_url(
+        values["api_url"] or DEFAULT_API_URL, "platform.api_url", source, tls_unless_loopback=True
+    )
+    login_url = check_url(
+        values["login_url"] or api_url, "platform.login_url", source, tls_unless_loopback=True
+    )
+    for name in ("client_id", "client_secret"):
+        if not values[name]:
+            variable = name.upper()
+            raise ConfigError(
+                f"platform.{name}", f"is required (or set {variable} in the environment)", source
+            )
+    audio_base_url = check_url(
+        values["audio_base_url"] or "https://example.com/ivr/audio/",
+        "platform.audio_base_url",
+        source,
+        tls_unless_loopback=False,
+    )
+    platform_config = PlatformConfig(
+        api_url=api_url.rstrip("/"),
+        login_url=login_url.rstrip("/"),
+        client_id=values["client_id"],
+        client_secret=values["client_secret"],
+        audio_base_url=audio_base_url,
+        scope=values["scope"] or DEFAULT_SCOPE,
+    )
+
+    intake = _Table(data.get("intake"), "intake", source)
+    intake_defaults = IntakeConfig()
+    intake_config = IntakeConfig(
+        listen=intake.get("listen", str, intake_defaults.listen),
+        max_body=intake.count("max_body", intake_defaults.max_body, minimum=64),
+        max_active_calls=intake.count(
+            "max_active_calls", intake_defaults.max_active_calls, minimum=1
+        ),
+        outcome_retention=intake.positive(
+            "outcome_retention", intake_defaults.outcome_retention, allow_zero=True
+        ),
+    )
+    intake.finish()
+
+    timing = _Table(data.get("timing"), "timing", source)
+    defaults = Timing()
+    timing_config = Timing(
+        request_timeout=timing.positive("request_timeout", defaults.request_timeout),
+        handshake_timeout=timing.positive("handshake_timeout", defaults.handshake_timeout),
+        profile_budget=timing.positive("profile_budget", defaults.profile_budget),
+        no_input_timeout=timing.positive("no_input_timeout", defaults.no_input_timeout),
+        menu_repeats=timing.count("menu_repeats", defaults.menu_repeats),
+        confirm_delay=timing.positive("confirm_delay", defaults.confirm_delay, allow_zero=True),
+        max_invalid=timing.count("max_invalid", defaults.max_invalid, minimum=1),
+        token_refresh_margin=timing.positive(
+            "token_refresh_margin", defaults.token_refresh_margin, allow_zero=True
+        ),
+    )
+    timing.finish()
+    if timing_config.profile_budget >= 5.0:
+        raise ConfigError(
+            "timing.profile_budget", "must be well under 5 seconds (the caller is waiting)", source
+        )
+
+    try:
+        menu = parse_menu(data.get("menu"), platform_config.audio_base_url)
+    except ConfigError as e:
+        raise ConfigError(e.key, e.reason, source) from None
+
+    return Config(
+        platform=platform_config,
+        intake=intake_config,
+        timing=timing_config,
+        menu=menu,
+        source=source,
+        base_dir=base_dir,
+        emulator=emulator,
+    )
+
+
+def load_config(path: str, environ: Mapping[str, str] = {}) -> Config:
+    """
+    Read and check a configuration file.
+
+    :raises ConfigError: when the file cannot be read, is not TOML, or holds
+        a bad setting
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("(file)", f"not valid TOML: {e}", str(p)) from None
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent, environ=environ)

@@ -1,0 +1,218 @@
+"""
+The intake listener (contract section 4): ``POST /v1/calls`` starts a
+session, ``GET /v1/calls/<id>`` shows it, ``/healthz`` and ``/readyz`` tell
+whether the process is alive and able to take calls.
+
+twisted.web has no request body limit of its own: :func:`make_site` builds
+a site whose requests stop buffering past ``max_body`` and answer 413.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Optional, Type
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from .calls import CallRegistry
+
+#: Call ids are logged and used in URLs: a conservative alphabet.
+CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")
+MAX_EXTERNAL_ID = 256
+
+
+def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body).encode("utf-8")
+
+
+def capped_request(max_body: int) -> Type[Request]:
+    """
+    A :class:`Request` class that buffers at most ``max_body`` bytes of body
+    and remembers whether more was sent.
+    """
+
+    class CappedRequest(Request):
+        too_large = False
+
+        def gotLength(self, length: Optional[int]) -> None:
+            if length is not None and length > max_body:
+                self.too_large = True
+                length = 0
+            super().gotLength(length)
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self.too_large:
+                return
+            if self.content.tell() + len(data) > max_body:
+                self.too_large = True
+                return
+            super().handleContentChunk(data)
+
+    return CappedRequest
+
+
+class CallsResource(Resource):
+    """
+    ``/v1/calls`` and ``/v1/calls/<callControlId>``.
+    """
+
+    log = Logger()
+
+    def __init__(self, registry: CallRegistry, is_draining: Callable[[], bool]) -> None:
+        super().__init__()
+        self.registry = registry
+        self.is_draining = is_draining
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return CallResource(self.registry, path.decode("utf-8", "replace"))
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, {"active": len(self.registry.active)})
+
+    def render_POST(self, request: Request) -> bytes:
+        if getattr(request, "too_large", False):
+            return _json(request, 413, {"error": "request body too large"})
+        if self.is_draining():
+            request.setHeader(b"retry-after", b"5")
+            return _json(request, 503, {"error": "draining: not taking new calls"})
+        try:
+            body = json.loads(request.content.read())
+        except (ValueError, UnicodeDecodeError):
+            return _json(request, 400, {"error": "body is not valid JSON"})
+        if not isinstance(body, dict):
+            return _json(request, 400, {"error": "body must be a JSON object"})
+        call_control_id = body.get("callControlId")
+        external_id = body.get("externalId")
+        if not isinstance(call_control_id, str) or not CALL_ID.match(call_control_id):
+            return _json(
+                request,
+                400,
+                {
+                    "error": "callControlId must be a string of 1-128 letters, digits, "
+                    "or . _ : @ -",
+                    "field": "callControlId",
+                },
+            )
+        if (
+            not isinstance(external_id, str)
+            or not external_id
+            or len(external_id) > MAX_EXTERNAL_ID
+            or not external_id.isprintable()
+        ):
+            return _json(
+                request,
+                400,
+                {
+                    "error": f"externalId must be a printable string of 1-{MAX_EXTERNAL_ID} characters",
+                    "field": "externalId",
+                },
+            )
+        if call_control_id in self.registry.active:
+            return _json(
+                request, 409, {"error": "a session for this call is already active"}
+            )
+        if self.registry.full:
+            request.setHeader(b"retry-after", b"1")
+            return _json(request, 503, {"error": "over capacity"})
+        self.registry.start_call(call_control_id, external_id)
+        request.setHeader(b"location", b"/v1/calls/" + call_control_id.encode("ascii"))
+        return _json(
+            request,
+            202,
+            {"callControlId": call_control_id, "state": self.registry.describe(call_control_id)["state"]},  # type: ignore[index]
+        )
+
+
+class CallResource(Resource):
+    """
+    ``/v1/calls/<callControlId>``: one call's state, or its outcome.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CallRegistry, call_control_id: str) -> None:
+        super().__init__()
+        self.registry = registry
+        self.call_control_id = call_control_id
+
+    def render_GET(self, request: Request) -> bytes:
+        view = self.registry.describe(self.call_control_id)
+        if view is None:
+            return _json(request, 404, {"error": "no such call"})
+        return _json(request, 200, view)
+
+
+class HealthResource(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, {"status": "ok"})
+
+
+class ReadyResource(Resource):
+    """
+    Ready when not draining and an access token can be had.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self, get_token: Callable[[], "Deferred[str]"], is_draining: Callable[[], bool]
+    ) -> None:
+        super().__init__()
+        self.get_token = get_token
+        self.is_draining = is_draining
+
+    def render_GET(self, request: Request) -> Any:
+        if self.is_draining():
+            return _json(request, 503, {"status": "draining"})
+        d = self.get_token()
+
+        def ready(_: object) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(_json(request, 200, {"status": "ready"}))
+                request.finish()
+
+        def not_ready(failure: Failure) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(
+                    _json(request, 503, {"status": "not ready", "reason": "no access token"})
+                )
+                request.finish()
+
+        d.addCallbacks(ready, not_ready)
+        return NOT_DONE_YET
+
+
+def make_site(
+    registry: CallRegistry,
+    get_token: Callable[[], "Deferred[str]"],
+    is_draining: Callable[[], bool],
+    max_body: int,
+    extra: Optional[dict[bytes, Resource]] = None,
+) -> Site:
+    """
+    The intake's web site.
+    """
+    root = Resource()
+    v1 = Resource()
+    root.putChild(b"v1", v1)
+    v1.putChild(b"calls", CallsResource(registry, is_draining))
+    root.putChild(b"healthz", HealthResource())
+    root.putChild(b"readyz", ReadyResource(get_token, is_draining))
+    for name, resource in (extra or {}).items():
+        root.putChild(name, resource)
+    site = Site(root, requestFactory=capped_request(max_body))
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

@@ -1,0 +1,219 @@
+"""
+Wires the parts into one service: HTTP client, token source, profile
+client, call registry, intake listener and, when the configuration asks for
+it, the embedded local platform with its scripted calls.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import attrs
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from .calls import CallContext, CallRegistry
+from .config import Config
+from .errors import ConfigError
+from .intake import make_site
+from .oauth import TokenSource
+from .profiles import ProfileClient
+
+
+def check_scenario(config: Config) -> Any:
+    """
+    Parse the embedded platform's scenario, if the configuration has one.
+
+    :raises ConfigError: naming the bad key
+    """
+    if config.emulator is None:
+        return None
+    from .emulator import parse_scenario
+
+    table = dict(config.emulator)
+    emulator = dict(table["emulator"])
+    emulator.pop("exit_when_done", None)
+    table["emulator"] = emulator
+    return parse_scenario(table, config.base_dir, config.source)
+
+
+class IVRService(Service):
+    """
+    The ivrproto service.
+
+    :param reactor: the reactor (``IReactorTCP``, ``IReactorTime``...)
+    :param config: the loaded configuration
+    :param intake: a server endpoint description overriding the config's
+    :param on_scenario_done: called when the embedded platform's scripted
+        calls have all ended (``twistd`` stops the reactor here when the
+        config says ``exit_when_done``)
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        intake: Optional[str] = None,
+        on_scenario_done: Optional[Any] = None,
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.intake_description = intake or config.intake.listen
+        self.scenario = check_scenario(config)
+        self.on_scenario_done = on_scenario_done
+        self.platform: Any = None
+        self.pool: Optional[HTTPConnectionPool] = None
+        self.tokens: Optional[TokenSource] = None
+        self.profiles: Optional[ProfileClient] = None
+        self.registry: Optional[CallRegistry] = None
+        self.port: Optional[IListeningPort] = None
+        self.draining = False
+        self.scenario_done: Optional[Deferred[Any]] = None
+        self._started: Optional[Deferred[None]] = None
+
+    @property
+    def intake_url(self) -> str:
+        assert self.port is not None
+        address = self.port.getHost()
+        return f"http://{address.host}:{address.port}"
+
+    def startService(self) -> None:
+        super().startService()
+        self._started = self.start()
+
+        def failed(failure: Any) -> None:
+            self.log.failure("ivrproto could not start", failure)
+            if self.reactor.running:
+                self.reactor.stop()
+
+        self._started.addErrback(failed)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.stop()
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """
+        Start everything; fires once the intake listens.
+        """
+        platform_config = self.config.platform
+        if self.scenario is not None:
+            from .emulator import Platform
+
+            settings = self.scenario.settings if hasattr(self.scenario, "settings") else self.scenario
+            self.platform = Platform(
+                self.reactor,
+                clients={platform_config.client_id: platform_config.client_secret},
+                profiles=settings.profiles,
+                token_ttl=settings.token_ttl,
+            )
+            yield self.platform.listen(settings.listen)
+            platform_config = attrs.evolve(
+                platform_config, api_url=self.platform.base_url, login_url=self.platform.base_url
+            )
+            self.log.info(
+                "embedded platform emulator listening on {url}", url=self.platform.base_url
+            )
+
+        timing = self.config.timing
+        self.pool = HTTPConnectionPool(self.reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 32
+        self.pool.cachedConnectionTimeout = 30
+        self.pool.retryAutomatically = False
+        http = HTTPClient(Agent(self.reactor, pool=self.pool))
+        self.tokens = TokenSource(
+            self.reactor,
+            http,
+            platform_config.token_url,
+            platform_config.client_id,
+            platform_config.client_secret,
+            scope=platform_config.scope,
+            timeout=timing.request_timeout,
+            refresh_margin=timing.token_refresh_margin,
+        )
+        self.profiles = ProfileClient(
+            self.reactor,
+            http,
+            platform_config.api_url,
+            self.tokens,
+            timeout=min(timing.request_timeout, timing.profile_budget * 2),
+        )
+        context = CallContext(
+            reactor=self.reactor,
+            tokens=self.tokens,
+            profiles=self.profiles,
+            book=self.config.menu,
+            timing=timing,
+            websocket_url=platform_config.websocket_url,
+            log_key=os.urandom(16),
+        )
+        self.registry = CallRegistry(
+            context, self.config.intake.max_active_calls, self.config.intake.outcome_retention
+        )
+        site = make_site(
+            self.registry,
+            self.tokens.get_token,
+            lambda: self.draining,
+            self.config.intake.max_body,
+        )
+        endpoint = serverFromString(self.reactor, self.intake_description)
+        self.port = yield endpoint.listen(site)
+        self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
+        if self.scenario is not None:
+            self.scenario_done = self._place_scripted_calls()
+
+    def _place_scripted_calls(self) -> Deferred[Any]:
+        from .emulator import place_calls
+
+        settings = self.scenario
+        started = self.reactor.seconds()
+        calls = settings.calls
+        self.log.info("placing {n} scripted calls", n=len(calls))
+        d = place_calls(
+            self.reactor,
+            self.platform,
+            calls,
+            self.intake_url + "/v1/calls",
+            interval=settings.call_interval,
+        )
+
+        def done(records: Any) -> Any:
+            elapsed = self.reactor.seconds() - started
+            transferred = sum(1 for r in records if r.outcome == "transferred")
+            self.log.info(
+                "all {n} scripted calls ended in {elapsed:.2f}s "
+                "({transferred} transferred)",
+                n=len(records),
+                elapsed=elapsed,
+                transferred=transferred,
+            )
+            if self.on_scenario_done is not None and self.config.emulator is not None:
+                if self.config.emulator["emulator"].get("exit_when_done", False):
+                    self.on_scenario_done()
+            return records
+
+        return d.addCallback(done)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop listening, end the embedded platform, close idle connections.
+        """
+        waits: list[Deferred[Any]] = []
+        if self.port is not None:
+            waits.append(succeed(None).addCallback(lambda _: self.port.stopListening()))  # type: ignore[union-attr]
+        if self.platform is not None:
+            waits.append(self.platform.stop())
+        if self.registry is not None:
+            self.registry.clear_timers()
+        if self.pool is not None:
+            waits.append(self.pool.closeCachedConnections())
+        return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

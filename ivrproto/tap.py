@@ -1,0 +1,76 @@
+"""
+``twistd ivr``: command-line options and the service they make.  The only
+module that touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import Config, load_config
+from .errors import ConfigError
+
+
+class Options(usage.Options):
+    """
+    ``twistd ivr --config FILE [--intake ENDPOINT]``
+    """
+
+    synopsis = "--config FILE [--intake ENDPOINT]"
+    longdesc = (
+        "Personalized IVR menus over the Genesys Cloud Call Control API. "
+        "The environment variables GENESYS_BASE_URL, GENESYS_LOGIN_URL, CLIENT_ID, "
+        "CLIENT_SECRET and AUDIO_BASE_URL override the config file."
+    )
+    optParameters = [
+        ["config", "c", None, "The configuration file (TOML). Required."],
+        [
+            "intake",
+            "i",
+            None,
+            "Twisted server endpoint of the intake listener "
+            "(e.g. tcp:8080:interface=127.0.0.1); overrides the config file.",
+        ],
+    ]
+
+    config: Optional[Config] = None
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.config = load_config(self["config"], os.environ)
+            from .service import check_scenario
+
+            check_scenario(self.config)
+        except ConfigError as e:
+            raise usage.UsageError(f"bad configuration: {e}") from None
+        if self["intake"]:
+            from twisted.internet import reactor
+            from twisted.internet.endpoints import serverFromString
+
+            try:
+                serverFromString(reactor, self["intake"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(f"bad --intake endpoint {self['intake']!r}: {e}") from None
+
+
+def makeService(options: Options) -> IService:
+    """
+    Make the service ``twistd ivr`` runs.
+    """
+    from twisted.internet import reactor
+
+    from .service import IVRService
+
+    assert options.config is not None
+
+    def stop() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    return IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
