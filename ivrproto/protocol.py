@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
+from ._quietlog import QuietAutobahnLog
 from .config import is_loopback_host
 from .errors import MalformedFrame
 from .messages import (
@@ -77,7 +78,9 @@ class CallControlProtocol(WebSocketClientProtocol):
     The factory gives it ``call_control_id`` and ``listener``.
     """
 
-    log = Logger()
+    # Autobahn's own logging (``log``) is replaced: see ``_quietlog``.
+    log = QuietAutobahnLog(Logger(namespace="ivrproto.protocol.autobahn"))
+    _log = Logger()
     factory: "CallControlFactory"
 
     def __init__(self) -> None:
@@ -105,7 +108,7 @@ class CallControlProtocol(WebSocketClientProtocol):
             event = parse_event(payload)
         except MalformedFrame as e:
             self.ignored_frames += 1
-            self.log.warn(
+            self._log.warn(
                 "{call_control_id}: ignored a frame: {reason}",
                 call_control_id=self.factory.call_control_id,
                 reason=e.reason,
@@ -114,7 +117,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         try:
             self._dispatch(event)
         except Exception:
-            self.log.failure(
+            self._log.failure(
                 "{call_control_id}: error while handling {event}",
                 call_control_id=self.factory.call_control_id,
                 event=type(event).__name__,
@@ -135,7 +138,7 @@ class CallControlProtocol(WebSocketClientProtocol):
                     why = f"upgrade refused (HTTP {status})" if status else "upgrade failed"
                 listener.handshake_failed(why, status)
         except Exception:
-            self.log.failure(
+            self._log.failure(
                 "{call_control_id}: error while handling the close",
                 call_control_id=self.factory.call_control_id,
             )
@@ -214,6 +217,8 @@ class CallControlFactory(WebSocketClientFactory):
     """
 
     protocol = CallControlProtocol
+    noisy = False
+    log = QuietAutobahnLog(Logger(namespace="ivrproto.protocol.autobahn"))
 
     def __init__(
         self,

@@ -109,14 +109,15 @@ class IVRService(Service):
         if self.scenario is not None:
             from .emulator import Platform
 
-            settings = self.scenario.settings if hasattr(self.scenario, "settings") else self.scenario
+            scenario = self.scenario
             self.platform = Platform(
                 self.reactor,
                 clients={platform_config.client_id: platform_config.client_secret},
-                profiles=settings.profiles,
-                token_ttl=settings.token_ttl,
+                profiles=scenario.profiles,
+                token_ttl=scenario.token_ttl,
+                close_after_transfer=scenario.close_after_transfer,
             )
-            yield self.platform.listen(settings.listen)
+            yield self.platform.listen(scenario.listen)
             platform_config = attrs.evolve(
                 platform_config, api_url=self.platform.base_url, login_url=self.platform.base_url
             )
@@ -174,16 +175,15 @@ class IVRService(Service):
     def _place_scripted_calls(self) -> Deferred[Any]:
         from .emulator import place_calls
 
-        settings = self.scenario
         started = self.reactor.seconds()
-        calls = settings.calls
+        calls = self.scenario.calls
         self.log.info("placing {n} scripted calls", n=len(calls))
         d = place_calls(
             self.reactor,
             self.platform,
             calls,
             self.intake_url + "/v1/calls",
-            interval=settings.call_interval,
+            interval=self.scenario.call_interval,
         )
 
         def done(records: Any) -> Any:
