@@ -13,7 +13,7 @@ import hmac
 from typing import Any, Callable, Dict, Optional, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -265,6 +265,7 @@ class CallRegistry:
         self.ended: Dict[str, CallRecord] = {}
         self._expiry: Dict[str, IDelayedCall] = {}
         self._on_call_ended = on_call_ended
+        self._waiters: Dict[str, list[Deferred[CallRecord]]] = {}
         self.totals: Dict[str, int] = {}
 
     @property
@@ -320,6 +321,20 @@ class CallRegistry:
             )
         if self._on_call_ended is not None:
             self._on_call_ended(record)
+        for waiter in self._waiters.pop(runner.call_control_id, []):
+            waiter.callback(record)
+
+    def when_ended(self, call_control_id: str) -> Deferred[CallRecord]:
+        """
+        A Deferred that fires with the call's record when it ends (at once
+        if it has ended and is still retained).
+        """
+        record = self.ended.get(call_control_id)
+        if record is not None and call_control_id not in self.active:
+            return succeed(record)
+        d: Deferred[CallRecord] = Deferred()
+        self._waiters.setdefault(call_control_id, []).append(d)
+        return d
 
     def _expire(self, call_control_id: str) -> None:
         self._expiry.pop(call_control_id, None)

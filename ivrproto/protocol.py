@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
-from ._quietlog import QuietAutobahnLog
+from ._autobahn import QuietAutobahnLog, ReactorTimer
 from .config import is_loopback_host
 from .errors import MalformedFrame
 from .messages import (
@@ -78,7 +78,7 @@ class CallControlProtocol(WebSocketClientProtocol):
     The factory gives it ``call_control_id`` and ``listener``.
     """
 
-    # Autobahn's own logging (``log``) is replaced: see ``_quietlog``.
+    # Autobahn's own logging (``log``) is replaced: see ``_autobahn``.
     log = QuietAutobahnLog(Logger(namespace="ivrproto.protocol.autobahn"))
     _log = Logger()
     factory: "CallControlFactory"
@@ -124,6 +124,12 @@ class CallControlProtocol(WebSocketClientProtocol):
             )
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        # Autobahn leaves its closing-handshake timer scheduled after the
+        # connection is gone (it fires as a no-op); cancel it with the
+        # connection so that nothing of an ended call stays on the reactor.
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         listener = self.factory.listener
         try:
             if self.is_connected:
@@ -237,6 +243,7 @@ class CallControlFactory(WebSocketClientFactory):
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             reactor=reactor,
         )
+        self._batched_timer = ReactorTimer(reactor)
         self.call_control_id = call_control_id
         self.listener = listener
         self.capabilities = capabilities

@@ -1,0 +1,378 @@
+"""
+Helpers shared by the HTTP clients of ivrproto (the token source and the
+profile client): ``Retry-After`` parsing, backoff with full jitter, a
+cancellable sleep, and a response body read that is bounded in time and in
+size.
+
+Nothing here logs, and no exception raised here carries a URL, a header
+value or any part of a body, so callers can turn them into their own errors
+without leaking anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from email.utils import parsedate_to_datetime
+from datetime import timezone
+from typing import Any, Callable, Coroutine, Optional, TypeVar, Union
+
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionClosed,
+    DNSLookupError,
+    TimeoutError as ConnectTimeoutError,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+
+__all__ = [
+    "BodyError",
+    "BodyTooLarge",
+    "BodyTimedOut",
+    "BodyIncomplete",
+    "Cancelled",
+    "parse_retry_after",
+    "full_jitter",
+    "sleep",
+    "read_body",
+    "describe_request_failure",
+    "run_cancellable",
+]
+
+_T = TypeVar("_T")
+
+# RFC 9110 section 10.2.3 allows only 1*DIGIT; a fractional number of
+# seconds is accepted too, since reading it as a delay is harmless.
+_DELAY_SECONDS = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
+
+# 2 ** 62 seconds is far beyond any cap; bounding the exponent keeps the
+# float conversion from overflowing on absurd attempt numbers.
+_MAX_EXPONENT = 62
+
+
+class BodyError(Exception):
+    """
+    A response body could not be read within its bounds.
+
+    :ivar reason: a short description, safe to put in an error message
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BodyTooLarge(BodyError):
+    """
+    The body is larger than the caller allows.
+    """
+
+
+class BodyTimedOut(BodyError):
+    """
+    The body did not arrive in full before the deadline.
+    """
+
+
+class BodyIncomplete(BodyError):
+    """
+    The connection was lost before the whole body arrived.
+    """
+
+
+def parse_retry_after(
+    value: Optional[Union[bytes, str]], now: float, cap: float
+) -> Optional[float]:
+    """
+    Parse a ``Retry-After`` header value (RFC 9110 section 10.2.3).
+
+    :param value: the raw header value, or ``None`` when the header is absent
+    :param now: the current time in seconds since the epoch, used to turn an
+        HTTP-date into a delay
+    :param cap: the longest delay to return; longer delays are cut to it
+
+    :return: the delay in seconds, between 0 and ``cap``, or ``None`` when
+        the value is absent, negative or not understood (the caller then
+        falls back to its own backoff).  An HTTP-date in the past gives 0.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    else:
+        text = value
+    text = text.strip()
+    if not text:
+        return None
+    delay: float
+    if _DELAY_SECONDS.match(text):
+        delay = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:  # pragma: no cover - older Pythons returned None
+            return None
+        if when.tzinfo is None:
+            # "-0000" means UTC with no claim about the local zone.
+            when = when.replace(tzinfo=timezone.utc)
+        try:
+            delay = max(0.0, when.timestamp() - now)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not math.isfinite(delay) or delay < 0:
+        return None
+    return max(0.0, min(delay, cap))
+
+
+def full_jitter(
+    attempt: int, base: float, cap: float, random: Callable[[], float]
+) -> float:
+    """
+    The "full jitter" backoff delay after the failure of attempt number
+    ``attempt`` (counted from 0): ``random() * min(cap, base * 2 ** attempt)``.
+
+    :param attempt: how many attempts failed before this one (0 for the first)
+    :param base: the delay bound after the first failure
+    :param cap: the largest delay bound
+    :param random: a function returning a float in [0, 1)
+    """
+    exponent = min(max(attempt, 0), _MAX_EXPONENT)
+    bound = min(cap, base * float(2**exponent))
+    return max(0.0, random() * bound)
+
+
+def sleep(reactor: IReactorTime, seconds: float) -> "Deferred[None]":
+    """
+    A Deferred that fires after ``seconds`` on ``reactor``.  Cancelling it
+    cancels the timer.
+    """
+    return deferLater(reactor, max(0.0, seconds), lambda: None)
+
+
+def describe_request_failure(failure: Union[Failure, BaseException], timeout: float) -> str:
+    """
+    Describe why an HTTP request got no answer, in a few words that carry no
+    URL, host name or other detail from the exception's text.
+
+    :param failure: what the request failed with
+    :param timeout: the request timeout in seconds, to mention when it fired
+    """
+    exc = failure.value if isinstance(failure, Failure) else failure
+    inner = getattr(exc, "reasons", None)
+    if isinstance(inner, list) and inner:
+        # ResponseNeverReceived / ResponseFailed wrap the real reasons.
+        first = inner[0]
+        first_exc = first.value if isinstance(first, Failure) else first
+        if isinstance(first_exc, CancelledError):
+            return f"timed out after {timeout:g}s"
+        return "connection lost before a complete response"
+    if isinstance(exc, (CancelledError, ConnectTimeoutError)):
+        return f"timed out after {timeout:g}s"
+    if isinstance(exc, DNSLookupError):
+        return "host name lookup failed"
+    if isinstance(exc, ConnectError):
+        return "connection failed"
+    if isinstance(exc, ConnectionClosed):
+        return "connection lost before a response"
+    return f"request failed ({type(exc).__name__})"
+
+
+class _BoundedBody(Protocol):
+    """
+    Collect a response body, giving up when it grows past ``max_bytes``.
+    """
+
+    def __init__(self, finished: "Deferred[bytes]", max_bytes: int) -> None:
+        self._finished: Optional[Deferred[bytes]] = finished
+        self._max_bytes = max_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished is None:
+            return
+        self._size += len(data)
+        if self._size > self._max_bytes:
+            self.give_up(
+                BodyTooLarge(
+                    f"response body larger than the {self._max_bytes} bytes allowed"
+                )
+            )
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        finished, self._finished = self._finished, None
+        if finished is None:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            finished.callback(b"".join(self._chunks))
+        else:
+            finished.errback(BodyIncomplete("connection lost while reading the body"))
+
+    def give_up(self, error: Optional[BodyError]) -> None:
+        """
+        Stop reading: drop the connection and, when ``error`` is given, fail
+        the read with it.
+        """
+        finished, self._finished = self._finished, None
+        self._chunks = []
+        self.abort()
+        if finished is not None and error is not None:
+            finished.errback(error)
+
+    def abort(self) -> None:
+        """
+        Close the connection the body arrives on, if it is still open.
+        """
+        _abort(self.transport)
+
+
+class _Discard(Protocol):
+    """
+    Drop a response body unread: close its connection at once.
+    """
+
+    def connectionMade(self) -> None:
+        _abort(self.transport)
+
+
+def _abort(transport: Any) -> None:
+    """
+    Close the connection a response body arrives on, if it is still open.
+    """
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    if abort is None:
+        abort = transport.stopProducing
+    try:
+        abort()
+    except Exception:
+        # The connection is already gone; nothing more to stop.
+        pass
+
+
+def read_body(
+    reactor: IReactorTime, response: IResponse, timeout: float, max_bytes: int
+) -> "Deferred[bytes]":
+    """
+    Read a response body, bounded in time and in size.
+
+    treq's ``timeout=`` stops at the response headers; this bounds the rest.
+    A ``Content-Length`` over ``max_bytes`` fails at once, and a body without
+    one fails as soon as it grows past ``max_bytes``.  In both cases, and on
+    a timeout or a cancellation, the connection is dropped.
+
+    :param reactor: the clock for the deadline
+    :param response: the response, as given by a treq-like client (use
+        ``unbuffered=True`` so that the body is not buffered twice)
+    :param timeout: seconds allowed for the whole body
+    :param max_bytes: the largest body accepted
+
+    :return: a Deferred firing with the body, or failing with
+        :class:`BodyTooLarge`, :class:`BodyTimedOut` or
+        :class:`BodyIncomplete`.
+    """
+    length = response.length
+    if length is not UNKNOWN_LENGTH and isinstance(length, int) and length > max_bytes:
+        response.deliverBody(_Discard())
+        return fail(
+            BodyTooLarge(
+                f"response body of {length} bytes is larger than the "
+                f"{max_bytes} bytes allowed"
+            )
+        )
+
+    timer: Optional[IDelayedCall] = None
+
+    def cancel(d: "Deferred[bytes]") -> None:
+        collector.give_up(None)
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    collector = _BoundedBody(finished, max_bytes)
+
+    def timed_out() -> None:
+        collector.give_up(BodyTimedOut(f"response body not received within {timeout:g}s"))
+
+    def stop_timer(result: Any) -> Any:
+        if timer is not None and timer.active():
+            timer.cancel()
+        return result
+
+    finished.addBoth(stop_timer)
+    if not finished.called:
+        timer = reactor.callLater(timeout, timed_out)
+    response.deliverBody(collector)
+    if finished.called and timer is not None and timer.active():
+        timer.cancel()
+    return finished
+
+
+class Cancelled:
+    """
+    Whether the caller cancelled an operation run by :func:`run_cancellable`.
+
+    A cancellation reaches the coroutine as a :class:`CancelledError` thrown
+    where it awaits; a request timeout can raise the same exception, and this
+    flag tells the two apart.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __bool__(self) -> bool:
+        return self.cancelled
+
+
+def run_cancellable(
+    make: Callable[[Cancelled], Coroutine["Deferred[Any]", Any, _T]],
+) -> "Deferred[_T]":
+    """
+    Run the coroutine ``make(flag)`` and return a Deferred for its result.
+
+    Cancelling the Deferred sets ``flag``, then cancels whatever the coroutine
+    awaits; the coroutine must re-raise the :class:`CancelledError` it then
+    sees whenever ``flag`` is set.  However the coroutine ends after a
+    cancellation, the returned Deferred fails with :class:`CancelledError`
+    and nothing is left unhandled.
+    """
+    flag = Cancelled()
+    outer: Deferred[_T]
+
+    def cancel(d: "Deferred[_T]") -> None:
+        flag.cancelled = True
+        inner.cancel()
+
+    outer = Deferred(cancel)
+    inner = Deferred.fromCoroutine(make(flag))
+
+    def done(result: Any) -> None:
+        if outer.called:
+            # Already failed with CancelledError; swallow what came after.
+            return None
+        if flag.cancelled and not (
+            isinstance(result, Failure) and result.check(CancelledError)
+        ):
+            outer.errback(CancelledError())
+            return None
+        if isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+        return None
+
+    inner.addBoth(done)
+    return outer

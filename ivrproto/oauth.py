@@ -1,0 +1,452 @@
+"""
+The OAuth 2.0 client-credentials token source (platform contract, section 1).
+
+One :class:`TokenSource` per client: it caches the access token, refreshes it
+a little before it expires, sends at most one token request at a time however
+many callers want a token, and retries what is worth retrying within a fixed
+number of attempts.  Neither the client secret nor any token ever appears in
+a log line, an error message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random as _random
+from typing import Any, Callable, Optional
+from urllib.parse import quote_plus, urlencode
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ivrproto._retry import (
+    BodyError,
+    BodyTooLarge,
+    Cancelled,
+    describe_request_failure,
+    full_jitter,
+    parse_retry_after,
+    read_body,
+    run_cancellable,
+    sleep,
+)
+from ivrproto.errors import TokenError
+
+__all__ = ["DEFAULT_SCOPE", "AccessToken", "TokenStats", "TokenSource", "basic_auth_header"]
+
+DEFAULT_SCOPE = "profile:read callcontrol:inbound callcontrol:media"
+
+_ERROR_CODE_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+)
+
+
+@attrs.frozen
+class AccessToken:
+    """
+    An access token and when it expires.
+
+    :ivar value: the bearer token; never shown in ``repr``
+    :ivar expires_at: when it expires, in seconds on the token source's reactor
+    """
+
+    value: str = attrs.field(repr=False)
+    expires_at: float
+
+
+@attrs.define
+class TokenStats:
+    """
+    Counters of a :class:`TokenSource`.
+
+    :ivar requests: HTTP requests sent to the token endpoint
+    :ivar refreshes: tokens obtained
+    :ivar failures: token fetches that ended in a :class:`TokenError`
+    """
+
+    requests: int = 0
+    refreshes: int = 0
+    failures: int = 0
+
+
+def basic_auth_header(client_id: str, client_secret: str) -> bytes:
+    """
+    The ``Authorization`` header value for HTTP Basic client authentication
+    as RFC 6749 section 2.3.1 wants it: the client id and the secret are each
+    form-urlencoded (UTF-8) before being joined with ``:`` and base64-encoded.
+    """
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
+    return b"Basic " + base64.b64encode(pair.encode("ascii"))
+
+
+class _Retry(Exception):
+    """
+    Internal: this attempt failed in a way worth retrying.
+
+    :ivar error: the error to raise if no attempt is left
+    :ivar delay: how long to wait before the next attempt
+    """
+
+    def __init__(self, error: TokenError, delay: float) -> None:
+        self.error = error
+        self.delay = delay
+
+
+class TokenSource:
+    """
+    Gets access tokens with the OAuth 2.0 client-credentials grant and caches
+    them.
+
+    :param reactor: the clock for timeouts, backoff and expiry
+    :param http: a treq-like HTTP client (``treq.client.HTTPClient`` or
+        ``treq.testing.StubTreq``)
+    :param token_url: the full token endpoint, ``{login_url}/oauth/token``
+    :param client_id: the OAuth client id
+    :param client_secret: the OAuth client secret
+    :param scope: the scopes asked for, separated by spaces
+    :param timeout: seconds allowed for the response headers, and again for
+        the body, of each request
+    :param refresh_margin: how long before expiry a new token is fetched; at
+        most half the token's lifetime is used as the margin
+    :param max_attempts: requests per fetch, retries included
+    :param backoff_base: backoff bound after the first transient failure
+    :param backoff_cap: largest backoff bound
+    :param retry_after_cap: longest ``Retry-After`` wait honoured
+    :param max_body: largest response body accepted, in bytes
+    :param random: returns a float in [0, 1), for jitter
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        http: Any,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str = DEFAULT_SCOPE,
+        timeout: float = 5.0,
+        refresh_margin: float = 60.0,
+        max_attempts: int = 4,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 5.0,
+        retry_after_cap: float = 10.0,
+        max_body: int = 64 * 1024,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._reactor = reactor
+        self._http = http
+        self._token_url = token_url
+        self._authorization = basic_auth_header(client_id, client_secret)
+        self._body = urlencode(
+            {"grant_type": "client_credentials", "scope": scope}
+        ).encode("ascii")
+        self._timeout = timeout
+        self._refresh_margin = refresh_margin
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._retry_after_cap = retry_after_cap
+        self._max_body = max_body
+        self._random = random
+
+        self._token: Optional[AccessToken] = None
+        self._refresh_at = 0.0
+        self._fetch: Optional[Deferred[AccessToken]] = None
+        self._waiters: list[Deferred[str]] = []
+        self.stats = TokenStats()
+
+    def __repr__(self) -> str:
+        return f"<TokenSource {self._token_url}>"
+
+    @property
+    def token_url(self) -> str:
+        """
+        The token endpoint (safe to show: it holds no secret).
+        """
+        return self._token_url
+
+    @property
+    def has_valid_token(self) -> bool:
+        """
+        Whether a cached token exists that has not expired.
+        """
+        return self._token is not None and self._reactor.seconds() < self._token.expires_at
+
+    def get_token(self) -> "Deferred[str]":
+        """
+        Get an access token.
+
+        The cached token is given at once unless it is within the refresh
+        margin of its expiry.  Otherwise one request goes out, however many
+        callers ask meanwhile, and each caller gets its own Deferred.  When a
+        refresh fails while the cached token is still unexpired, the cached
+        token is given instead of the error.
+
+        :return: a Deferred firing with the token, or failing with
+            :class:`TokenError`.  Cancelling it affects only this caller;
+            when every caller has cancelled, the request is abandoned.
+        """
+        now = self._reactor.seconds()
+        token = self._token
+        if token is not None and now < self._refresh_at:
+            return succeed(token.value)
+
+        def cancel(waiter: "Deferred[str]") -> None:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if not self._waiters and self._fetch is not None:
+                fetch, self._fetch = self._fetch, None
+                fetch.cancel()
+
+        waiter: Deferred[str] = Deferred(cancel)
+        self._waiters.append(waiter)
+        if self._fetch is None:
+            fetch = run_cancellable(self._fetch_token)
+            if not fetch.called:
+                self._fetch = fetch
+            fetch.addBoth(self._fetched, fetch)
+        return waiter
+
+    def invalidate(self, token: str) -> None:
+        """
+        Drop the cached token if it is ``token`` (which was just refused with
+        a 401 elsewhere), so that the next :meth:`get_token` fetches a new one.
+        """
+        if self._token is not None and self._token.value == token:
+            self._token = None
+            self._refresh_at = 0.0
+            self.log.info("access token dropped after it was refused")
+
+    def _fetched(self, result: "AccessToken | Failure", fetch: "Deferred[AccessToken]") -> None:
+        if self._fetch is fetch:
+            self._fetch = None
+        if isinstance(result, Failure) and result.check(CancelledError):
+            # Every waiter cancelled; nobody is left to tell.
+            return None
+        waiters, self._waiters = self._waiters, []
+        if isinstance(result, Failure):
+            self.stats.failures += 1
+            cached = self._token
+            if cached is not None and self._reactor.seconds() < cached.expires_at:
+                self.log.warn(
+                    "token refresh failed ({reason}); using the cached token "
+                    "until it expires",
+                    reason=_reason_of(result),
+                )
+                for waiter in waiters:
+                    waiter.callback(cached.value)
+                return None
+            self.log.warn("no access token: {reason}", reason=_reason_of(result))
+            for waiter in waiters:
+                waiter.errback(result)
+            return None
+        self.stats.refreshes += 1
+        for waiter in waiters:
+            waiter.callback(result.value)
+        return None
+
+    async def _fetch_token(self, cancelled: Cancelled) -> AccessToken:
+        """
+        Ask the token endpoint, retrying within ``max_attempts``.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(cancelled, attempt)
+            except _Retry as retry:
+                if cancelled:
+                    # The cancellation surfaced as a request failure.
+                    raise CancelledError()
+                attempt += 1
+                if attempt >= self._max_attempts:
+                    error = retry.error
+                    raise TokenError(
+                        error.url,
+                        error.status,
+                        f"gave up after {attempt} attempts: {error.reason}",
+                        retryable=True,
+                    )
+                self.log.info(
+                    "token request failed ({reason}); retrying in {delay:.3f}s "
+                    "(attempt {attempt} of {max_attempts})",
+                    reason=retry.error.reason,
+                    delay=retry.delay,
+                    attempt=attempt,
+                    max_attempts=self._max_attempts,
+                )
+                await sleep(self._reactor, retry.delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return full_jitter(attempt, self._backoff_base, self._backoff_cap, self._random)
+
+    async def _attempt(self, cancelled: Cancelled, attempt: int) -> AccessToken:
+        """
+        One token request.  Returns the token, raises :class:`TokenError`
+        for a final failure or :class:`_Retry` for one worth retrying.
+
+        :param attempt: how many attempts of this fetch failed before
+        """
+        url = self._token_url
+        self.stats.requests += 1
+        try:
+            response = await self._http.request(
+                "POST",
+                url,
+                data=self._body,
+                headers={
+                    b"Content-Type": [b"application/x-www-form-urlencoded"],
+                    b"Accept": [b"application/json"],
+                    b"Authorization": [self._authorization],
+                },
+                timeout=self._timeout,
+                reactor=self._reactor,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+        except CancelledError:
+            if cancelled:
+                raise
+            raise _Retry(
+                TokenError(url, None, f"timed out after {self._timeout:g}s", True),
+                self._backoff(attempt),
+            )
+        except Exception as e:
+            raise _Retry(
+                TokenError(url, None, describe_request_failure(e, self._timeout), True),
+                self._backoff(attempt),
+            )
+
+        status: int = response.code
+        try:
+            body = await read_body(self._reactor, response, self._timeout, self._max_body)
+        except BodyError as e:
+            body, body_error = None, e
+        else:
+            body_error = None
+
+        if status == 200:
+            if body is None:
+                assert body_error is not None
+                if isinstance(body_error, BodyTooLarge):
+                    raise TokenError(url, status, body_error.reason, retryable=False)
+                raise _Retry(
+                    TokenError(url, status, body_error.reason, True),
+                    self._backoff(attempt),
+                )
+            return self._parse_token(url, body)
+
+        payload = _json_object(body) if body is not None else None
+        error_code = _error_code(payload)
+
+        if status == 429 or (status == 400 and _is_rate_limited(payload)):
+            retry_after = response.headers.getRawHeaders(b"Retry-After")
+            delay = parse_retry_after(
+                retry_after[0] if retry_after else None,
+                self._reactor.seconds(),
+                self._retry_after_cap,
+            )
+            if delay is None:
+                delay = self._backoff(attempt)
+            raise _Retry(TokenError(url, status, "rate limited", True), delay)
+        if status == 401:
+            raise TokenError(
+                url,
+                status,
+                f"{error_code or 'unauthorized'}: the client id or secret is "
+                f"wrong, or the client belongs to another region",
+                retryable=False,
+            )
+        if status == 400:
+            raise TokenError(
+                url, status, f"request refused: {error_code or 'bad request'}", False
+            )
+        if 500 <= status <= 599:
+            raise _Retry(
+                TokenError(url, status, "server error", True), self._backoff(attempt)
+            )
+        raise TokenError(url, status, "unexpected HTTP status", retryable=False)
+
+    def _parse_token(self, url: str, body: bytes) -> AccessToken:
+        payload = _json_object(body)
+        if payload is None:
+            raise _malformed(url, "not a JSON object")
+        value = payload.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise _malformed(url, "access_token missing or not a string")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise _malformed(url, "access_token holds unusable characters")
+        token_type = payload.get("token_type", "bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise _malformed(url, "token_type is not bearer")
+        expires_in = payload.get("expires_in")
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, (int, float))
+            or not math.isfinite(expires_in)
+            or expires_in <= 0
+        ):
+            raise _malformed(url, "expires_in missing or not a positive number")
+        now = self._reactor.seconds()
+        lifetime = float(expires_in)
+        token = AccessToken(value=value, expires_at=now + lifetime)
+        self._token = token
+        self._refresh_at = now + lifetime - min(self._refresh_margin, lifetime / 2)
+        self.log.info("access token obtained, valid for {lifetime:g}s", lifetime=lifetime)
+        return token
+
+
+def _malformed(url: str, what: str) -> TokenError:
+    return TokenError(url, 200, f"malformed token response: {what}", retryable=False)
+
+
+def _json_object(body: Optional[bytes]) -> Optional[dict[str, Any]]:
+    if not body:
+        return None
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _error_code(payload: Optional[dict[str, Any]]) -> Optional[str]:
+    """
+    The OAuth ``error`` code, if it looks like one (nothing else of the body
+    is ever repeated, since a server may echo what it was sent).
+    """
+    if payload is None:
+        return None
+    code = payload.get("error")
+    if isinstance(code, str) and 0 < len(code) <= 64 and set(code) <= _ERROR_CODE_CHARS:
+        return code
+    return None
+
+
+def _is_rate_limited(payload: Optional[dict[str, Any]]) -> bool:
+    """
+    Whether a 400 is Genesys's throttling answer: ``invalid_request`` with a
+    description that mentions the rate limit.
+    """
+    if payload is None or payload.get("error") != "invalid_request":
+        return False
+    for key in ("description", "error_description", "message"):
+        text = payload.get(key)
+        if isinstance(text, str) and "rate limit" in text.lower():
+            return True
+    return False
+
+
+def _reason_of(failure: Failure) -> str:
+    error = failure.value
+    if isinstance(error, TokenError):
+        return str(error)
+    return type(error).__name__

@@ -1,0 +1,586 @@
+"""
+Tests for :mod:`ivrproto.oauth`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from email.utils import formatdate
+from typing import Any, Callable, Optional, Union
+from urllib.parse import parse_qs, unquote_plus
+
+import attrs
+from treq.testing import StubTreq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ivrproto.errors import TokenError
+from ivrproto.oauth import DEFAULT_SCOPE, AccessToken, TokenSource, basic_auth_header
+
+TOKEN_URL = "http://login.example.test/oauth/token"
+CLIENT_ID = "ivr-client"
+SECRET = "s3cr3t:with:colons-é"
+T0 = 1_700_000_000.0
+
+#: Answer that never comes: the request hangs.
+HANG = object()
+
+
+@attrs.frozen
+class Seen:
+    """
+    One request as the fake server saw it.
+    """
+
+    method: bytes
+    path: bytes
+    headers: dict[bytes, list[bytes]]
+    body: bytes
+
+
+Answer = Union[tuple[int, dict[bytes, bytes], bytes], object, Callable[[Request], Any]]
+
+
+class ScriptedResource(Resource):
+    """
+    Answers requests in order from a script of answers.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__()
+        self.answers = list(answers)
+        self.seen: list[Seen] = []
+        self.hanging: list[Request] = []
+
+    def render(self, request: Request) -> Any:
+        self.seen.append(
+            Seen(
+                method=request.method,
+                path=request.uri,
+                headers=dict(request.requestHeaders.getAllRawHeaders()),
+                body=request.content.read(),
+            )
+        )
+        if not self.answers:
+            request.setResponseCode(599)
+            return b"script exhausted"
+        answer = self.answers.pop(0)
+        if answer is HANG:
+            self.hanging.append(request)
+            return NOT_DONE_YET
+        if callable(answer):
+            return answer(request)
+        code, headers, body = answer  # type: ignore[misc]
+        request.setResponseCode(code)
+        for name, value in headers.items():
+            request.setHeader(name, value)
+        return body
+
+
+def token_answer(value: str = "tok-1", expires_in: Any = 3600) -> Answer:
+    """
+    A 200 answer with a token.
+    """
+    body = {"access_token": value, "token_type": "bearer", "expires_in": expires_in}
+    return (200, {b"content-type": b"application/json"}, json.dumps(body).encode())
+
+
+def json_answer(code: int, body: Any, headers: Optional[dict[bytes, bytes]] = None) -> Answer:
+    """
+    An answer with a JSON body.
+    """
+    all_headers = {b"content-type": b"application/json"}
+    all_headers.update(headers or {})
+    return (code, all_headers, json.dumps(body).encode())
+
+
+def capture_logs(case: SynchronousTestCase) -> list[dict[str, Any]]:
+    """
+    Collect every log event emitted during the test.
+    """
+    events: list[dict[str, Any]] = []
+    observer = events.append
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events
+
+
+def event_text(events: list[dict[str, Any]]) -> str:
+    """
+    Everything the log events would show, formatted and raw.
+    """
+    return "\n".join(f"{formatEvent(e)} {e!r}" for e in events)
+
+
+class TokenSourceTestsMixin:
+    """
+    Builds a token source on a scripted token endpoint.
+    """
+
+    def make(self, answers: list[Answer], **kwargs: Any) -> TokenSource:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.resource = ScriptedResource(answers)
+        self.stub = StubTreq(self.resource)
+        kwargs.setdefault("random", lambda: 0.5)
+        self.source = TokenSource(
+            self.clock, self.stub, TOKEN_URL, CLIENT_ID, SECRET, **kwargs
+        )
+        self.addCleanup(self.assert_no_timers)  # type: ignore[attr-defined]
+        return self.source
+
+    def assert_no_timers(self) -> None:
+        self.stub.flush()
+        assert self.clock.getDelayedCalls() == [], self.clock.getDelayedCalls()
+
+    def flush(self) -> None:
+        self.stub.flush()
+
+    def token_of(self, d: "Deferred[str]") -> str:
+        self.flush()
+        return self.successResultOf(d)  # type: ignore[attr-defined,no-any-return]
+
+    def error_of(self, d: "Deferred[str]") -> TokenError:
+        self.flush()
+        failure = self.failureResultOf(d, TokenError)  # type: ignore[attr-defined]
+        return failure.value  # type: ignore[no-any-return]
+
+
+class RequestFormatTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    The token request is what section 1 of the contract asks for.
+    """
+
+    def test_basic_auth_form_urlencodes_before_base64(self) -> None:
+        """A secret with ':' and non-ASCII is form-urlencoded, then base64-encoded."""
+        header = basic_auth_header("my id", "a:b é+&")
+        self.assertTrue(header.startswith(b"Basic "))
+        decoded = base64.b64decode(header[len(b"Basic "):]).decode("ascii")
+        self.assertEqual(decoded, "my+id:a%3Ab+%C3%A9%2B%26")
+        user, _, password = decoded.partition(":")
+        self.assertEqual((unquote_plus(user), unquote_plus(password)), ("my id", "a:b é+&"))
+
+    def test_request_method_headers_and_body(self) -> None:
+        """POST to the token URL with Basic auth and the form body, nothing else."""
+        source = self.make([token_answer()])
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        [seen] = self.resource.seen
+        self.assertEqual(seen.method, b"POST")
+        self.assertEqual(seen.path, b"/oauth/token")
+        self.assertEqual(
+            seen.headers[b"Content-Type"], [b"application/x-www-form-urlencoded"]
+        )
+        self.assertEqual(seen.headers[b"Authorization"], [basic_auth_header(CLIENT_ID, SECRET)])
+        user, _, password = (
+            base64.b64decode(seen.headers[b"Authorization"][0][6:]).decode().partition(":")
+        )
+        self.assertEqual((unquote_plus(user), unquote_plus(password)), (CLIENT_ID, SECRET))
+        form = parse_qs(seen.body.decode("ascii"), strict_parsing=True)
+        self.assertEqual(
+            form, {"grant_type": ["client_credentials"], "scope": [DEFAULT_SCOPE]}
+        )
+        self.assertTrue(seen.body.startswith(b"grant_type=client_credentials&scope="))
+
+    def test_secret_not_in_repr(self) -> None:
+        """Neither the source nor a token shows the secret or the token in repr."""
+        source = self.make([token_answer("tok-repr")])
+        self.token_of(source.get_token())
+        self.assertNotIn(SECRET, repr(source))
+        self.assertNotIn("tok-repr", repr(AccessToken("tok-repr", 1.0)))
+        self.assertNotIn("tok-repr", repr(source._token))
+
+
+class CacheTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    Tokens are cached until the refresh margin, and can be invalidated.
+    """
+
+    def test_cache_reused(self) -> None:
+        """A second call within the token's life sends no request."""
+        source = self.make([token_answer("tok-1")])
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.clock.advance(1000)
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.assertEqual(len(self.resource.seen), 1)
+        self.assertEqual(source.stats.requests, 1)
+        self.assertEqual(source.stats.refreshes, 1)
+
+    def test_refresh_margin(self) -> None:
+        """Within refresh_margin of expiry a new token is fetched."""
+        source = self.make([token_answer("tok-1", 3600), token_answer("tok-2", 3600)])
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.clock.advance(3600 - 61)
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.clock.advance(2)
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+        self.assertEqual(len(self.resource.seen), 2)
+
+    def test_short_lived_token_margin_is_bounded(self) -> None:
+        """A token shorter-lived than the margin is still reused for half its life."""
+        source = self.make([token_answer("tok-1", 30)])
+        self.token_of(source.get_token())
+        self.clock.advance(10)
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.assertEqual(len(self.resource.seen), 1)
+
+    def test_has_valid_token(self) -> None:
+        """has_valid_token follows the token's expiry."""
+        source = self.make([token_answer("tok-1", 100)])
+        self.assertFalse(source.has_valid_token)
+        self.token_of(source.get_token())
+        self.assertTrue(source.has_valid_token)
+        self.clock.advance(100)
+        self.assertFalse(source.has_valid_token)
+
+    def test_invalidate(self) -> None:
+        """Invalidating the cached token makes the next call fetch a new one."""
+        source = self.make([token_answer("tok-1"), token_answer("tok-2")])
+        self.token_of(source.get_token())
+        source.invalidate("tok-1")
+        self.assertFalse(source.has_valid_token)
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+
+    def test_invalidate_other_token(self) -> None:
+        """Invalidating a token that is not the cached one changes nothing."""
+        source = self.make([token_answer("tok-1")])
+        self.token_of(source.get_token())
+        source.invalidate("tok-0")
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.assertEqual(len(self.resource.seen), 1)
+
+    def test_refresh_failure_keeps_unexpired_token(self) -> None:
+        """A failed refresh gives the still-valid cached token."""
+        source = self.make(
+            [token_answer("tok-1", 3600), json_answer(401, {"error": "invalid_client"})]
+        )
+        self.token_of(source.get_token())
+        self.clock.advance(3600 - 30)
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.assertEqual(source.stats.failures, 1)
+
+
+class SingleFlightTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    Concurrent callers share one request.
+    """
+
+    def test_many_callers_one_request(self) -> None:
+        """Many concurrent get_token calls send one request; all get the token."""
+        release: list[Request] = []
+
+        def later(request: Request) -> Any:
+            release.append(request)
+            return NOT_DONE_YET
+
+        source = self.make([later])
+        waiters = [source.get_token() for _ in range(10)]
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 1)
+        self.assertEqual(len({id(d) for d in waiters}), 10)
+        for d in waiters:
+            self.assertNoResult(d)
+        [request] = release
+        request.setHeader(b"content-type", b"application/json")
+        request.write(json.dumps({"access_token": "tok-s", "expires_in": 600}).encode())
+        request.finish()
+        self.flush()
+        self.assertEqual([self.successResultOf(d) for d in waiters], ["tok-s"] * 10)
+        self.assertEqual(source.stats.requests, 1)
+
+    def test_failure_reaches_every_caller(self) -> None:
+        """A failed fetch fails every waiting caller."""
+        source = self.make([HANG])
+        waiters = [source.get_token() for _ in range(5)]
+        self.flush()
+        [request] = self.resource.hanging
+        request.setResponseCode(401)
+        request.write(b'{"error": "invalid_client"}')
+        request.finish()
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 1)
+        for d in waiters:
+            self.assertEqual(self.error_of(d).status, 401)
+        self.assertEqual(source.stats.failures, 1)
+
+    def test_cancel_one_caller(self) -> None:
+        """Cancelling one caller leaves the others waiting for the token."""
+        source = self.make([HANG])
+        first, second = source.get_token(), source.get_token()
+        self.flush()
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        second.cancel()
+        self.failureResultOf(second, CancelledError)
+
+    def test_cancel_all_callers_abandons_request(self) -> None:
+        """When every caller cancels, the request and its timers go away."""
+        source = self.make([json_answer(503, {})])
+        d = source.get_token()
+        self.flush()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FailureTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    Errors and retries of the token endpoint.
+    """
+
+    def test_401_not_retried(self) -> None:
+        """401 invalid_client fails at once, not retryable."""
+        source = self.make([json_answer(401, {"error": "invalid_client"})])
+        error = self.error_of(source.get_token())
+        self.assertEqual((error.status, error.retryable, error.url), (401, False, TOKEN_URL))
+        self.assertIn("invalid_client", error.reason)
+        self.assertEqual(len(self.resource.seen), 1)
+
+    def test_400_not_retried(self) -> None:
+        """An ordinary 400 fails at once with the OAuth error code."""
+        source = self.make([json_answer(400, {"error": "invalid_scope"})])
+        error = self.error_of(source.get_token())
+        self.assertEqual((error.status, error.retryable), (400, False))
+        self.assertIn("invalid_scope", error.reason)
+        self.assertEqual(len(self.resource.seen), 1)
+
+    def test_400_rate_limit_retried(self) -> None:
+        """Genesys's 400 "rate limit exceeded" is retried like a 429."""
+        source = self.make(
+            [
+                json_answer(
+                    400,
+                    {"error": "invalid_request", "description": "Rate limit exceeded"},
+                    {b"retry-after": b"3"},
+                ),
+                json_answer(
+                    400,
+                    {"error": "invalid_request", "error_description": "rate limit exceeded"},
+                ),
+                token_answer("tok-ok"),
+            ]
+        )
+        d = source.get_token()
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(2.9)
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(0.1)
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 2)
+        # No Retry-After: full jitter, 0.5 * min(5, 0.25 * 2**1).
+        self.clock.advance(0.25)
+        self.assertEqual(self.token_of(d), "tok-ok")
+        self.assertEqual(len(self.resource.seen), 3)
+
+    def test_429_retry_after_seconds(self) -> None:
+        """429 waits Retry-After seconds, then retries."""
+        source = self.make(
+            [json_answer(429, {}, {b"retry-after": b"4"}), token_answer("tok-ok")]
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(3.99)
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.assertEqual(self.token_of(d), "tok-ok")
+
+    def test_429_retry_after_http_date(self) -> None:
+        """429 with an HTTP-date waits until that date."""
+        date = formatdate(T0 + 7, usegmt=True).encode("ascii")
+        source = self.make(
+            [json_answer(429, {}, {b"retry-after": date}), token_answer("tok-ok")]
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(6.9)
+        self.flush()
+        self.assertNoResult(d)
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.token_of(d), "tok-ok")
+
+    def test_429_retry_after_capped(self) -> None:
+        """A long Retry-After is cut to retry_after_cap."""
+        source = self.make(
+            [json_answer(429, {}, {b"retry-after": b"3600"}), token_answer("tok-ok")],
+            retry_after_cap=10.0,
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(10)
+        self.assertEqual(self.token_of(d), "tok-ok")
+
+    def test_5xx_backoff_bounded(self) -> None:
+        """5xx is retried with full jitter, max_attempts requests in all."""
+        source = self.make([json_answer(503, {})] * 10, max_attempts=4, backoff_cap=5.0)
+        d = source.get_token()
+        self.flush()
+        # Delays: 0.5 * min(5, 0.25 * 2**n) for n = 0, 1, 2.
+        for delay in (0.125, 0.25, 0.5):
+            self.assertNoResult(d)
+            self.clock.advance(delay)
+            self.flush()
+        error = self.error_of(d)
+        self.assertEqual((error.status, error.retryable), (503, True))
+        self.assertIn("4 attempts", error.reason)
+        self.assertEqual(len(self.resource.seen), 4)
+        self.assertEqual(source.stats.requests, 4)
+        self.assertEqual(source.stats.failures, 1)
+
+    def test_backoff_uses_random(self) -> None:
+        """The backoff delay is random() times the exponential bound."""
+        source = self.make(
+            [json_answer(500, {}), token_answer()], random=lambda: 0.0
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(0)
+        self.assertEqual(self.token_of(d), "tok-1")
+
+    def test_timeout(self) -> None:
+        """A request with no answer times out and is retried, then fails."""
+        source = self.make([HANG, HANG], max_attempts=2, timeout=5.0)
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(5.0)
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(0.125)
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 2)
+        self.clock.advance(5.0)
+        error = self.error_of(d)
+        self.assertIsNone(error.status)
+        self.assertTrue(error.retryable)
+        self.assertIn("timed out", error.reason)
+
+    def test_body_timeout(self) -> None:
+        """A body that stops arriving is bounded in time too."""
+
+        def trickle(request: Request) -> Any:
+            request.setHeader(b"content-length", b"100")
+            request.write(b'{"access_token": ')
+            return NOT_DONE_YET
+
+        source = self.make([trickle, token_answer("tok-ok")], timeout=2.0)
+        d = source.get_token()
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.flush()
+        self.clock.advance(0.125)
+        self.assertEqual(self.token_of(d), "tok-ok")
+
+    def test_malformed_200(self) -> None:
+        """A 200 without a usable token is an error, not a token."""
+        bodies: list[Any] = [
+            b"not json",
+            b"[]",
+            json.dumps({"expires_in": 3600}).encode(),
+            json.dumps({"access_token": 5, "expires_in": 3600}).encode(),
+            json.dumps({"access_token": "", "expires_in": 3600}).encode(),
+            json.dumps({"access_token": "t", "expires_in": "3600"}).encode(),
+            json.dumps({"access_token": "t", "expires_in": True}).encode(),
+            json.dumps({"access_token": "t", "expires_in": -1}).encode(),
+            json.dumps({"access_token": "t", "expires_in": 60, "token_type": "mac"}).encode(),
+        ]
+        for body in bodies:
+            source = self.make([(200, {}, body)])
+            error = self.error_of(source.get_token())
+            self.assertEqual((error.status, error.retryable), (200, False), body)
+            self.assertIn("malformed", error.reason)
+            self.assertFalse(source.has_valid_token)
+
+    def test_oversize_body_content_length(self) -> None:
+        """A body whose Content-Length exceeds max_body is refused."""
+        big = json.dumps({"access_token": "t" * 2000, "expires_in": 60}).encode()
+        source = self.make([(200, {}, big)], max_body=1024)
+        error = self.error_of(source.get_token())
+        self.assertEqual(error.status, 200)
+        self.assertIn("larger", error.reason)
+        self.assertFalse(error.retryable)
+
+    def test_oversize_body_chunked(self) -> None:
+        """A chunked body that grows past max_body is cut off."""
+
+        def chunks(request: Request) -> Any:
+            for _ in range(10):
+                request.write(b"x" * 200)
+            request.finish()
+            return NOT_DONE_YET
+
+        source = self.make([chunks], max_body=1024)
+        error = self.error_of(source.get_token())
+        self.assertIn("larger than the 1024 bytes", error.reason)
+
+    def test_connection_refused_is_transient(self) -> None:
+        """A request that fails outright is retried, then reported without detail."""
+
+        class Failing:
+            def __init__(self) -> None:
+                self.calls = 0
+
+            def request(self, *args: Any, **kwargs: Any) -> "Deferred[Any]":
+                from twisted.internet.defer import fail
+                from twisted.internet.error import ConnectionRefusedError
+
+                self.calls += 1
+                return fail(ConnectionRefusedError("login.example.test"))
+
+        clock = Clock()
+        http = Failing()
+        source = TokenSource(
+            clock, http, TOKEN_URL, CLIENT_ID, SECRET, max_attempts=2, random=lambda: 0.5
+        )
+        d = source.get_token()
+        clock.advance(0.125)
+        error = self.failureResultOf(d, TokenError).value
+        self.assertEqual(http.calls, 2)
+        self.assertIsNone(error.status)
+        self.assertIn("connection failed", error.reason)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SecrecyTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    The secret and tokens never reach logs or error messages.
+    """
+
+    def test_no_secret_or_token_in_logs_or_errors(self) -> None:
+        """Across success, retries and failures, nothing secret is shown."""
+        events = capture_logs(self)
+        token = "tok-very-secret-value"
+        source = self.make(
+            [
+                json_answer(503, {"echo": SECRET}),
+                json_answer(429, {}, {b"retry-after": b"1"}),
+                token_answer(token, 100),
+                json_answer(
+                    400, {"error": "invalid_request", "error_description": SECRET}
+                ),
+            ]
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(0.125)
+        self.flush()
+        self.clock.advance(1)
+        self.assertEqual(self.token_of(d), token)
+        self.clock.advance(100)
+        error = self.error_of(source.get_token())
+        shown = event_text(events) + str(error) + repr(error) + repr(source)
+        self.assertTrue(events)
+        for secret in (SECRET, token, base64.b64encode(SECRET.encode()).decode()):
+            self.assertNotIn(secret, shown)
