@@ -7,6 +7,7 @@ as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -108,7 +109,8 @@ class Config:
     menu: MenuBook
     source: str
     base_dir: Path
-    emulator: Optional[Mapping[str, Any]] = None
+    # repr=False: the emulator table may hold the (local) client secret.
+    emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)
 
 
 def is_loopback_host(host: Optional[str]) -> bool:
@@ -132,10 +134,14 @@ def check_url(url: Any, key: str, source: Optional[str], *, tls_unless_loopback:
     """
     if not isinstance(url, str) or not url:
         raise ConfigError(key, "must be an absolute http(s) URL", source)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # for example "http://[::1" (an unclosed IPv6 literal)
+        raise ConfigError(key, "must be an absolute http(s) URL", source) from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ConfigError(key, f"must be an absolute http(s) URL, not {url!r}", source)
-    if tls_unless_loopback and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+    if tls_unless_loopback and parts.scheme == "http" and not is_loopback_host(hostname):
         raise ConfigError(
             key, "plain http is allowed only for loopback hosts; use https", source
         )
@@ -175,8 +181,10 @@ class _Table:
 
     def positive(self, name: str, default: float, *, allow_zero: bool = False) -> float:
         value = self.get(name, float, default)
-        if value < 0 or (value == 0 and not allow_zero):
-            raise ConfigError(self.key(name), "must be greater than zero", self.source)
+        # TOML has nan and inf: neither is a usable delay.
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "greater than zero"
+            raise ConfigError(self.key(name), f"must be a finite number, {bound}", self.source)
         return value
 
     def count(self, name: str, default: int, *, minimum: int = 0) -> int:
@@ -218,6 +226,11 @@ def parse_config(
         enabled = emulator_table.get("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigError("emulator.enabled", "must be true or false", source)
+        for name in ("client_id", "client_secret"):
+            if name in emulator_table and (
+                not isinstance(emulator_table[name], str) or not emulator_table[name]
+            ):
+                raise ConfigError(f"emulator.{name}", "must be a non-empty string", source)
         if enabled:
             emulator = {
                 "emulator": {k: v for k, v in emulator_table.items() if k != "enabled"},
@@ -337,4 +350,6 @@ def load_config(path: str, environ: Mapping[str, str] = {}) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("(file)", f"not valid TOML: {e}", str(p)) from None
+    except RecursionError:
+        raise ConfigError("(file)", "not valid TOML: nested too deeply", str(p)) from None
     return parse_config(data, source=str(p), base_dir=p.resolve().parent, environ=environ)

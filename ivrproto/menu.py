@@ -145,6 +145,8 @@ def parse_rule(data: Any, where: str) -> Rule:
     if op == "one_of":
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where}.{op}", "must be a non-empty list")
+        if any(isinstance(v, (dict, list)) for v in value):
+            raise ConfigError(f"{where}.{op}", "must be a list of single values")
         value = tuple(value)
     if isinstance(value, (dict, list)):
         raise ConfigError(f"{where}.{op}", "must be a single value")
