@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
@@ -40,6 +40,9 @@ CLOSE_POLICY = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
+
+#: Seconds a closed connection may take to go away before it is dropped.
+CLOSE_GRACE = 3.0
 
 #: Frames larger than this are refused (events are small JSON objects).
 MAX_MESSAGE_SIZE = 64 * 1024
@@ -88,6 +91,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         self.is_connected = False
         self._failed_upgrade: Optional[str] = None
         self._reported = False
+        self._drop_timer: Optional[IDelayedCall] = None
         self.ignored_frames = 0
 
     # -- Autobahn callbacks ----------------------------------------------------
@@ -130,6 +134,10 @@ class CallControlProtocol(WebSocketClientProtocol):
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+        if self._drop_timer is not None:
+            if self._drop_timer.active():
+                self._drop_timer.cancel()
+            self._drop_timer = None
         listener = self.factory.listener
         try:
             if self.is_connected:
@@ -157,15 +165,15 @@ class CallControlProtocol(WebSocketClientProtocol):
             if isinstance(event, Connected):
                 if event.call_control_id not in (None, self.factory.call_control_id):
                     self._reported = True
+                    self.close()
                     listener.handshake_failed("connected for another call", None)
-                    self.sendClose(CLOSE_NORMAL)
                     return
                 self.is_connected = True
                 listener.connected(self)
             elif isinstance(event, PlatformError):
                 self._reported = True
+                self.close()
                 listener.handshake_failed(f"refused: {event.message}", None)
-                self.sendClose(CLOSE_NORMAL)
             else:
                 self.ignored_frames += 1
             return
@@ -187,9 +195,14 @@ class CallControlProtocol(WebSocketClientProtocol):
 
     def close(self) -> None:
         """
-        Close normally.
+        Close normally; drop the connection if the platform has not closed
+        its end within :data:`CLOSE_GRACE` seconds.
         """
         self.sendClose(CLOSE_NORMAL)
+        if self._drop_timer is None:
+            self._drop_timer = self.factory.reactor.callLater(
+                CLOSE_GRACE, self.dropConnection, abort=True
+            )
 
     def abort(self) -> None:
         """
@@ -208,7 +221,7 @@ def describe_close(code: Optional[int], reason: Optional[str]) -> str:
     if code == CLOSE_POLICY:
         return "handshake refused by policy (1008)"
     if code == CLOSE_NORMAL:
-        return "closed by the platform (1000)"
+        return "closed normally (1000)"
     if code is None or code == 1006:
         return "connection lost"
     return f"closed with code {code}"
@@ -252,6 +265,9 @@ class CallControlFactory(WebSocketClientFactory):
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,
             openHandshakeTimeout=open_handshake_timeout,
             closeHandshakeTimeout=2.0,
+            # Autobahn would time the server's TCP drop on the global
+            # reactor; ``close`` keeps its own timer on ours instead.
+            serverConnectionDropTimeout=0,
             autoPingInterval=auto_ping_interval,
             autoPingTimeout=auto_ping_timeout,
             tcpNoDelay=True,

@@ -255,7 +255,7 @@ class SelectionTests(SessionTestCase):
         session.digit_received("0")
         session.hangup_received(None)
         session.platform_error("late")
-        session.connection_lost("closed by the platform (1000)")
+        session.connection_lost("closed normally (1000)")
         session.input_timed_out()
         session.confirm_elapsed()
         self.assertEqual(len(self.port.transfers()), 1)
