@@ -82,6 +82,9 @@ class IntakeConfig:
 class Timing:
     """
     Every delay and limit of a call; all in seconds unless named otherwise.
+
+    :ivar max_invalid: invalid keys after which the caller goes to the
+        operator; 0 for no limit (contract section 3, item 7: keep waiting)
     """
 
     request_timeout: float = 5.0
@@ -307,7 +310,7 @@ def parse_config(
         no_input_timeout=timing.positive("no_input_timeout", defaults.no_input_timeout),
         menu_repeats=timing.count("menu_repeats", defaults.menu_repeats),
         confirm_delay=timing.positive("confirm_delay", defaults.confirm_delay, allow_zero=True),
-        max_invalid=timing.count("max_invalid", defaults.max_invalid, minimum=1),
+        max_invalid=timing.count("max_invalid", defaults.max_invalid, minimum=0),
         token_refresh_margin=timing.positive(
             "token_refresh_margin", defaults.token_refresh_margin, allow_zero=True
         ),

@@ -332,7 +332,7 @@ def _digit(session: CallSession, core: SessionCore, digit: str) -> None:
         session.option_chosen(digit)
         return
     core.invalid += 1
-    if core.invalid >= core.timing.max_invalid:
+    if 0 < core.timing.max_invalid <= core.invalid:
         session.route_to_operator("invalid-input")
         return
     core.port.send(Play(core.call_control_id, core.book.invalid_url, True, core.menu.keys))

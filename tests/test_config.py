@@ -477,7 +477,7 @@ class ConfigErrorTests(_ConfigFiles, SynchronousTestCase):
         for name in ("request_timeout", "handshake_timeout", "profile_budget", "no_input_timeout"):
             self.assertConfigError(f"[timing]\n{name} = 0\n", f"timing.{name}")
         self.assertConfigError("[timing]\nmenu_repeats = -1\n", "timing.menu_repeats")
-        self.assertConfigError("[timing]\nmax_invalid = 0\n", "timing.max_invalid")
+        self.assertConfigError("[timing]\nmax_invalid = -1\n", "timing.max_invalid")
         self.assertConfigError("[intake]\noutcome_retention = -1\n", "intake.outcome_retention")
         self.assertConfigError("[intake]\nmax_body = 10\n", "intake.max_body")
         self.assertConfigError("[intake]\nmax_active_calls = 0\n", "intake.max_active_calls")

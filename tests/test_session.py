@@ -238,6 +238,18 @@ class SelectionTests(SessionTestCase):
         self.assertEqual(self.port.outcomes[0].reason, "invalid-input")
         self.assertEqual(self.port.plays().count("invalid_selection.mp3"), 2)
 
+    def test_no_limit_on_invalid_keys(self) -> None:
+        """With max_invalid 0 (the seed's flow), invalid keys never end the call."""
+        session, core = self.make(attrs.evolve(TIMING, max_invalid=0))
+        session.start()
+        session.profile_resolved(None, "not-found")
+        session.connected()
+        for _ in range(10):
+            session.digit_received("9")
+        self.assertEqual(self.port.plays().count("invalid_selection.mp3"), 10)
+        self.assertEqual(self.port.transfers(), [])
+        session.hangup_received(None)
+
     def test_keys_while_confirming_are_ignored(self) -> None:
         """Keys after a selection change nothing: one transfer, to the first choice."""
         session, core = self.live()
