@@ -202,6 +202,7 @@ class ProfileClient:
         self._max_body = max_body
         self._random = random
         self.stats = ProfileStats()
+        self._in_flight: set[Deferred[Optional[Profile]]] = set()
 
     def __repr__(self) -> str:
         return f"<ProfileClient {self._endpoint}>"
@@ -236,8 +237,10 @@ class ProfileClient:
             return await self._lookup(cancelled, url, external_id)
 
         d = run_cancellable(run)
+        self._in_flight.add(d)
 
         def count(result: Any) -> Any:
+            self._in_flight.discard(d)
             if isinstance(result, Profile):
                 self.stats.found += 1
             elif result is None:
@@ -248,6 +251,14 @@ class ProfileClient:
             return result
 
         return d.addBoth(count)
+
+    def stop(self) -> None:
+        """
+        Cancel every lookup in progress (at shutdown): nothing of them stays
+        on the reactor.
+        """
+        for d in list(self._in_flight):
+            d.cancel()
 
     async def _lookup(
         self, cancelled: Cancelled, url: str, external_id: str

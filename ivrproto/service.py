@@ -214,6 +214,8 @@ class IVRService(Service):
             waits.append(self.platform.stop())
         if self.registry is not None:
             self.registry.clear_timers()
+        if self.profiles is not None:
+            self.profiles.stop()
         if self.pool is not None:
             waits.append(self.pool.closeCachedConnections())
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

@@ -482,6 +482,18 @@ class CancelTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(client.stats.errors, 0)
 
+    def test_stop_cancels_every_lookup(self) -> None:
+        """stop() cancels the lookups in progress, in request and in backoff."""
+        client = self.make([json_answer(503, {}), HANG])
+        first = client.lookup(CALLER)
+        self.flush()
+        second = client.lookup("another caller")
+        self.flush()
+        client.stop()
+        self.failureResultOf(first, CancelledError)
+        self.failureResultOf(second, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_cancel_while_getting_token(self) -> None:
         """Cancelling while the token is being fetched abandons the fetch."""
         client = self.make([], tokens=[HANG])

@@ -1,0 +1,34 @@
+"""
+The local platform emulator: an independent implementation of the server
+side of the platform contract (token endpoint, profile API and the Call
+Control WebSocket with scripted callers), on one Twisted web port.
+
+Start it with ``twistd -n ivr-emulator --config examples/emulator.toml``, or
+embed it::
+
+    platform = Platform(reactor, profiles={"CRM-1": {"membership_level": "premium"}})
+    port = await platform.listen()
+    record = platform.expect_call("call-1", "CRM-1", ["menu", "press:1"])
+    ...
+    await record.when_finished()
+    await platform.stop()
+"""
+
+from .callcontrol import CallRecord, parse_step
+from .platform import ALL_SCOPES, Fault, Faults, Platform, PlatformStats
+from .scenario import CallSpec, Scenario, load_scenario, parse_scenario, place_calls
+
+__all__ = [
+    "ALL_SCOPES",
+    "CallRecord",
+    "CallSpec",
+    "Fault",
+    "Faults",
+    "Platform",
+    "PlatformStats",
+    "Scenario",
+    "load_scenario",
+    "parse_scenario",
+    "parse_step",
+    "place_calls",
+]

@@ -1,0 +1,186 @@
+"""
+``twistd ivr-emulator``: run the platform emulator from a scenario file and
+place the scenario's calls.
+
+This is the only module of the emulator that uses the global reactor, and
+only inside :func:`makeService`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python import usage
+
+from ivrproto.errors import ConfigError
+
+from .callcontrol import CallRecord
+from .platform import Platform
+from .scenario import Scenario, load_scenario, place_calls
+
+__all__ = ["EmulatorService", "Options", "makeService"]
+
+
+class Options(usage.Options):
+    """
+    ``twistd ivr-emulator --config FILE [--listen ENDPOINT]``
+    """
+
+    synopsis = "--config FILE [--listen ENDPOINT]"
+    longdesc = (
+        "Run the local platform emulator (token endpoint, profile API and "
+        "Call Control WebSocket on one port) and place the scenario's calls."
+    )
+    optParameters = [
+        ["config", "c", None, "The scenario file (TOML). Required."],
+        [
+            "listen",
+            "l",
+            None,
+            "A Twisted server endpoint string; overrides [emulator] listen.",
+        ],
+    ]
+
+    scenario: Scenario
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            scenario = load_scenario(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["listen"]:
+            scenario = _with_listen(scenario, self["listen"])
+        self.scenario = scenario
+
+
+def _with_listen(scenario: Scenario, listen: str) -> Scenario:
+    return attrs.evolve(scenario, listen=listen)
+
+
+class EmulatorService(Service):
+    """
+    Runs a :class:`Platform` while the service runs, and places the
+    scenario's calls once it listens.
+
+    :param reactor: the reactor
+    :param scenario: what to run
+    :param http: a treq-like client for the intake POSTs (default treq)
+    :param out: where the "listening" line is printed (default stdout)
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, reactor: Any, scenario: Scenario, http: Any = None, out: Any = None
+    ) -> None:
+        self._reactor = reactor
+        self.scenario = scenario
+        self._http = http
+        self._out = out
+        self.platform: Optional[Platform] = None
+        self.placed: Optional[Deferred[list[CallRecord]]] = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.platform = self.scenario.platform(self._reactor)
+        self.platform.listen(self.scenario.listen).addCallbacks(
+            self._listening, self._failed
+        )
+
+    def _failed(self, failure: Any) -> None:
+        self._log.error(
+            "ivr-emulator cannot listen on {endpoint}: {reason}",
+            endpoint=self.scenario.listen,
+            reason=failure.getErrorMessage(),
+        )
+        self._reactor.callWhenRunning(self._reactor.stop)
+
+    def _listening(self, port: Any) -> None:
+        assert self.platform is not None
+        line = f"ivr-emulator listening on {self.platform.base_url}"
+        self._log.info("{line}", line=line)
+        out = self._out if self._out is not None else sys.stdout
+        print(line, file=out, flush=True)
+        scenario = self.scenario
+        if not scenario.calls:
+            return
+        self.placed = place_calls(
+            self._reactor,
+            self.platform,
+            scenario.calls,
+            scenario.intake,
+            http=self._http,
+            interval=scenario.call_interval,
+            intake_wait=scenario.intake_wait,
+            on_call=lambda record: record.when_finished().addCallback(self._report),
+        )
+        self.placed.addCallback(self._all_done)
+
+    def _report(self, record: CallRecord) -> CallRecord:
+        duration = (
+            "-"
+            if record.connected_at is None or record.ended_at is None
+            else f"{record.ended_at - record.connected_at:.3f}s"
+        )
+        self._log.info(
+            "call {call_id}: {outcome}, target {target}, keys {keys}, "
+            "{plays} plays, {violations} violations, duration {duration}",
+            call_id=record.call_id,
+            outcome=record.outcome,
+            target=record.transfer_target,
+            keys=",".join(record.keys_pressed) or "-",
+            plays=len(record.plays),
+            violations=len(record.violations),
+            duration=duration,
+        )
+        return record
+
+    def _all_done(self, records: list[CallRecord]) -> list[CallRecord]:
+        transferred = sum(1 for r in records if r.outcome == "transferred")
+        self._log.info(
+            "all {count} calls finished ({transferred} transferred)",
+            count=len(records),
+            transferred=transferred,
+        )
+        return records
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self.placed is not None and not self.placed.called:
+            self.placed.cancel()
+            self.placed.addErrback(lambda _: None)
+        if self.platform is None:
+            return succeed(None)
+        return self.platform.stop()
+
+
+def _quiet_http(reactor: Any) -> Any:
+    """
+    A treq client whose connection pool does not log "Starting factory"
+    for every intake POST (a retried POST would log twice a second).
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+
+    class QuietFactory(_HTTP11ClientFactory):
+        noisy = False
+
+    pool = HTTPConnectionPool(reactor)
+    pool._factory = QuietFactory
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+def makeService(options: Options) -> EmulatorService:
+    """
+    :return: the emulator service for parsed :class:`Options`
+    """
+    from twisted.internet import reactor
+
+    return EmulatorService(reactor, options.scenario, http=_quiet_http(reactor))
