@@ -17,6 +17,7 @@ import attrs
 
 from .errors import ConfigError
 from .menu import MenuBook, parse_menu
+from .regions import known_regions, region_urls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,6 +98,33 @@ class Timing:
     token_refresh_margin: float = 60.0
 
 
+PROFILE_SOURCES = ("profiles", "external-contacts")
+LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
+
+
+@attrs.frozen
+class ProfilesConfig:
+    """
+    Where caller profiles come from, and how lookups are cached and limited.
+
+    :ivar source: ``profiles`` (``GET /api/v2/profiles/external/{id}``) or
+        ``external-contacts`` (Genesys External Contacts identifier lookup)
+    :ivar lookup_type: for External Contacts: ``Phone``, ``ExternalId`` or ``Email``
+    :ivar rate_per_minute: profile requests this process makes at most
+    :ivar breaker_failures: consecutive failures that open the circuit breaker
+    :ivar breaker_reset: seconds the breaker stays open before a probe
+    """
+
+    source: str = "profiles"
+    lookup_type: str = "Phone"
+    cache_ttl: float = 300.0
+    negative_ttl: float = 30.0
+    cache_size: int = 10_000
+    rate_per_minute: float = 200.0
+    breaker_failures: int = 5
+    breaker_reset: float = 10.0
+
+
 @attrs.frozen
 class Config:
     """
@@ -112,6 +140,7 @@ class Config:
     menu: MenuBook
     source: str
     base_dir: Path
+    profiles: ProfilesConfig = ProfilesConfig()
     # repr=False: the emulator table may hold the (local) client secret.
     emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)
 
@@ -216,7 +245,7 @@ def parse_config(
         override the file
     :raises ConfigError: for the first problem found
     """
-    known = {"platform", "intake", "timing", "menu", "emulator", "calls"}
+    known = {"platform", "intake", "timing", "profiles", "menu", "emulator", "calls"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section", source)
@@ -246,7 +275,16 @@ def parse_config(
     values: Dict[str, Any] = {}
     for name in ("api_url", "login_url", "client_id", "client_secret", "audio_base_url", "scope"):
         values[name] = platform.get(name, str, None)
+    region = platform.get("region", str, None)
     platform.finish()
+    region_api = region_login = None
+    if region is not None:
+        try:
+            region_api, region_login = region_urls(region)
+        except KeyError:
+            raise ConfigError(
+                "platform.region", f"unknown region {region!r}; known: {known_regions()}", source
+            ) from None
     for variable, name in ENVIRONMENT.items():
         if environ.get(variable):
             values[name] = environ[variable]
@@ -260,8 +298,15 @@ def parse_config(
         values["client_secret"] = values["client_secret"] or emulator["emulator"].get(
             "client_secret", "local-secret"
         )
+    # An explicit api_url wins over the region, and then the login URL
+    # follows it (as the contract's default says) unless it is explicit too.
+    if not values["api_url"] and not values["login_url"] and region_login:
+        values["login_url"] = region_login
     api_url = check_url(
-        values["api_url"] or DEFAULT_API_URL, "platform.api_url", source, tls_unless_loopback=True
+        values["api_url"] or region_api or DEFAULT_API_URL,
+        "platform.api_url",
+        source,
+        tls_unless_loopback=True,
     )
     login_url = check_url(
         values["login_url"] or api_url, "platform.login_url", source, tls_unless_loopback=True
@@ -321,6 +366,32 @@ def parse_config(
             "timing.profile_budget", "must be well under 5 seconds (the caller is waiting)", source
         )
 
+    profiles = _Table(data.get("profiles"), "profiles", source)
+    profile_defaults = ProfilesConfig()
+    profiles_config = ProfilesConfig(
+        source=profiles.get("source", str, profile_defaults.source),
+        lookup_type=profiles.get("lookup_type", str, profile_defaults.lookup_type),
+        cache_ttl=profiles.positive("cache_ttl", profile_defaults.cache_ttl, allow_zero=True),
+        negative_ttl=profiles.positive(
+            "negative_ttl", profile_defaults.negative_ttl, allow_zero=True
+        ),
+        cache_size=profiles.count("cache_size", profile_defaults.cache_size, minimum=0),
+        rate_per_minute=profiles.positive("rate_per_minute", profile_defaults.rate_per_minute),
+        breaker_failures=profiles.count(
+            "breaker_failures", profile_defaults.breaker_failures, minimum=1
+        ),
+        breaker_reset=profiles.positive("breaker_reset", profile_defaults.breaker_reset),
+    )
+    profiles.finish()
+    if profiles_config.source not in PROFILE_SOURCES:
+        raise ConfigError(
+            "profiles.source", f"must be one of: {', '.join(PROFILE_SOURCES)}", source
+        )
+    if profiles_config.lookup_type not in LOOKUP_TYPES:
+        raise ConfigError(
+            "profiles.lookup_type", f"must be one of: {', '.join(LOOKUP_TYPES)}", source
+        )
+
     try:
         menu = parse_menu(data.get("menu"), platform_config.audio_base_url)
     except ConfigError as e:
@@ -331,6 +402,7 @@ def parse_config(
         intake=intake_config,
         timing=timing_config,
         menu=menu,
+        profiles=profiles_config,
         source=source,
         base_dir=base_dir,
         emulator=emulator,
