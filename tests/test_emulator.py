@@ -659,7 +659,7 @@ class CallTests(EmulatorTestCase):
             dict(good, audio="ftp://example.com/a.mp3"),
             {k: v for k, v in good.items() if k != "dtmf"},
             dict(good, dtmf={"enabled": "yes"}),
-            dict(good, dtmf={"enabled": True}),
+            dict(good, dtmf={"enabled": True, "keys": []}),
             dict(good, dtmf={"enabled": True, "keys": ["12"]}),
             dict(transfer("call-1"), type="queue"),
             dict(transfer("call-1"), target=5),

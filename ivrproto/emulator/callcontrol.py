@@ -142,6 +142,7 @@ class CallRecord:
     :ivar commands: every decoded command object received after ``connected``
     :ivar plays: the ``audio`` URL of every valid ``play`` command, in order
     :ivar keys_pressed: every digit the scripted caller sent
+    :ivar handshake_frame: the client's connect frame, decoded
     :ivar outcome: ``None`` while the call is live, then one of
         ``"transferred"``, ``"hungup-by-client"``, ``"hungup-by-caller"``,
         ``"dropped"``, ``"refused"``, ``"closed"``, ``"intake-failed"``
@@ -159,6 +160,7 @@ class CallRecord:
     commands: list[dict[str, Any]] = attrs.field(factory=list)
     plays: list[str] = attrs.field(factory=list)
     keys_pressed: list[str] = attrs.field(factory=list)
+    handshake_frame: Optional[dict[str, Any]] = None
     outcome: Optional[str] = None
     transfer_target: Optional[str] = None
     close_code: Optional[int] = None
@@ -255,7 +257,9 @@ def check_command(command: dict[str, Any], call_id: str) -> Optional[str]:
         if not isinstance(enabled, bool):
             return "play: dtmf.enabled must be a boolean"
         keys = dtmf.get("keys")
-        if keys is None and not enabled:
+        if keys is None:
+            # The contract shows ``keys`` but never requires it; the seed's
+            # own client enables DTMF without a key list (any key).
             return None
         if not isinstance(keys, list) or (enabled and not keys):
             return "play: dtmf.keys must be a non-empty list when dtmf is enabled"
@@ -430,7 +434,7 @@ class CallSession:
                 return True
             return False
         enabled = [p for p in plays if p["dtmf"]["enabled"]]
-        if enabled and len(enabled) >= len(enabled[-1]["dtmf"]["keys"]):
+        if enabled and len(enabled) >= len(enabled[-1]["dtmf"].get("keys") or ()):
             plays.clear()
             return True
         return False
@@ -577,6 +581,7 @@ class CallControlServerProtocol(WebSocketServerProtocol):
             self._close(CLOSE_POLICY, NO_ACTIVE_CALL)
             return
         self._record = record
+        record.handshake_frame = frame
         if record.handshake == "error":
             record.outcome = "refused"
             record.close_code = CLOSE_POLICY
