@@ -1,8 +1,8 @@
 """
 Helpers shared by the HTTP clients of ivrproto (the token source and the
-profile client): ``Retry-After`` parsing, backoff with full jitter, a
-cancellable sleep, and a response body read that is bounded in time and in
-size.
+profile clients): ``Retry-After`` parsing, backoff with full jitter, a retry
+budget, a cancellable sleep, and a response body read that is bounded in
+time and in size.
 
 Nothing here logs, and no exception raised here carries a URL, a header
 value or any part of a body, so callers can turn them into their own errors
@@ -38,8 +38,10 @@ __all__ = [
     "BodyTimedOut",
     "BodyIncomplete",
     "Cancelled",
+    "RetryBudget",
     "parse_retry_after",
     "full_jitter",
+    "retry_after_jitter",
     "sleep",
     "read_body",
     "describe_request_failure",
@@ -151,6 +153,112 @@ def full_jitter(
     exponent = min(max(attempt, 0), _MAX_EXPONENT)
     bound = min(cap, base * float(2**exponent))
     return max(0.0, random() * bound)
+
+
+def retry_after_jitter(delay: float, random: Callable[[], float]) -> float:
+    """
+    A ``Retry-After`` wait with a little jitter added, so that the many
+    clients a server throttled at once do not all come back at the same
+    instant: ``delay + random() * min(1, delay / 10)``.  The wait is never
+    shorter than what the server asked for.
+
+    :param delay: the server's delay in seconds (already capped)
+    :param random: a function returning a float in [0, 1)
+    """
+    delay = max(0.0, delay)
+    return delay + max(0.0, random()) * min(1.0, delay * 0.1)
+
+
+class RetryBudget:
+    """
+    How many retries a group of clients may make: at most ``ratio`` of the
+    recent first attempts, plus ``min_per_second`` retries a second, so that
+    a platform outage does not turn every call into several requests (a
+    retry storm).  Share one budget between the clients that talk to the
+    same platform.
+
+    Both counts decay exponentially with the time constant ``window``, read
+    from ``clock`` when they are used: no timer is ever scheduled.  A retry
+    is allowed while ``retries + 1 <= ratio * attempts + min_per_second *
+    window``; in a steady state that is a retry rate of at most ``ratio``
+    times the attempt rate plus ``min_per_second``.
+
+    :param clock: the clock the counts decay on
+    :param ratio: the share of first attempts that may be retried
+    :param min_per_second: retries a second allowed however few attempts
+        there are
+    :param window: the time constant of the decay in seconds ("recent")
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        ratio: float = 0.2,
+        min_per_second: float = 5.0,
+        window: float = 10.0,
+    ) -> None:
+        if not (math.isfinite(ratio) and ratio >= 0):
+            raise ValueError("ratio must be a finite number, 0 or more")
+        if not (math.isfinite(min_per_second) and min_per_second >= 0):
+            raise ValueError("min_per_second must be a finite number, 0 or more")
+        if not (math.isfinite(window) and window > 0):
+            raise ValueError("window must be a positive number")
+        self._clock = clock
+        self._ratio = ratio
+        self._floor = min_per_second * window
+        self._window = window
+        self._attempts = 0.0
+        self._retries = 0.0
+        self._updated = clock.seconds()
+        #: retries refused since this budget was made
+        self.refused = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RetryBudget ratio={self._ratio:g} "
+            f"min_per_second={self._floor / self._window:g}>"
+        )
+
+    def _decay(self) -> None:
+        now = self._clock.seconds()
+        elapsed = now - self._updated
+        if elapsed > 0:
+            factor = math.exp(-elapsed / self._window)
+            self._attempts *= factor
+            self._retries *= factor
+            self._updated = now
+        elif elapsed < 0:
+            # The clock went back: keep the counts, restart from now.
+            self._updated = now
+
+    @property
+    def available(self) -> float:
+        """
+        How many retries may be made right now (a float; a retry needs 1).
+        """
+        self._decay()
+        return max(0.0, self._ratio * self._attempts + self._floor - self._retries)
+
+    def record_attempt(self) -> None:
+        """
+        Count one first attempt (not a retry): it earns ``ratio`` of a retry.
+        """
+        self._decay()
+        self._attempts += 1.0
+
+    def try_spend(self) -> bool:
+        """
+        Ask for one retry.
+
+        :return: ``True``, and the retry is counted, when the budget allows
+            it; ``False`` otherwise (the caller gives up instead)
+        """
+        if self.available >= 1.0:
+            self._retries += 1.0
+            return True
+        self.refused += 1
+        return False
 
 
 def sleep(reactor: IReactorTime, seconds: float) -> "Deferred[None]":

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from .config import Timing
 from .errors import IVRError
+from .lookup import LookupResult
 from .menu import MenuBook
 from .messages import Command
 from .protocol import CallControlProtocol, connect_call_control
@@ -32,8 +33,8 @@ class TokenProvider(Protocol):
     def invalidate(self, token: str) -> None: ...
 
 
-class ProfileLookup(Protocol):
-    def lookup(self, external_id: str) -> "Deferred[Any]": ...
+class ProfileFinder(Protocol):
+    def lookup(self, external_id: str, budget: float) -> "Deferred[LookupResult]": ...
 
 
 ConnectFunction = Callable[..., "Deferred[CallControlProtocol]"]
@@ -59,7 +60,7 @@ class CallContext:
 
     reactor: Any  # IReactorTCP and IReactorTime
     tokens: TokenProvider
-    profiles: ProfileLookup
+    profiles: ProfileFinder
     book: MenuBook
     timing: Timing
     websocket_url: str
@@ -107,21 +108,18 @@ class CallRunner:
     # -- CallPort --------------------------------------------------------------
 
     def lookup_profile(self) -> None:
-        d = self.context.profiles.lookup(self._external_id)
-        d.addCallbacks(self._profile_found, self._profile_failed)
+        d = self.context.profiles.lookup(self._external_id, self.context.timing.profile_budget)
+        d.addCallbacks(self._profile_known, self._profile_failed)
 
-    def _profile_found(self, profile: Any) -> None:
-        if profile is None:
-            self.session.profile_resolved(None, "not-found")
-        else:
-            self.session.profile_resolved(profile.attributes, "found")
+    def _profile_known(self, result: LookupResult) -> None:
+        self.session.profile_resolved(result.attributes, result.outcome)
 
     def _profile_failed(self, failure: Failure) -> None:
-        reason = failure.value if isinstance(failure.value, IVRError) else failure.type.__name__
-        self.log.warn(
-            "{call_control_id}: profile lookup failed, default menu: {reason}",
+        # The lookup layer answers every lookup; this is a bug, not an outage.
+        self.log.failure(
+            "{call_control_id}: profile lookup broke; default menu",
+            failure,
             call_control_id=self.call_control_id,
-            reason=str(reason),
         )
         self.session.profile_resolved(None, "failed")
 
@@ -223,12 +221,14 @@ class CallRecord:
     duration: float
     menu: str
     keys: tuple[str, ...]
+    profile: str = "pending"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "callControlId": self.call_control_id,
             "state": "ended",
             "outcome": self.outcome.to_json(),
+            "profile": self.profile,
             "menu": self.menu,
             "keys": list(self.keys),
             "duration": round(self.duration, 3),
@@ -297,6 +297,7 @@ class CallRegistry:
             duration,
             "none" if core.menu is None else ("default" if core.menu.is_default else "profile"),
             tuple(core.keys),
+            core.profile,
         )
         self.active.pop(runner.call_control_id, None)
         self.totals[outcome.kind] = self.totals.get(outcome.kind, 0) + 1

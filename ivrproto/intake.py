@@ -159,6 +159,23 @@ class HealthResource(Resource):
         return _json(request, 200, {"status": "ok"})
 
 
+class StatsResource(Resource):
+    """
+    ``/v1/stats``: the service's counters as JSON (token refreshes, profile
+    lookups by outcome, cache hits, breaker state, calls by outcome).  Holds
+    no caller id, token or secret.
+    """
+
+    isLeaf = True
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self.stats = stats
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, self.stats())
+
+
 class ReadyResource(Resource):
     """
     Ready when not draining and an access token can be had.
@@ -199,6 +216,7 @@ def make_site(
     get_token: Callable[[], "Deferred[str]"],
     is_draining: Callable[[], bool],
     max_body: int,
+    stats: Optional[Callable[[], dict[str, Any]]] = None,
     extra: Optional[dict[bytes, Resource]] = None,
 ) -> Site:
     """
@@ -208,6 +226,8 @@ def make_site(
     v1 = Resource()
     root.putChild(b"v1", v1)
     v1.putChild(b"calls", CallsResource(registry, is_draining))
+    if stats is not None:
+        v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(get_token, is_draining))
     for name, resource in (extra or {}).items():

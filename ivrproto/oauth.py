@@ -1,11 +1,15 @@
 """
 The OAuth 2.0 client-credentials token source (platform contract, section 1).
 
-One :class:`TokenSource` per client: it caches the access token, refreshes it
-a little before it expires, sends at most one token request at a time however
-many callers want a token, and retries what is worth retrying within a fixed
-number of attempts.  Neither the client secret nor any token ever appears in
-a log line, an error message or a ``repr``.
+One :class:`TokenSource` per client: it caches the access token and refreshes
+it in the background a little before it expires, so that no call waits for a
+token while the cached one is still good.  It sends at most one token request
+at a time however many callers want a token, retries what is worth retrying
+within a fixed number of attempts, backs off after failed background
+refreshes, and fails at once for a while after the endpoint refused the
+client credentials (so that a wrong secret does not turn every call into a
+token request).  Neither the client secret nor any token ever appears in a
+log line, an error message or a ``repr``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import quote_plus, urlencode
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,6 +35,7 @@ from ivrproto._retry import (
     full_jitter,
     parse_retry_after,
     read_body,
+    retry_after_jitter,
     run_cancellable,
     sleep,
 )
@@ -66,11 +71,18 @@ class TokenStats:
     :ivar requests: HTTP requests sent to the token endpoint
     :ivar refreshes: tokens obtained
     :ivar failures: token fetches that ended in a :class:`TokenError`
+    :ivar background_refreshes: fetches started while the cached token was
+        still valid (nobody waited for them)
+    :ivar fast_failures: :meth:`TokenSource.get_token` calls failed at once,
+        without a request, because the client credentials were refused
+        within the cool-down
     """
 
     requests: int = 0
     refreshes: int = 0
     failures: int = 0
+    background_refreshes: int = 0
+    fast_failures: int = 0
 
 
 def basic_auth_header(client_id: str, client_secret: str) -> bytes:
@@ -110,12 +122,18 @@ class TokenSource:
     :param scope: the scopes asked for, separated by spaces
     :param timeout: seconds allowed for the response headers, and again for
         the body, of each request
-    :param refresh_margin: how long before expiry a new token is fetched; at
-        most half the token's lifetime is used as the margin
+    :param refresh_margin: how long before expiry a new token is fetched in
+        the background; at most half the token's lifetime is used as the
+        margin
     :param max_attempts: requests per fetch, retries included
-    :param backoff_base: backoff bound after the first transient failure
+    :param backoff_base: backoff bound after the first transient failure,
+        and after the first failed background refresh
     :param backoff_cap: largest backoff bound
-    :param retry_after_cap: longest ``Retry-After`` wait honoured
+    :param retry_after_cap: longest ``Retry-After`` wait honoured (a little
+        jitter, at most a second, is added to it)
+    :param refused_cooldown: how long after a 401 ``invalid_client`` further
+        token requests fail at once, without a request; ``None`` means
+        ``backoff_cap``
     :param max_body: largest response body accepted, in bytes
     :param random: returns a float in [0, 1), for jitter
     """
@@ -137,11 +155,16 @@ class TokenSource:
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
         retry_after_cap: float = 10.0,
+        refused_cooldown: Optional[float] = None,
         max_body: int = 64 * 1024,
         random: Callable[[], float] = _random.random,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if refused_cooldown is None:
+            refused_cooldown = backoff_cap
+        if not refused_cooldown >= 0:
+            raise ValueError("refused_cooldown must not be negative")
         self._reactor = reactor
         self._http = http
         self._token_url = token_url
@@ -155,13 +178,24 @@ class TokenSource:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._retry_after_cap = retry_after_cap
+        self._refused_cooldown = refused_cooldown
         self._max_body = max_body
         self._random = random
 
         self._token: Optional[AccessToken] = None
         self._refresh_at = 0.0
+        # The one fetch in flight, and the callers waiting for it (callers
+        # are never made to wait while the cached token is unexpired).
         self._fetch: Optional[Deferred[AccessToken]] = None
         self._waiters: list[Deferred[str]] = []
+        self._background = False  # whether that fetch is a background refresh
+        # Failed fetches since the last token, while a token was still
+        # cached, and when the next background refresh may start.
+        self._refresh_failures = 0
+        self._next_refresh_at = 0.0
+        # The invalid_client error, and until when it is repeated at once.
+        self._refusal: Optional[TokenError] = None
+        self._refused_until = 0.0
         self.stats = TokenStats()
 
     def __repr__(self) -> str:
@@ -185,35 +219,46 @@ class TokenSource:
         """
         Get an access token.
 
-        The cached token is given at once unless it is within the refresh
-        margin of its expiry.  Otherwise one request goes out, however many
-        callers ask meanwhile, and each caller gets its own Deferred.  When a
-        refresh fails while the cached token is still unexpired, the cached
-        token is given instead of the error.
+        While the cached token is unexpired it is given at once, always.
+        Once it is within the refresh margin of its expiry, the call also
+        starts a background refresh (one at a time; after a failed one, the
+        next waits a backoff that grows with each failure), and callers keep
+        getting the cached token until a new one arrives.
+
+        Only without a token, or once it has expired, do callers wait: one
+        request goes out however many callers ask meanwhile, and each caller
+        gets its own Deferred.  Within ``refused_cooldown`` of a 401
+        ``invalid_client``, such a call fails at once with that same error,
+        without a request.
 
         :return: a Deferred firing with the token, or failing with
             :class:`TokenError`.  Cancelling it affects only this caller;
-            when every caller has cancelled, the request is abandoned.
+            when every caller has cancelled, a request nobody else waits for
+            is abandoned.
         """
         now = self._reactor.seconds()
         token = self._token
-        if token is not None and now < self._refresh_at:
+        if token is not None and now < token.expires_at:
+            if now >= self._refresh_at:
+                self._refresh_in_background(now)
             return succeed(token.value)
+
+        refusal = self._refusal_in_force(now)
+        if refusal is not None and self._fetch is None:
+            self.stats.fast_failures += 1
+            return fail(refusal)
 
         def cancel(waiter: "Deferred[str]") -> None:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-            if not self._waiters and self._fetch is not None:
+            if not self._waiters and self._fetch is not None and not self._background:
                 fetch, self._fetch = self._fetch, None
                 fetch.cancel()
 
         waiter: Deferred[str] = Deferred(cancel)
         self._waiters.append(waiter)
         if self._fetch is None:
-            fetch = run_cancellable(self._fetch_token)
-            if not fetch.called:
-                self._fetch = fetch
-            fetch.addBoth(self._fetched, fetch)
+            self._start_fetch(background=False)
         return waiter
 
     def invalidate(self, token: str) -> None:
@@ -226,33 +271,92 @@ class TokenSource:
             self._refresh_at = 0.0
             self.log.info("access token dropped after it was refused")
 
+    def stop(self) -> None:
+        """
+        Abandon the fetch in progress, if any (at shutdown): its waiters fail
+        with :class:`CancelledError` and nothing of it stays on the reactor.
+        """
+        waiters, self._waiters = self._waiters, []
+        fetch, self._fetch = self._fetch, None
+        if fetch is not None:
+            fetch.cancel()
+        for waiter in waiters:
+            waiter.cancel()
+
+    def _refusal_in_force(self, now: float) -> Optional[TokenError]:
+        if self._refusal is not None and now < self._refused_until:
+            return self._refusal
+        return None
+
+    def _refresh_in_background(self, now: float) -> None:
+        """
+        Start a refresh nobody waits for, unless one is in flight, the last
+        one failed too recently, or the credentials were just refused.
+        """
+        if self._fetch is not None:
+            return
+        if now < self._next_refresh_at or self._refusal_in_force(now) is not None:
+            return
+        self.stats.background_refreshes += 1
+        self._start_fetch(background=True)
+
+    def _start_fetch(self, background: bool) -> None:
+        fetch = run_cancellable(self._fetch_token)
+        self._background = background
+        if not fetch.called:
+            self._fetch = fetch
+        fetch.addBoth(self._fetched, fetch)
+
     def _fetched(self, result: "AccessToken | Failure", fetch: "Deferred[AccessToken]") -> None:
         if self._fetch is fetch:
             self._fetch = None
         if isinstance(result, Failure) and result.check(CancelledError):
-            # Every waiter cancelled; nobody is left to tell.
+            # Every waiter cancelled, or stop(): nobody is left to tell.
             return None
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
-            self.stats.failures += 1
-            cached = self._token
-            if cached is not None and self._reactor.seconds() < cached.expires_at:
-                self.log.warn(
-                    "token refresh failed ({reason}); using the cached token "
-                    "until it expires",
-                    reason=_reason_of(result),
-                )
-                for waiter in waiters:
-                    waiter.callback(cached.value)
-                return None
-            self.log.warn("no access token: {reason}", reason=_reason_of(result))
-            for waiter in waiters:
-                waiter.errback(result)
+            self._failed(result, waiters)
             return None
         self.stats.refreshes += 1
+        self._refresh_failures = 0
+        self._next_refresh_at = 0.0
+        self._refusal = None
         for waiter in waiters:
             waiter.callback(result.value)
         return None
+
+    def _failed(self, failure: Failure, waiters: "list[Deferred[str]]") -> None:
+        self.stats.failures += 1
+        now = self._reactor.seconds()
+        error = failure.value
+        if isinstance(error, TokenError) and error.status == 401:
+            self._refusal = error
+            self._refused_until = now + self._refused_cooldown
+            if self._refused_cooldown > 0:
+                self.log.warn(
+                    "the token endpoint refused the client credentials; token "
+                    "requests fail at once for the next {cooldown:g}s",
+                    cooldown=self._refused_cooldown,
+                )
+        cached = self._token
+        if cached is not None and now < cached.expires_at:
+            delay = full_jitter(
+                self._refresh_failures, self._backoff_base, self._backoff_cap, self._random
+            )
+            self._refresh_failures += 1
+            self._next_refresh_at = now + delay
+            self.log.warn(
+                "token refresh failed ({reason}); using the cached token until "
+                "it expires, next refresh in {delay:.3f}s at the earliest",
+                reason=_reason_of(failure),
+                delay=delay,
+            )
+            for waiter in waiters:
+                waiter.callback(cached.value)
+            return
+        self.log.warn("no access token: {reason}", reason=_reason_of(failure))
+        for waiter in waiters:
+            waiter.errback(failure)
 
     async def _fetch_token(self, cancelled: Cancelled) -> AccessToken:
         """
@@ -356,6 +460,8 @@ class TokenSource:
             )
             if delay is None:
                 delay = self._backoff(attempt)
+            else:
+                delay = retry_after_jitter(delay, self._random)
             raise _Retry(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
             raise TokenError(

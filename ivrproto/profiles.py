@@ -1,11 +1,16 @@
 """
-The profile client (platform contract, section 2): look a caller's profile up
-by external id over REST.
+The profile clients: look a caller's profile up by external id over REST,
+either with the profile API (platform contract, section 2,
+:class:`ProfileClient`) or with Genesys External Contacts
+(:class:`ExternalContactsClient`).  Both have the same shape:
+``fetch(external_id, deadline)``, ``stats`` and ``stop()``.
 
 A 404 is an answer ("no profile"), not an error.  A refused token is replaced
 and the request retried once; rate limiting and transient failures are
-retried within a fixed number of attempts.  The external id is a caller's
-identity: it is never logged and never put in an error message.
+retried within a fixed number of attempts, never past the call's deadline,
+and only while a :class:`~ivrproto._retry.RetryBudget` shared by the clients
+allows it.  The external id is a caller's identity: it is never logged and
+never put in an error message.
 """
 
 from __future__ import annotations
@@ -25,19 +30,25 @@ from ivrproto._retry import (
     BodyError,
     BodyTooLarge,
     Cancelled,
+    RetryBudget,
     describe_request_failure,
     full_jitter,
     parse_retry_after,
     read_body,
+    retry_after_jitter,
     run_cancellable,
     sleep,
 )
 from ivrproto.errors import ProfileError, TokenError
 
 __all__ = [
+    "CONTACT_LOOKUP_TYPES",
+    "ExternalContactsClient",
     "Profile",
     "ProfileStats",
     "ProfileClient",
+    "RetryBudget",
+    "contacts_endpoint",
     "profile_url",
     "profile_endpoint",
     "encode_uri_component",
@@ -45,6 +56,14 @@ __all__ = [
 ]
 
 _PROFILES_PATH = "/api/v2/profiles/external/"
+_CONTACTS_PATH = "/api/v2/externalcontacts/identifierlookup/contacts"
+
+#: The identifier types :class:`ExternalContactsClient` can look contacts up by.
+CONTACT_LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
+
+#: ProfileError reasons of a retry not made.
+PAST_DEADLINE = "retry would pass the call's time budget"
+BUDGET_SPENT = "retry budget spent"
 
 # What JavaScript's encodeURIComponent leaves alone besides ASCII letters and
 # digits (which urllib.parse.quote never encodes).
@@ -77,6 +96,14 @@ def profile_endpoint(api_url: str) -> str:
     place of the external id.
     """
     return api_url.rstrip("/") + _PROFILES_PATH + "{externalId}"
+
+
+def contacts_endpoint(api_url: str) -> str:
+    """
+    The External Contacts identifier lookup endpoint: ``api_url`` without
+    trailing slashes and ``/api/v2/externalcontacts/identifierlookup/contacts``.
+    """
+    return api_url.rstrip("/") + _CONTACTS_PATH
 
 
 def freeze_json(value: Any) -> Any:
@@ -115,7 +142,7 @@ class Profile:
 @attrs.define
 class ProfileStats:
     """
-    Counters of a :class:`ProfileClient`.
+    Counters of a profile client.
 
     :ivar lookups: lookups started
     :ivar found: lookups that found a profile
@@ -123,6 +150,9 @@ class ProfileStats:
     :ivar errors: lookups that failed with :class:`ProfileError`
     :ivar retries: requests sent again (after a 401, a 429 or a transient
         failure)
+    :ivar past_deadline: retries not made because they would end after the
+        lookup's deadline
+    :ivar budget_spent: retries not made because the retry budget said no
     """
 
     lookups: int = 0
@@ -130,6 +160,8 @@ class ProfileStats:
     not_found: int = 0
     errors: int = 0
     retries: int = 0
+    past_deadline: int = 0
+    budget_spent: int = 0
 
 
 class _Retry(Exception):
@@ -148,11 +180,26 @@ class _Refused(Exception):
     """
 
 
-class ProfileClient:
+@attrs.frozen
+class _Request:
     """
-    Looks profiles up by external id.
+    Internal: one HTTP request of a lookup, as a subclass builds it.
+    """
 
-    :param reactor: the clock for timeouts and backoff
+    method: str
+    url: str
+    headers: dict[bytes, list[bytes]]
+    data: Optional[bytes] = None
+
+
+class _ProfileSource:
+    """
+    What the profile clients share: tokens, the request with its bounds,
+    the status handling, retries, deadlines, the retry budget and stats.
+    A subclass names its endpoint (:meth:`_endpoint_of`), says how to ask
+    (:meth:`_request`) and how to read a 200 (:meth:`_parse`).
+
+    :param reactor: the clock for timeouts, deadlines and backoff
     :param http: a treq-like HTTP client (``treq.client.HTTPClient`` or
         ``treq.testing.StubTreq``)
     :param api_url: the REST base URL (``https://api.<region domain>``)
@@ -165,12 +212,21 @@ class ProfileClient:
         failures, the first included (the one retry after a 401 is extra)
     :param backoff_base: backoff bound after the first transient failure
     :param backoff_cap: largest backoff bound
-    :param retry_after_cap: longest ``Retry-After`` wait honoured
+    :param retry_after_cap: longest ``Retry-After`` wait honoured (a little
+        jitter, at most a second, is added to it)
+    :param retry_budget: the budget retries are drawn from; share one
+        between the clients of a process.  ``None`` makes a private one
+        with the defaults of :class:`RetryBudget`.
     :param max_body: largest response body accepted, in bytes
     :param random: returns a float in [0, 1), for jitter
     """
 
     log = Logger()
+
+    #: why a 403 happened, for the error
+    _forbidden_reason = "forbidden"
+    #: what a 200 holds, for the errors about it
+    _what = "profile"
 
     def __init__(
         self,
@@ -184,6 +240,7 @@ class ProfileClient:
         backoff_base: float = 0.1,
         backoff_cap: float = 1.0,
         retry_after_cap: float = 2.0,
+        retry_budget: Optional[RetryBudget] = None,
         max_body: int = 256 * 1024,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -192,31 +249,56 @@ class ProfileClient:
         self._reactor = reactor
         self._http = http
         self._api_url = api_url
-        self._endpoint = profile_endpoint(api_url)
         self._tokens = tokens
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._retry_after_cap = retry_after_cap
+        self._budget = RetryBudget(reactor) if retry_budget is None else retry_budget
         self._max_body = max_body
         self._random = random
+        self._endpoint = self._endpoint_of(api_url)
         self.stats = ProfileStats()
         self._in_flight: set[Deferred[Optional[Profile]]] = set()
 
     def __repr__(self) -> str:
-        return f"<ProfileClient {self._endpoint}>"
+        return f"<{type(self).__name__} {self._endpoint}>"
 
     @property
     def endpoint(self) -> str:
         """
-        The profile endpoint, with a placeholder for the external id.
+        The endpoint, as shown in errors and logs (never with an external id).
         """
         return self._endpoint
 
+    @property
+    def retry_budget(self) -> RetryBudget:
+        """
+        The budget this client draws its retries from.
+        """
+        return self._budget
+
     def lookup(self, external_id: str) -> "Deferred[Optional[Profile]]":
         """
+        :meth:`fetch` without a deadline.
+        """
+        return self.fetch(external_id, None)
+
+    def fetch(
+        self, external_id: str, deadline: Optional[float] = None
+    ) -> "Deferred[Optional[Profile]]":
+        """
         Look the profile of ``external_id`` up.
+
+        :param external_id: the caller's external id
+        :param deadline: when the caller stops waiting, in seconds on the
+            client's reactor (``reactor.seconds()``), or ``None``.  A retry
+            whose wait (``Retry-After`` or backoff) would end after it is not
+            made: the lookup fails at once instead.  The deadline bounds
+            retries only: the first request is made even when it has passed,
+            with the usual timeout (a caching layer may still want the
+            answer), and so is the one retry after a 401.
 
         :return: a Deferred firing with the :class:`Profile`, with ``None``
             when there is none (404), or failing with :class:`ProfileError`.
@@ -225,16 +307,17 @@ class ProfileClient:
         """
         self.stats.lookups += 1
         try:
-            url = profile_url(self._api_url, external_id)
+            external_id.encode("utf-8")
+            request: Optional[Callable[[str], _Request]] = self._request(external_id)
         except UnicodeEncodeError:
-            url = None
+            request = None
 
         async def run(cancelled: Cancelled) -> Optional[Profile]:
-            if url is None:
+            if request is None:
                 raise ProfileError(
-                    self._endpoint, None, "the external id is not valid Unicode text"
+                    self.endpoint, None, "the external id is not valid Unicode text"
                 )
-            return await self._lookup(cancelled, url, external_id)
+            return await self._lookup(cancelled, request, external_id, deadline)
 
         d = run_cancellable(run)
         self._in_flight.add(d)
@@ -247,7 +330,9 @@ class ProfileClient:
                 self.stats.not_found += 1
             elif result.check(ProfileError):
                 self.stats.errors += 1
-                self.log.warn("profile lookup failed: {error}", error=str(result.value))
+                self.log.warn(
+                    "{what} lookup failed: {error}", what=self._what, error=str(result.value)
+                )
             return result
 
         return d.addBoth(count)
@@ -260,23 +345,57 @@ class ProfileClient:
         for d in list(self._in_flight):
             d.cancel()
 
+    # For subclasses
+
+    @staticmethod
+    def _endpoint_of(api_url: str) -> str:
+        """
+        :return: the endpoint as shown in errors and logs
+        """
+        raise NotImplementedError()
+
+    def _request(self, external_id: str) -> Callable[[str], _Request]:
+        """
+        :return: a function of the access token giving the request for
+            ``external_id``
+        :raise UnicodeEncodeError: the id cannot be sent
+        """
+        raise NotImplementedError()
+
+    def _parse(self, body: bytes, external_id: str) -> Profile:
+        """
+        :return: the profile a 200 body holds
+        :raise ProfileError: the body is not what the endpoint promises
+        """
+        raise NotImplementedError()
+
+    def _malformed(self, what: str) -> ProfileError:
+        return ProfileError(self.endpoint, 200, f"malformed {self._what}: {what}")
+
+    # The lookup
+
     async def _lookup(
-        self, cancelled: Cancelled, url: str, external_id: str
+        self,
+        cancelled: Cancelled,
+        request: Callable[[str], _Request],
+        external_id: str,
+        deadline: Optional[float],
     ) -> Optional[Profile]:
         attempt = 0
         refused_once = False
+        self._budget.record_attempt()
         while True:
             try:
                 token = await self._tokens.get_token()
             except TokenError as e:
-                raise ProfileError(self._endpoint, None, f"no access token: {e.reason}")
+                raise ProfileError(self.endpoint, None, f"no access token: {e.reason}")
             try:
-                return await self._attempt(cancelled, url, external_id, token, attempt)
+                return await self._attempt(cancelled, request(token), external_id, attempt)
             except _Refused:
                 self._tokens.invalidate(token)
                 if refused_once:
                     raise ProfileError(
-                        self._endpoint,
+                        self.endpoint,
                         401,
                         "access token refused again after getting a new one",
                     )
@@ -288,18 +407,25 @@ class ProfileClient:
                     # The cancellation surfaced as a request failure.
                     raise CancelledError()
                 attempt += 1
+                error = retry.error
                 if attempt >= self._max_attempts:
-                    error = retry.error
                     raise ProfileError(
                         error.url,
                         error.status,
                         f"gave up after {attempt} attempts: {error.reason}",
                     )
+                if deadline is not None and self._reactor.seconds() + retry.delay > deadline:
+                    self.stats.past_deadline += 1
+                    raise ProfileError(error.url, error.status, PAST_DEADLINE)
+                if not self._budget.try_spend():
+                    self.stats.budget_spent += 1
+                    raise ProfileError(error.url, error.status, BUDGET_SPENT)
                 self.stats.retries += 1
                 self.log.info(
-                    "profile request failed ({reason}); retrying in {delay:.3f}s "
+                    "{what} request failed ({reason}); retrying in {delay:.3f}s "
                     "(attempt {attempt} of {max_attempts})",
-                    reason=retry.error.reason,
+                    what=self._what,
+                    reason=error.reason,
                     delay=retry.delay,
                     attempt=attempt,
                     max_attempts=self._max_attempts,
@@ -312,26 +438,24 @@ class ProfileClient:
     async def _attempt(
         self,
         cancelled: Cancelled,
-        url: str,
+        request: _Request,
         external_id: str,
-        token: str,
         attempt: int,
     ) -> Optional[Profile]:
         """
-        One profile request.  Returns the answer, raises
-        :class:`ProfileError` for a final failure, :class:`_Refused` on a 401
-        or :class:`_Retry` for a failure worth retrying.
+        One request.  Returns the answer, raises :class:`ProfileError` for
+        a final failure, :class:`_Refused` on a 401 or :class:`_Retry` for
+        a failure worth retrying.
         """
-        endpoint = self._endpoint
+        endpoint = self.endpoint
+        timeout = self._timeout
         try:
             response = await self._http.request(
-                "GET",
-                url,
-                headers={
-                    b"Authorization": [b"Bearer " + token.encode("ascii", "replace")],
-                    b"Accept": [b"application/json"],
-                },
-                timeout=self._timeout,
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.data,
+                timeout=timeout,
                 reactor=self._reactor,
                 allow_redirects=False,
                 unbuffered=True,
@@ -340,19 +464,19 @@ class ProfileClient:
             if cancelled:
                 raise
             raise _Retry(
-                ProfileError(endpoint, None, f"timed out after {self._timeout:g}s"),
+                ProfileError(endpoint, None, f"timed out after {timeout:g}s"),
                 self._backoff(attempt),
             )
         except Exception as e:
             raise _Retry(
-                ProfileError(endpoint, None, describe_request_failure(e, self._timeout)),
+                ProfileError(endpoint, None, describe_request_failure(e, timeout)),
                 self._backoff(attempt),
             )
 
         status: int = response.code
         try:
             body: Optional[bytes] = await read_body(
-                self._reactor, response, self._timeout, self._max_body
+                self._reactor, response, timeout, self._max_body
             )
             body_error: Optional[BodyError] = None
         except BodyError as e:
@@ -365,17 +489,13 @@ class ProfileClient:
                 if isinstance(body_error, BodyTooLarge):
                     raise error
                 raise _Retry(error, self._backoff(attempt))
-            return self._parse_profile(body, external_id)
+            return self._parse(body, external_id)
         if status == 404:
             return None
         if status == 401:
             raise _Refused()
         if status == 403:
-            raise ProfileError(
-                endpoint,
-                status,
-                "forbidden: the access token lacks the profile:read scope",
-            )
+            raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
             values = response.headers.getRawHeaders(b"Retry-After")
             delay = parse_retry_after(
@@ -385,6 +505,8 @@ class ProfileClient:
             )
             if delay is None:
                 delay = self._backoff(attempt)
+            else:
+                delay = retry_after_jitter(delay, self._random)
             raise _Retry(ProfileError(endpoint, status, "rate limited"), delay)
         if 500 <= status <= 599:
             raise _Retry(
@@ -392,13 +514,54 @@ class ProfileClient:
             )
         raise ProfileError(endpoint, status, "unexpected HTTP status")
 
-    def _parse_profile(self, body: bytes, external_id: str) -> Profile:
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise self._malformed("not JSON")
-        if not isinstance(payload, dict):
-            raise self._malformed("not a JSON object")
+
+def _bearer(token: str) -> list[bytes]:
+    return [b"Bearer " + token.encode("ascii", "replace")]
+
+
+class ProfileClient(_ProfileSource):
+    """
+    Looks profiles up by external id with the profile API:
+    ``GET {api_url}/api/v2/profiles/external/{externalId}``.  Its
+    :attr:`endpoint` has a placeholder in place of the external id.
+
+    :param reactor: the clock for timeouts, deadlines and backoff
+    :param http: a treq-like HTTP client (``treq.client.HTTPClient`` or
+        ``treq.testing.StubTreq``)
+    :param api_url: the REST base URL (``https://api.<region domain>``)
+    :param tokens: where access tokens come from (a
+        :class:`ivrproto.oauth.TokenSource`, or anything with its
+        ``get_token`` and ``invalidate``)
+    :param timeout: seconds allowed for the response headers, and again for
+        the body, of each request
+    :param max_attempts: requests per lookup for 429s and transient
+        failures, the first included (the one retry after a 401 is extra)
+    :param backoff_base: backoff bound after the first transient failure
+    :param backoff_cap: largest backoff bound
+    :param retry_after_cap: longest ``Retry-After`` wait honoured (a little
+        jitter, at most a second, is added to it)
+    :param retry_budget: the budget retries are drawn from; share one
+        between the clients of a process.  ``None`` makes a private one
+        with the defaults of :class:`RetryBudget`.
+    :param max_body: largest response body accepted, in bytes
+    :param random: returns a float in [0, 1), for jitter
+    """
+
+    _forbidden_reason = "forbidden: the access token lacks the profile:read scope"
+    _what = "profile"
+
+    _endpoint_of = staticmethod(profile_endpoint)
+
+    def _request(self, external_id: str) -> Callable[[str], _Request]:
+        url = profile_url(self._api_url, external_id)
+        return lambda token: _Request(
+            "GET",
+            url,
+            {b"Authorization": _bearer(token), b"Accept": [b"application/json"]},
+        )
+
+    def _parse(self, body: bytes, external_id: str) -> Profile:
+        payload = _json_object(body, self._malformed)
         profile_id = payload.get("id")
         if not isinstance(profile_id, str):
             raise self._malformed("id missing or not a string")
@@ -418,5 +581,100 @@ class ProfileClient:
             date_modified=date_modified,
         )
 
-    def _malformed(self, what: str) -> ProfileError:
-        return ProfileError(self._endpoint, 200, f"malformed profile: {what}")
+
+class ExternalContactsClient(_ProfileSource):
+    """
+    Looks callers up in Genesys External Contacts:
+    ``POST {api_url}/api/v2/externalcontacts/identifierlookup/contacts``
+    with ``{"type": lookup_type, "value": external_id}``.  The contact's
+    ``customFields`` become the profile's attributes, its ``modifiedDate``
+    the profile's ``date_modified``.
+
+    A 404 means no contact; 401, 403, 429 and 5xx are handled as by
+    :class:`ProfileClient`.
+
+    :param lookup_type: what the external id is: ``"Phone"``,
+        ``"ExternalId"`` or ``"Email"``
+    :param options: the keyword parameters of :class:`ProfileClient`
+        (``timeout``, ``max_attempts``, ``retry_budget``...)
+    """
+
+    _forbidden_reason = (
+        "forbidden: the access token lacks the permission to view external contacts"
+    )
+    _what = "external contact"
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        http: Any,
+        api_url: str,
+        tokens: Any,
+        *,
+        lookup_type: str = "Phone",
+        **options: Any,
+    ) -> None:
+        if lookup_type not in CONTACT_LOOKUP_TYPES:
+            raise ValueError(
+                f"lookup_type must be one of {', '.join(CONTACT_LOOKUP_TYPES)}, "
+                f"not {lookup_type!r}"
+            )
+        super().__init__(reactor, http, api_url, tokens, **options)
+        self._lookup_type = lookup_type
+
+    _endpoint_of = staticmethod(contacts_endpoint)
+
+    @property
+    def lookup_type(self) -> str:
+        """
+        What the external id is looked up as.
+        """
+        return self._lookup_type
+
+    def _request(self, external_id: str) -> Callable[[str], _Request]:
+        data = json.dumps(
+            {"type": self._lookup_type, "value": external_id}, ensure_ascii=False
+        ).encode("utf-8")
+        url = self._endpoint
+        return lambda token: _Request(
+            "POST",
+            url,
+            {
+                b"Authorization": _bearer(token),
+                b"Content-Type": [b"application/json"],
+                b"Accept": [b"application/json"],
+            },
+            data,
+        )
+
+    def _parse(self, body: bytes, external_id: str) -> Profile:
+        contact = _json_object(body, self._malformed)
+        contact_id = contact.get("id")
+        if not isinstance(contact_id, str):
+            raise self._malformed("id missing or not a string")
+        custom_fields = contact.get("customFields")
+        if custom_fields is None:
+            custom_fields = {}
+        elif not isinstance(custom_fields, dict):
+            raise self._malformed("customFields is not an object")
+        modified = contact.get("modifiedDate")
+        if modified is not None and not isinstance(modified, str):
+            raise self._malformed("modifiedDate is not a string")
+        return Profile(
+            id=contact_id,
+            external_id=external_id,
+            attributes=custom_fields,
+            date_modified=modified,
+        )
+
+
+def _json_object(
+    body: bytes, malformed: Callable[[str], ProfileError]
+) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise malformed("not JSON")
+    if not isinstance(payload, dict):
+        raise malformed("not a JSON object")
+    return payload

@@ -21,9 +21,11 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from .calls import CallContext, CallRegistry
 from .config import Config
 from .errors import ConfigError
+from ._retry import RetryBudget
 from .intake import make_site
+from .lookup import ProfileLookup
 from .oauth import TokenSource
-from .profiles import ProfileClient
+from .profiles import ExternalContactsClient, ProfileClient
 
 
 def check_scenario(config: Config) -> Any:
@@ -72,7 +74,8 @@ class IVRService(Service):
         self.platform: Any = None
         self.pool: Optional[HTTPConnectionPool] = None
         self.tokens: Optional[TokenSource] = None
-        self.profiles: Optional[ProfileClient] = None
+        self.source: Optional[ProfileClient] = None
+        self.lookup: Optional[ProfileLookup] = None
         self.registry: Optional[CallRegistry] = None
         self.port: Optional[IListeningPort] = None
         self.draining = False
@@ -141,17 +144,37 @@ class IVRService(Service):
             timeout=timing.request_timeout,
             refresh_margin=timing.token_refresh_margin,
         )
-        self.profiles = ProfileClient(
+        profiles = self.config.profiles
+        source_options = dict(
+            timeout=timing.request_timeout, retry_budget=RetryBudget(self.reactor)
+        )
+        if profiles.source == "external-contacts":
+            self.source = ExternalContactsClient(
+                self.reactor,
+                http,
+                platform_config.api_url,
+                self.tokens,
+                lookup_type=profiles.lookup_type,
+                **source_options,
+            )
+        else:
+            self.source = ProfileClient(
+                self.reactor, http, platform_config.api_url, self.tokens, **source_options
+            )
+        self.lookup = ProfileLookup(
             self.reactor,
-            http,
-            platform_config.api_url,
-            self.tokens,
-            timeout=min(timing.request_timeout, timing.profile_budget * 2),
+            self.source,
+            ttl=profiles.cache_ttl,
+            negative_ttl=profiles.negative_ttl,
+            max_entries=profiles.cache_size,
+            rate_per_minute=profiles.rate_per_minute,
+            breaker_failures=profiles.breaker_failures,
+            breaker_reset=profiles.breaker_reset,
         )
         context = CallContext(
             reactor=self.reactor,
             tokens=self.tokens,
-            profiles=self.profiles,
+            profiles=self.lookup,
             book=self.config.menu,
             timing=timing,
             websocket_url=platform_config.websocket_url,
@@ -165,6 +188,7 @@ class IVRService(Service):
             self.tokens.get_token,
             lambda: self.draining,
             self.config.intake.max_body,
+            stats=self.stats,
         )
         endpoint = serverFromString(self.reactor, self.intake_description)
         self.port = yield endpoint.listen(site)
@@ -203,6 +227,25 @@ class IVRService(Service):
 
         return d.addCallback(done)
 
+    def stats(self) -> dict[str, Any]:
+        """
+        The service's counters (``GET /v1/stats``): calls by outcome, token
+        refreshes, profile lookups by outcome, cache and breaker.
+        """
+        assert self.registry is not None and self.tokens is not None
+        assert self.lookup is not None and self.source is not None
+        return {
+            "calls": {"active": len(self.registry.active), **self.registry.totals},
+            "tokens": attrs.asdict(self.tokens.stats),
+            "profiles": {
+                "source": self.config.profiles.source,
+                "requests": attrs.asdict(self.source.stats),
+                "lookups": attrs.asdict(self.lookup.stats),
+                "cache_entries": self.lookup.cache_size,
+                "breaker": self.lookup.breaker_state,
+            },
+        }
+
     def stop(self) -> Deferred[None]:
         """
         Stop listening, end the embedded platform, close idle connections.
@@ -214,8 +257,12 @@ class IVRService(Service):
             waits.append(self.platform.stop())
         if self.registry is not None:
             self.registry.clear_timers()
-        if self.profiles is not None:
-            self.profiles.stop()
+        if self.lookup is not None:
+            self.lookup.stop()
+        if self.source is not None:
+            self.source.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
         if self.pool is not None:
             waits.append(self.pool.closeCachedConnections())
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

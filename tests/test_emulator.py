@@ -479,6 +479,271 @@ class DelayedAnswerTests(SynchronousTestCase):
             self.assertRaises(ValueError, self.platform.faults.add, **kwargs)
 
 
+CONTACTS = "/api/v2/externalcontacts/identifierlookup/contacts"
+
+
+class ContactsTests(EmulatorTestCase):
+    """
+    ``POST /api/v2/externalcontacts/identifierlookup/contacts``.
+    """
+
+    async def post(
+        self, platform: Platform, body: Any, token: Optional[str], raw: Optional[bytes] = None
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else json.dumps(body).encode()
+        return await self.http.post(platform.base_url + CONTACTS, data=data, headers=headers)
+
+    async def test_found(self) -> None:
+        """A known value is 200 with a stable id, customFields and modifiedDate."""
+        platform = await self.start()
+        token = (await self.token(platform))["access_token"]
+        bodies = []
+        for lookup_type in ("Phone", "ExternalId", "Email"):
+            response = await self.post(platform, {"type": lookup_type, "value": "CRM/EU 42"}, token)
+            self.assertEqual(response.code, 200)
+            bodies.append(await response.json())
+        self.assertEqual(bodies[0], bodies[1])
+        self.assertEqual(bodies[0]["customFields"], PROFILES["CRM/EU 42"])
+        self.assertIsInstance(bodies[0]["id"], str)
+        self.assertIsInstance(bodies[0]["modifiedDate"], str)
+        self.assertEqual(platform.stats.contact_requests, 3)
+        self.assertEqual(platform.stats.profile_requests, 0)
+
+    async def test_not_found(self) -> None:
+        """An unknown value is a JSON 404."""
+        platform = await self.start()
+        response = await self.post(platform, {"type": "Phone", "value": "+15550000"}, platform.issue_token())
+        self.assertEqual(response.code, 404)
+        self.assertEqual((await response.json())["status"], 404)
+
+    async def test_unauthorized_and_forbidden(self) -> None:
+        """No or a bad token is 401; a token without profile:read is 403."""
+        platform = await self.start()
+        body = {"type": "Phone", "value": "CRM-PREMIUM-TICKETS"}
+        for token in (None, "nonsense", platform.issue_token(ttl=-1)):
+            response = await self.post(platform, body, token)
+            self.assertEqual(response.code, 401)
+            await response.content()
+        token = platform.issue_token(scopes=["callcontrol:inbound", "callcontrol:media"])
+        response = await self.post(platform, body, token)
+        self.assertEqual(response.code, 403)
+        await response.content()
+
+    async def test_bad_requests(self) -> None:
+        """A body that is not {type, value} is 400; GET is 405."""
+        platform = await self.start()
+        token = platform.issue_token()
+        for body in (
+            [1],
+            {"value": "CRM-PLAIN"},
+            {"type": "Fax", "value": "CRM-PLAIN"},
+            {"type": "Phone"},
+            {"type": "Phone", "value": 42},
+            {"type": "Phone", "value": ""},
+        ):
+            response = await self.post(platform, body, token)
+            self.assertEqual(response.code, 400, body)
+            await response.content()
+        response = await self.post(platform, None, token, raw=b"{not json")
+        self.assertEqual(response.code, 400)
+        await response.content()
+        response = await self.http.get(
+            platform.base_url + CONTACTS, headers={"Authorization": f"Bearer {token}"}
+        )
+        self.assertEqual(response.code, 405)
+        await response.content()
+
+    async def test_faults_are_their_own_kind(self) -> None:
+        """"contacts" faults answer contact lookups only; "profile" faults do not touch them."""
+        platform = await self.start()
+        token = platform.issue_token()
+        platform.faults.add("profile", status=500)
+        platform.faults.add("contacts", status=503, count=2)
+        body = {"type": "ExternalId", "value": "CRM-PREMIUM-TICKETS"}
+        codes = []
+        for _ in range(3):
+            response = await self.post(platform, body, token)
+            codes.append(response.code)
+            await response.content()
+        self.assertEqual(codes, [503, 503, 200])
+        self.assertEqual(platform.faults.pending("profile"), 1)
+        self.assertEqual(platform.faults.injected["contacts"], 2)
+
+    async def test_dropped_connection(self) -> None:
+        """A contacts fault with status 0 aborts the connection."""
+        platform = await self.start()
+        platform.faults.add("contacts", status=0)
+        d = self.post(platform, {"type": "Phone", "value": "CRM-PLAIN"}, platform.issue_token())
+        with self.assertRaises(Exception):
+            await d
+
+
+class FaultFormTests(SynchronousTestCase):
+    """
+    Every fault form, with a Clock and an in-memory HTTP client.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.platform = Platform(self.clock, profiles=PROFILES)
+        self.stub = StubTreq(self.platform.resource())
+        self.token = self.platform.issue_token()
+        self.addCleanup(self.assert_no_timers)
+
+    def assert_no_timers(self) -> None:
+        self.stub.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def request(self, kind: str) -> Any:
+        """One request of ``kind``; its response (body read)."""
+        bearer = {"Authorization": "Bearer " + self.token}
+        if kind == "token":
+            d = self.stub.post(
+                "http://emulator/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=CLIENT,
+            )
+        elif kind == "profile":
+            d = self.stub.get(
+                "http://emulator/api/v2/profiles/external/CRM-PREMIUM-TICKETS", headers=bearer
+            )
+        else:
+            d = self.stub.post(
+                "http://emulator" + CONTACTS,
+                json={"type": "ExternalId", "value": "CRM-PREMIUM-TICKETS"},
+                headers=bearer,
+            )
+        self.stub.flush()
+        response = self.successResultOf(d)
+        body = self.stub.content(response)
+        self.stub.flush()
+        response.body = self.successResultOf(body)
+        return response
+
+    def test_retry_after_seconds(self) -> None:
+        """retry_after writes delay-seconds, rounded up."""
+        for kind in ("token", "profile", "contacts"):
+            self.platform.faults.add(kind, 429, retry_after=2.5)
+            response = self.request(kind)
+            self.assertEqual(response.code, 429)
+            self.assertEqual(response.headers.getRawHeaders("retry-after"), ["3"])
+
+    def test_retry_after_http_date(self) -> None:
+        """retry_after_date writes an HTTP-date, from the time of the answer."""
+        self.platform.faults.add("profile", 429, retry_after=7, retry_after_date=True)
+        self.platform.faults.add("token", 429, retry_after=7, retry_after_date=True, delay=3)
+        response = self.request("profile")
+        self.assertEqual(
+            response.headers.getRawHeaders("retry-after"), ["Tue, 14 Nov 2023 22:13:27 GMT"]
+        )
+        d = self.stub.post("http://emulator/oauth/token", data={"grant_type": "client_credentials"}, auth=CLIENT)
+        self.stub.flush()
+        self.clock.advance(3)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(
+            response.headers.getRawHeaders("retry-after"), ["Tue, 14 Nov 2023 22:13:30 GMT"]
+        )
+        self.stub.flush()
+
+    def test_token_400_is_rate_limit(self) -> None:
+        """A token 400 without a body is Genesys's rate-limit answer; a 401 is invalid_client."""
+        self.platform.faults.add("token", 400, retry_after=1)
+        self.platform.faults.add("token", 401)
+        response = self.request("token")
+        self.assertEqual(response.code, 400)
+        self.assertEqual(
+            json.loads(response.body),
+            {"error": "invalid_request", "error_description": "rate limit exceeded"},
+        )
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
+        response = self.request("token")
+        self.assertEqual((response.code, json.loads(response.body)["error"]), (401, "invalid_client"))
+        self.assertEqual(self.request("token").code, 200)
+
+    def test_5xx_and_headers(self) -> None:
+        """A 5xx fault with its own body and headers."""
+        self.platform.faults.add("contacts", 502, headers={"X-Test": "1"}, body="upstream down")
+        response = self.request("contacts")
+        self.assertEqual((response.code, response.body), (502, b"upstream down"))
+        self.assertEqual(response.headers.getRawHeaders("x-test"), ["1"])
+
+    def test_slow_contacts(self) -> None:
+        """A contacts fault with a delay and no status answers normally, late."""
+        self.platform.faults.add("contacts", delay=2.0)
+        d = self.stub.post(
+            "http://emulator" + CONTACTS,
+            json={"type": "Phone", "value": "CRM-PREMIUM-TICKETS"},
+            headers={"Authorization": "Bearer " + self.token},
+        )
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+
+    def test_failure_rate_deterministic(self) -> None:
+        """A seeded failure rate fails the same requests on every run, about rate of them."""
+
+        def run() -> list[int]:
+            platform = Platform(self.clock, profiles=PROFILES)
+            self.platform, self.stub = platform, StubTreq(platform.resource())
+            self.token = platform.issue_token()
+            platform.faults.set_failure_rate("profile", 0.25, 503, seed=42)
+            return [self.request("profile").code for _ in range(400)]
+
+        first, second = run(), run()
+        self.assertEqual(first, second)
+        self.assertEqual(set(first), {200, 503})
+        self.assertTrue(70 <= first.count(503) <= 130, first.count(503))
+        self.assertEqual(self.platform.faults.injected["profile"], first.count(503))
+        self.assertEqual(self.platform.faults.failure_rate("profile"), 0.25)
+
+    def test_failure_rate_forms(self) -> None:
+        """Rate 1 fails every request, with any fault form; queued faults go first; 0 turns it off."""
+        faults = self.platform.faults
+        faults.set_failure_rate("token", 1.0, 429, seed=1, retry_after=5, retry_after_date=True)
+        faults.add("token", 500)
+        self.assertEqual(self.request("token").code, 500)
+        response = self.request("token")
+        self.assertEqual(response.code, 429)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["Tue, 14 Nov 2023 22:13:25 GMT"])
+        self.assertEqual(faults.pending("token"), 0)
+        self.assertIsNone(faults.set_failure_rate("token", 0))
+        self.assertEqual(self.request("token").code, 200)
+        faults.set_failure_rate("contacts", 1.0, None, delay=1.0)
+        faults.set_failure_rate("profile", 1.0)
+        faults.clear()
+        self.assertEqual(faults.failure_rate("profile"), 0.0)
+        self.assertEqual(self.request("profile").code, 200)
+
+    def test_websocket_failure_rate(self) -> None:
+        """Upgrades can be refused at a rate too; they take only a status."""
+        faults = self.platform.faults
+        faults.set_failure_rate("websocket", 1.0, 503, seed=0)
+        self.assertEqual(faults._take_refusal("websocket"), 503)
+        self.assertRaises(ValueError, faults.set_failure_rate, "websocket", 0.5, 503, delay=1)
+
+    def test_bad_settings(self) -> None:
+        """Bad rates, statuses, kinds and Retry-After values are refused."""
+        faults = self.platform.faults
+        for args, kwargs in (
+            (("profile", 1.5), {}),
+            (("profile", -0.1), {}),
+            (("profile", 0.5, 99), {}),
+            (("dns", 0.5), {}),
+            (("profile", 0.5), {"delay": -1}),
+            (("profile", 0.5), {"retry_after": -1}),
+        ):
+            self.assertRaises(ValueError, faults.set_failure_rate, *args, **kwargs)
+        self.assertRaises(ValueError, faults.add, "websocket", 503, retry_after=1)
+        self.assertRaises(ValueError, faults.add, "profile", 429, retry_after=float("nan"))
+
+
 class UpgradeTests(EmulatorTestCase):
     """
     The WebSocket upgrade and the handshake frame.

@@ -61,7 +61,9 @@ class ServiceTestCase(TestCase):
         self.service = yield self.start_service()
 
     @inlineCallbacks
-    def start_service(self, secret: str = "s3cret", scope: Optional[str] = None) -> Any:
+    def start_service(
+        self, secret: str = "s3cret", scope: Optional[str] = None, **profiles: Any
+    ) -> Any:
         config = load_config(
             SEED,
             {
@@ -73,6 +75,8 @@ class ServiceTestCase(TestCase):
         config = attrs.evolve(config, timing=attrs.evolve(config.timing, **self.timing))
         if scope is not None:
             config = attrs.evolve(config, platform=attrs.evolve(config.platform, scope=scope))
+        if profiles:
+            config = attrs.evolve(config, profiles=attrs.evolve(config.profiles, **profiles))
         service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)

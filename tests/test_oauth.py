@@ -213,14 +213,20 @@ class CacheTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.assertEqual(source.stats.refreshes, 1)
 
     def test_refresh_margin(self) -> None:
-        """Within refresh_margin of expiry a new token is fetched."""
+        """Within refresh_margin of expiry a new token is fetched in the background."""
         source = self.make([token_answer("tok-1", 3600), token_answer("tok-2", 3600)])
         self.assertEqual(self.token_of(source.get_token()), "tok-1")
         self.clock.advance(3600 - 61)
         self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 1)
         self.clock.advance(2)
-        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+        # Past the refresh point: the cached token at once, and a refresh.
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.flush()
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-2")
         self.assertEqual(len(self.resource.seen), 2)
+        self.assertEqual(source.stats.background_refreshes, 1)
 
     def test_short_lived_token_margin_is_bounded(self) -> None:
         """A token shorter-lived than the margin is still reused for half its life."""
@@ -372,10 +378,11 @@ class FailureTests(TokenSourceTestsMixin, SynchronousTestCase):
         d = source.get_token()
         self.flush()
         self.assertNoResult(d)
-        self.clock.advance(2.9)
+        # Retry-After plus jitter: 3 + 0.5 * min(1, 0.3).
+        self.clock.advance(3.1)
         self.flush()
         self.assertEqual(len(self.resource.seen), 1)
-        self.clock.advance(0.1)
+        self.clock.advance(0.06)
         self.flush()
         self.assertEqual(len(self.resource.seen), 2)
         # No Retry-After: full jitter, 0.5 * min(5, 0.25 * 2**1).
@@ -384,13 +391,14 @@ class FailureTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.assertEqual(len(self.resource.seen), 3)
 
     def test_429_retry_after_seconds(self) -> None:
-        """429 waits Retry-After seconds, then retries."""
+        """429 waits Retry-After seconds plus a little jitter, then retries."""
         source = self.make(
             [json_answer(429, {}, {b"retry-after": b"4"}), token_answer("tok-ok")]
         )
         d = source.get_token()
         self.flush()
-        self.clock.advance(3.99)
+        # 4 + 0.5 * min(1, 0.4)
+        self.clock.advance(4.19)
         self.flush()
         self.assertNoResult(d)
         self.clock.advance(0.01)
@@ -404,22 +412,26 @@ class FailureTests(TokenSourceTestsMixin, SynchronousTestCase):
         )
         d = source.get_token()
         self.flush()
-        self.clock.advance(6.9)
+        # 7 + 0.5 * min(1, 0.7)
+        self.clock.advance(7.3)
         self.flush()
         self.assertNoResult(d)
         self.assertEqual(len(self.resource.seen), 1)
-        self.clock.advance(0.1)
+        self.clock.advance(0.06)
         self.assertEqual(self.token_of(d), "tok-ok")
 
     def test_429_retry_after_capped(self) -> None:
-        """A long Retry-After is cut to retry_after_cap."""
+        """A long Retry-After is cut to retry_after_cap (plus at most 1 s of jitter)."""
         source = self.make(
             [json_answer(429, {}, {b"retry-after": b"3600"}), token_answer("tok-ok")],
             retry_after_cap=10.0,
         )
         d = source.get_token()
         self.flush()
-        self.clock.advance(10)
+        self.clock.advance(10.49)
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
         self.assertEqual(self.token_of(d), "tok-ok")
 
     def test_5xx_backoff_bounded(self) -> None:
@@ -576,7 +588,7 @@ class SecrecyTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.flush()
         self.clock.advance(0.125)
         self.flush()
-        self.clock.advance(1)
+        self.clock.advance(1.05)
         self.assertEqual(self.token_of(d), token)
         self.clock.advance(100)
         error = self.error_of(source.get_token())
@@ -584,3 +596,204 @@ class SecrecyTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.assertTrue(events)
         for secret in (SECRET, token, base64.b64encode(SECRET.encode()).decode()):
             self.assertNotIn(secret, shown)
+
+
+class BackgroundRefreshTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    No caller waits while the cached token is unexpired; the refresh runs
+    behind them.
+    """
+
+    def answer(self, request: Request, value: str, expires_in: int = 3600) -> None:
+        request.setHeader(b"content-type", b"application/json")
+        request.write(json.dumps({"access_token": value, "expires_in": expires_in}).encode())
+        request.finish()
+        self.flush()
+
+    def test_500_callers_at_refresh_time(self) -> None:
+        """500 concurrent calls past the refresh point get the cached token at once; one request."""
+        source = self.make([token_answer("tok-1", 3600), HANG])
+        self.token_of(source.get_token())
+        self.clock.advance(3600 - 30)
+        waiters = [source.get_token() for _ in range(500)]
+        self.flush()
+        self.assertEqual([self.successResultOf(d) for d in waiters], ["tok-1"] * 500)
+        self.assertEqual(len(self.resource.seen), 2)
+        self.assertEqual(source.stats.background_refreshes, 1)
+        [request] = self.resource.hanging
+        self.answer(request, "tok-2")
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-2")
+        self.assertEqual(source.stats.requests, 2)
+
+    def test_expired_token_waits_for_running_refresh(self) -> None:
+        """Once the token expires, callers wait for the refresh already in flight."""
+        source = self.make([token_answer("tok-1", 100), HANG], timeout=60.0)
+        self.token_of(source.get_token())
+        self.clock.advance(60)
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-1")
+        self.flush()
+        self.clock.advance(40)
+        waiting = [source.get_token() for _ in range(3)]
+        for d in waiting:
+            self.assertNoResult(d)
+        [request] = self.resource.hanging
+        self.answer(request, "tok-2")
+        self.assertEqual([self.successResultOf(d) for d in waiting], ["tok-2"] * 3)
+        self.assertEqual(len(self.resource.seen), 2)
+
+    def test_cancelled_waiter_keeps_background_refresh(self) -> None:
+        """A caller that cancels does not abandon a refresh others may need."""
+        source = self.make([token_answer("tok-1", 100), HANG], timeout=60.0)
+        self.token_of(source.get_token())
+        self.clock.advance(60)
+        source.get_token()
+        self.flush()
+        self.clock.advance(40)
+        d = source.get_token()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        [request] = self.resource.hanging
+        self.answer(request, "tok-2")
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-2")
+
+    def test_failed_refresh_backs_off(self) -> None:
+        """After a failed refresh the next one waits a growing, jittered backoff; success resets it."""
+        source = self.make(
+            [token_answer("tok-1", 3600)] + [json_answer(503, {})] * 3 + [token_answer("tok-2", 3600)],
+            max_attempts=1,
+            backoff_base=1.0,
+            backoff_cap=8.0,
+        )
+        self.token_of(source.get_token())
+        self.clock.advance(3600 - 60)
+        for _ in range(10):
+            self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.assertEqual(len(self.resource.seen), 2)
+        # Backoffs 0.5 * min(8, 1 * 2**n): 0.5, then 1.0, then 2.0.
+        for wait, requests in ((0.5, 3), (1.0, 4)):
+            self.clock.advance(wait - 0.01)
+            self.token_of(source.get_token())
+            self.assertEqual(len(self.resource.seen), requests - 1)
+            self.clock.advance(0.01)
+            self.token_of(source.get_token())
+            self.assertEqual(len(self.resource.seen), requests)
+        self.clock.advance(2.0)
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.assertEqual(self.successResultOf(source.get_token()), "tok-2")
+        self.assertEqual(source.stats.failures, 3)
+        self.assertEqual(source._refresh_failures, 0)
+        self.assertEqual(source.stats.background_refreshes, 4)
+
+    def test_expiry_during_backoff_waits_for_fetch(self) -> None:
+        """When the token expires, a caller waits for a fetch even within the refresh backoff."""
+        source = self.make(
+            [token_answer("tok-1", 10), json_answer(503, {}), token_answer("tok-2", 10)],
+            max_attempts=1,
+            backoff_base=100.0,
+            backoff_cap=100.0,
+        )
+        self.token_of(source.get_token())
+        self.clock.advance(6)
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.assertEqual(source.stats.failures, 1)
+        self.clock.advance(4)
+        self.assertFalse(source.has_valid_token)
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+
+    def test_stop(self) -> None:
+        """stop() abandons the fetch in flight; its waiters are cancelled, no timer is left."""
+        source = self.make([HANG])
+        d = source.get_token()
+        self.flush()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        source.stop()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RefusedCredentialsTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    A 401 invalid_client is not retried in a loop, by anyone.
+    """
+
+    def test_fast_failure_within_cooldown(self) -> None:
+        """After a 401, calls within the cool-down fail at once with the same error, no request."""
+        source = self.make(
+            [json_answer(401, {"error": "invalid_client"}), token_answer("tok-ok")],
+            backoff_cap=5.0,
+        )
+        first = self.error_of(source.get_token())
+        errors = [self.error_of(source.get_token()) for _ in range(100)]
+        self.assertEqual(len(self.resource.seen), 1)
+        self.assertTrue(all(e is first for e in errors))
+        self.assertEqual(source.stats.fast_failures, 100)
+        self.assertEqual(source.stats.failures, 1)
+        self.clock.advance(4.99)
+        self.error_of(source.get_token())
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+        self.assertEqual(len(self.resource.seen), 2)
+
+    def test_cooldown_setting(self) -> None:
+        """refused_cooldown overrides the default; 0 asks again on every call."""
+        source = self.make(
+            [json_answer(401, {"error": "invalid_client"})] * 2, refused_cooldown=0
+        )
+        self.error_of(source.get_token())
+        self.error_of(source.get_token())
+        self.assertEqual((len(self.resource.seen), source.stats.fast_failures), (2, 0))
+
+    def test_refused_refresh_uses_cached_token(self) -> None:
+        """A background refresh refused with 401 keeps the cached token; no refresh within the cool-down."""
+        source = self.make(
+            [token_answer("tok-1", 100), json_answer(401, {"error": "invalid_client"})],
+            backoff_base=0.0,
+            refused_cooldown=50.0,
+        )
+        self.token_of(source.get_token())
+        self.clock.advance(60)
+        for _ in range(5):
+            self.assertEqual(self.token_of(source.get_token()), "tok-1")
+            self.clock.advance(1)
+        self.assertEqual(len(self.resource.seen), 2)
+        self.assertEqual(source.stats.failures, 1)
+        self.clock.advance(35)
+        error = self.error_of(source.get_token())
+        self.assertEqual(error.status, 401)
+        self.assertEqual(source.stats.fast_failures, 1)
+
+    def test_other_errors_not_cached(self) -> None:
+        """Only a 401 is repeated: after a 400 the next call asks again."""
+        source = self.make([json_answer(400, {"error": "invalid_scope"}), token_answer("tok-ok")])
+        self.error_of(source.get_token())
+        self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+
+
+class RetryAfterJitterTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    Retry-After waits get a little jitter, never less than asked.
+    """
+
+    def test_jitter_bounds(self) -> None:
+        """The wait is Retry-After plus at most min(1, 10%)."""
+        source = self.make(
+            [json_answer(429, {}, {b"retry-after": b"30"}), token_answer("tok-ok")],
+            retry_after_cap=20.0,
+            random=lambda: 0.999,
+        )
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(20.99)
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.assertEqual(self.token_of(d), "tok-ok")
+
+    def test_zero_retry_after(self) -> None:
+        """Retry-After: 0 retries at once."""
+        source = self.make([json_answer(429, {}, {b"retry-after": b"0"}), token_answer("tok-ok")])
+        d = source.get_token()
+        self.flush()
+        self.clock.advance(0)
+        self.assertEqual(self.token_of(d), "tok-ok")

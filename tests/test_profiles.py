@@ -19,11 +19,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ivrproto._retry import RetryBudget
 from ivrproto.errors import ProfileError
 from ivrproto.oauth import TokenSource
 from ivrproto.profiles import (
+    BUDGET_SPENT,
+    PAST_DEADLINE,
+    ExternalContactsClient,
     Profile,
     ProfileClient,
+    contacts_endpoint,
     encode_uri_component,
     freeze_json,
     profile_endpoint,
@@ -52,6 +57,7 @@ class Seen:
     method: bytes
     path: bytes
     headers: dict[bytes, list[bytes]]
+    body: bytes = b""
 
 
 class ScriptedResource(Resource):
@@ -71,7 +77,12 @@ class ScriptedResource(Resource):
 
     def render(self, request: Request) -> Any:
         self.seen.append(
-            Seen(request.method, request.uri, dict(request.requestHeaders.getAllRawHeaders()))
+            Seen(
+                request.method,
+                request.uri,
+                dict(request.requestHeaders.getAllRawHeaders()),
+                request.content.read(),
+            )
         )
         if self.answers:
             answer = self.answers.pop(0)
@@ -139,12 +150,14 @@ class ProfileTestsMixin:
     Builds a profile client and a token source on one scripted server.
     """
 
+    client_type: Any = ProfileClient
+
     def make(
         self,
         profiles: list[Answer],
         tokens: Optional[list[Answer]] = None,
         **kwargs: Any,
-    ) -> ProfileClient:
+    ) -> Any:
         self.clock = Clock()
         self.clock.advance(T0)
         issued = iter(range(1, 1000))
@@ -165,7 +178,7 @@ class ProfileTestsMixin:
             random=lambda: 0.5,
         )
         kwargs.setdefault("random", lambda: 0.5)
-        self.client = ProfileClient(self.clock, self.stub, API_URL, self.tokens, **kwargs)
+        self.client = self.client_type(self.clock, self.stub, API_URL, self.tokens, **kwargs)
         self.addCleanup(self.assert_no_timers)  # type: ignore[attr-defined]
         return self.client
 
@@ -374,11 +387,12 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
     """
 
     def test_429_retry_after_seconds(self) -> None:
-        """A 429 waits Retry-After seconds before the next request."""
+        """A 429 waits Retry-After seconds (plus jitter) before the next request."""
         client = self.make([json_answer(429, {}, {b"retry-after": b"1"}), profile_answer()])
         d = client.lookup(CALLER)
         self.flush()
-        self.clock.advance(0.99)
+        # 1 + 0.5 * min(1, 0.1)
+        self.clock.advance(1.04)
         self.flush()
         self.assertNoResult(d)
         self.clock.advance(0.01)
@@ -394,10 +408,11 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
         )
         d = client.lookup(CALLER)
         self.flush()
-        self.clock.advance(1.9)
+        # 2 + 0.5 * min(1, 0.2)
+        self.clock.advance(2.09)
         self.flush()
         self.assertNoResult(d)
-        self.clock.advance(0.1)
+        self.clock.advance(0.01)
         self.assertIsNotNone(self.result_of(d))
 
     def test_429_bounded(self) -> None:
@@ -406,7 +421,7 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
         d = client.lookup(CALLER)
         self.flush()
         for _ in range(2):
-            self.clock.advance(1)
+            self.clock.advance(1.05)
             self.flush()
         error = self.error_of(d)
         self.assertEqual(error.status, 429)
@@ -529,7 +544,7 @@ class SecrecyTests(ProfileTestsMixin, SynchronousTestCase):
         self.flush()
         self.clock.advance(0.05)
         self.flush()
-        self.clock.advance(1)
+        self.clock.advance(1.05)
         profile = self.result_of(first)
         assert profile is not None
         errors = [self.error_of(client.lookup(CALLER)) for _ in range(2)]
@@ -542,3 +557,296 @@ class SecrecyTests(ProfileTestsMixin, SynchronousTestCase):
             self.assertNotIn(secret, shown)
         for error in errors:
             self.assertEqual(error.url, ENDPOINT)
+
+
+class DeadlineTests(ProfileTestsMixin, SynchronousTestCase):
+    """
+    fetch(external_id, deadline) never retries past the deadline.
+    """
+
+    def test_lookup_is_fetch_without_deadline(self) -> None:
+        """lookup() is fetch() with no deadline."""
+        client = self.make([profile_answer(), profile_answer()])
+        self.assertEqual(self.result_of(client.lookup(CALLER)), self.result_of(client.fetch(CALLER)))
+
+    def test_backoff_past_deadline_not_made(self) -> None:
+        """A 5xx whose backoff would end after the deadline fails at once."""
+        client = self.make([json_answer(503, {}), profile_answer()])
+        d = client.fetch(CALLER, T0 + 0.04)
+        error = self.error_of(d)
+        self.assertEqual((error.status, error.reason, error.url), (503, PAST_DEADLINE, ENDPOINT))
+        self.assertEqual(len(self.profile_resource.seen), 1)
+        self.assertEqual((client.stats.past_deadline, client.stats.retries), (1, 0))
+
+    def test_backoff_within_deadline_made(self) -> None:
+        """A retry that ends before the deadline is made."""
+        client = self.make([json_answer(503, {}), profile_answer()])
+        d = client.fetch(CALLER, T0 + 0.06)
+        self.flush()
+        self.clock.advance(0.05)
+        self.assertIsNotNone(self.result_of(d))
+
+    def test_retry_after_past_deadline(self) -> None:
+        """A 429 whose Retry-After would end after the deadline fails at once."""
+        client = self.make([json_answer(429, {}, {b"retry-after": b"1"}), profile_answer()])
+        error = self.error_of(client.fetch(CALLER, T0 + 1.0))
+        self.assertEqual((error.status, error.reason), (429, PAST_DEADLINE))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout_then_past_deadline(self) -> None:
+        """The first request keeps its full timeout; the retry after it would pass the deadline."""
+        client = self.make([HANG, profile_answer()], timeout=2.0)
+        d = client.fetch(CALLER, T0 + 0.5)
+        self.flush()
+        self.clock.advance(0.5)
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(1.5)
+        error = self.error_of(d)
+        self.assertEqual((error.status, error.reason), (None, PAST_DEADLINE))
+        self.assertEqual(len(self.profile_resource.seen), 1)
+
+    def test_first_request_made_after_deadline(self) -> None:
+        """A deadline already past still gets the first request (to fill a cache)."""
+        client = self.make([profile_answer()])
+        self.assertIsNotNone(self.result_of(client.fetch(CALLER, T0 - 1)))
+
+    def test_401_retry_made_after_deadline(self) -> None:
+        """The immediate retry after a 401 is not bound by the deadline."""
+        client = self.make([json_answer(401, {}), profile_answer()])
+        self.assertIsNotNone(self.result_of(client.fetch(CALLER, T0)))
+
+
+class RetryBudgetUseTests(ProfileTestsMixin, SynchronousTestCase):
+    """
+    Retries are drawn from a RetryBudget, shared between clients.
+    """
+
+    def test_budget_spent(self) -> None:
+        """Once the shared budget is spent, a failure is not retried, in any client."""
+        self.make([json_answer(503, {})] * 2 + [profile_answer()] + [json_answer(503, {})])
+        budget = RetryBudget(self.clock, ratio=0.0, min_per_second=0.1, window=10.0)
+        first = ProfileClient(self.clock, self.stub, API_URL, self.tokens, retry_budget=budget, random=lambda: 0.5)
+        second = ExternalContactsClient(self.clock, self.stub, API_URL, self.tokens, retry_budget=budget, random=lambda: 0.5)
+        self.assertIs(second.retry_budget, budget)
+        d = first.fetch(CALLER)
+        self.flush()
+        self.clock.advance(0.05)
+        error = self.error_of(d)
+        self.assertEqual((error.status, error.reason), (503, BUDGET_SPENT))
+        self.assertEqual(len(self.profile_resource.seen), 2)
+        self.assertIsNotNone(self.result_of(first.fetch(CALLER)))
+        error = self.error_of(second.fetch(CALLER))
+        self.assertEqual((error.reason, error.url), (BUDGET_SPENT, contacts_endpoint(API_URL)))
+        self.assertEqual(len(self.profile_resource.seen), 4)
+        self.assertEqual((first.stats.budget_spent, second.stats.budget_spent), (1, 1))
+        self.assertEqual(budget.refused, 2)
+
+    def test_401_retry_not_drawn_from_budget(self) -> None:
+        """The one retry after a 401 does not need the budget."""
+        budget = RetryBudget(Clock(), ratio=0.0, min_per_second=0.0)
+        client = self.make([json_answer(401, {}), profile_answer()], retry_budget=budget)
+        self.assertIsNotNone(self.result_of(client.fetch(CALLER)))
+        self.assertEqual(budget.refused, 0)
+
+    def test_default_budget_is_private(self) -> None:
+        """Without a budget, each client has its own."""
+        client = self.make([])
+        other = ProfileClient(self.clock, self.stub, API_URL, self.tokens)
+        self.assertIsInstance(client.retry_budget, RetryBudget)
+        self.assertIsNot(client.retry_budget, other.retry_budget)
+
+    def test_outage_is_not_a_retry_storm(self) -> None:
+        """Under a full outage, retries stay near ratio * lookups + the floor."""
+        budget = RetryBudget(Clock(), ratio=0.2, min_per_second=0.0)
+        client = self.make([], max_attempts=5, retry_budget=budget, random=lambda: 0.0)
+        self.profile_resource.default = lambda: json_answer(503, {})
+        lookups = [client.fetch(CALLER) for _ in range(200)]
+        for _ in range(5):
+            self.flush()
+            self.clock.advance(0)
+        for d in lookups:
+            self.error_of(d)
+        # Without a budget: 200 * 5 requests.
+        self.assertLessEqual(len(self.profile_resource.seen), 200 + 40)
+        self.assertGreaterEqual(len(self.profile_resource.seen), 200 + 39)
+
+
+class ContactsTestsMixin(ProfileTestsMixin):
+    client_type = ExternalContactsClient
+
+
+CONTACTS_PATH = b"/api/v2/externalcontacts/identifierlookup/contacts"
+CONTACTS_ENDPOINT = API_URL + CONTACTS_PATH.decode()
+
+
+def contact_answer(custom_fields: Any = "default", **extra: Any) -> Answer:
+    """
+    A 200 answer with an external contact.
+    """
+    body: dict[str, Any] = {
+        "id": "c-1",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "modifiedDate": "2024-05-01T12:00:00.000Z",
+    }
+    if custom_fields != "default":
+        body["customFields"] = custom_fields
+    else:
+        body["customFields"] = {"membership_level": "premium", "open_tickets": 2}
+    body.update(extra)
+    return json_answer(200, body)
+
+
+class ExternalContactsTests(ContactsTestsMixin, SynchronousTestCase):
+    """
+    The External Contacts identifier lookup.
+    """
+
+    def test_request(self) -> None:
+        """A POST with bearer, JSON content type, Accept and {type, value}."""
+        client = self.make([contact_answer()], lookup_type="ExternalId")
+        self.result_of(client.fetch(CALLER, T0 + 5))
+        [seen] = self.profile_resource.seen
+        self.assertEqual((seen.method, seen.path), (b"POST", CONTACTS_PATH))
+        self.assertEqual(seen.headers[b"Authorization"], [b"Bearer tok-1"])
+        self.assertEqual(seen.headers[b"Content-Type"], [b"application/json"])
+        self.assertEqual(seen.headers[b"Accept"], [b"application/json"])
+        self.assertEqual(json.loads(seen.body), {"type": "ExternalId", "value": CALLER})
+        self.assertEqual(client.endpoint, CONTACTS_ENDPOINT)
+        self.assertEqual(client.lookup_type, "ExternalId")
+
+    def test_default_type_is_phone(self) -> None:
+        """Without lookup_type the id is looked up as a phone number."""
+        client = self.make([contact_answer()])
+        self.result_of(client.lookup("+15550100"))
+        self.assertEqual(json.loads(self.profile_resource.seen[0].body), {"type": "Phone", "value": "+15550100"})
+
+    def test_bad_lookup_type(self) -> None:
+        """A lookup type Genesys does not know is refused when the client is made."""
+        self.assertRaises(ValueError, ExternalContactsClient, Clock(), None, API_URL, None, lookup_type="Fax")
+
+    def test_found(self) -> None:
+        """customFields become the attributes, modifiedDate the date."""
+        client = self.make([contact_answer()], lookup_type="Email")
+        profile = self.result_of(client.fetch("ada@example.test"))
+        self.assertEqual(
+            profile,
+            Profile(
+                id="c-1",
+                external_id="ada@example.test",
+                attributes={"membership_level": "premium", "open_tickets": 2},
+                date_modified="2024-05-01T12:00:00.000Z",
+            ),
+        )
+        assert profile is not None
+        with self.assertRaises(TypeError):
+            profile.attributes["open_tickets"] = 0  # type: ignore[index]
+        self.assertEqual((client.stats.lookups, client.stats.found), (1, 1))
+
+    def test_no_custom_fields(self) -> None:
+        """A contact without customFields, or with null, has no attributes."""
+        client = self.make([contact_answer(None), json_answer(200, {"id": "c-2"})])
+        for _ in range(2):
+            profile = self.result_of(client.fetch(CALLER))
+            assert profile is not None
+            self.assertEqual(dict(profile.attributes), {})
+        self.assertEqual(profile.date_modified, None)
+
+    def test_not_found(self) -> None:
+        """A 404 is no contact, not an error."""
+        client = self.make([json_answer(404, {"status": 404})])
+        self.assertIsNone(self.result_of(client.fetch(CALLER)))
+        self.assertEqual(client.stats.not_found, 1)
+
+    def test_malformed(self) -> None:
+        """A body that is not a contact object is a ProfileError naming the endpoint."""
+        bodies = [
+            b"not json",
+            b"[]",
+            b"null",
+            json.dumps({"customFields": {}}).encode(),
+            json.dumps({"id": 5}).encode(),
+            json.dumps({"id": "c", "customFields": []}).encode(),
+            json.dumps({"id": "c", "customFields": "premium"}).encode(),
+            json.dumps({"id": "c", "modifiedDate": 17}).encode(),
+        ]
+        for body in bodies:
+            client = self.make([(200, {}, body)])
+            error = self.error_of(client.fetch(CALLER))
+            self.assertEqual((error.status, error.url), (200, CONTACTS_ENDPOINT), body)
+            self.assertIn("malformed external contact", error.reason)
+
+    def test_401_retried_once(self) -> None:
+        """A 401 gets a new token and one more request; a second 401 is an error."""
+        client = self.make([json_answer(401, {}), contact_answer(), json_answer(401, {}), json_answer(401, {})])
+        self.assertIsNotNone(self.result_of(client.fetch(CALLER)))
+        self.assertEqual(self.bearer(1), [b"Bearer tok-2"])
+        error = self.error_of(client.fetch(CALLER))
+        self.assertEqual(error.status, 401)
+        self.assertEqual(len(self.profile_resource.seen), 4)
+
+    def test_403_not_retried(self) -> None:
+        """A 403 fails at once."""
+        client = self.make([json_answer(403, {})])
+        error = self.error_of(client.fetch(CALLER))
+        self.assertEqual(error.status, 403)
+        self.assertIn("external contacts", error.reason)
+        self.assertEqual(len(self.profile_resource.seen), 1)
+
+    def test_429_and_5xx_retried(self) -> None:
+        """429 waits Retry-After, 5xx backs off, within max_attempts."""
+        client = self.make(
+            [json_answer(429, {}, {b"retry-after": b"1"}), json_answer(502, {}), contact_answer()],
+            max_attempts=3,
+        )
+        d = client.fetch(CALLER)
+        self.flush()
+        self.clock.advance(1.05)
+        self.flush()
+        self.clock.advance(0.1)
+        self.assertIsNotNone(self.result_of(d))
+        self.assertEqual((len(self.profile_resource.seen), client.stats.retries), (3, 2))
+
+    def test_5xx_past_deadline(self) -> None:
+        """The deadline applies to contacts too."""
+        client = self.make([json_answer(500, {})])
+        error = self.error_of(client.fetch(CALLER, T0 + 0.01))
+        self.assertEqual(error.reason, PAST_DEADLINE)
+
+    def test_cancel_and_stop(self) -> None:
+        """stop() cancels lookups in flight and in backoff, leaving no timer."""
+        client = self.make([json_answer(503, {}), HANG])
+        first = client.fetch(CALLER)
+        self.flush()
+        second = client.fetch("other")
+        self.flush()
+        client.stop()
+        self.failureResultOf(first, CancelledError)
+        self.failureResultOf(second, CancelledError)
+
+    def test_nothing_secret_shown(self) -> None:
+        """No external id or token in logs, errors or repr."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = self.make(
+            [
+                json_answer(401, {}),
+                json_answer(503, {"echo": CALLER}),
+                contact_answer(),
+                json_answer(403, {"value": CALLER}),
+                (200, {}, json.dumps({"id": "c", "customFields": [CALLER]}).encode()),
+            ]
+        )
+        first = client.fetch(CALLER)
+        self.flush()
+        self.clock.advance(0.05)
+        profile = self.result_of(first)
+        errors = [self.error_of(client.fetch(CALLER)) for _ in range(2)]
+        shown = "\n".join(f"{formatEvent(e)} {e!r}" for e in events)
+        shown += "".join(str(e) + repr(e) + e.url + e.reason for e in errors)
+        shown += repr(profile) + repr(client)
+        self.assertTrue(events)
+        for secret in (CALLER, json.dumps(CALLER), "tok-1", "tok-2", SECRET):
+            self.assertNotIn(secret, shown)

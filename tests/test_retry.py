@@ -23,10 +23,12 @@ from ivrproto._retry import (
     BodyTimedOut,
     BodyTooLarge,
     Cancelled,
+    RetryBudget,
     describe_request_failure,
     full_jitter,
     parse_retry_after,
     read_body,
+    retry_after_jitter,
     run_cancellable,
     sleep,
 )
@@ -94,6 +96,107 @@ class FullJitterTests(SynchronousTestCase):
     def test_huge_attempt(self) -> None:
         """An absurd attempt number does not overflow."""
         self.assertEqual(full_jitter(10**6, 0.25, 5.0, lambda: 1.0), 5.0)
+
+
+class RetryAfterJitterTests(SynchronousTestCase):
+    """
+    retry_after_jitter adds up to min(1 s, 10 %) to a Retry-After wait.
+    """
+
+    def test_values(self) -> None:
+        """Never less than asked, at most a second more."""
+        self.assertEqual(retry_after_jitter(0, lambda: 0.9), 0.0)
+        self.assertEqual(retry_after_jitter(2, lambda: 0.0), 2.0)
+        self.assertAlmostEqual(retry_after_jitter(2, lambda: 0.5), 2.1)
+        self.assertAlmostEqual(retry_after_jitter(120, lambda: 0.5), 120.5)
+
+    @given(st.floats(0, 1e6), st.floats(0, 1, exclude_max=True))
+    def test_bounds(self, delay: float, r: float) -> None:
+        """delay <= wait <= delay + min(1, delay / 10)."""
+        wait = retry_after_jitter(delay, lambda: r)
+        self.assertTrue(delay <= wait <= delay + min(1.0, delay * 0.1) + 1e-9)
+
+
+class RetryBudgetTests(SynchronousTestCase):
+    """
+    RetryBudget allows ratio * recent first attempts plus a floor per second.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+
+    def spend_all(self, budget: RetryBudget) -> int:
+        spent = 0
+        while budget.try_spend():
+            spent += 1
+            if spent > 10**6:
+                raise AssertionError("unbounded budget")
+        return spent
+
+    def test_floor(self) -> None:
+        """With no attempts, min_per_second * window retries are allowed, then none."""
+        budget = RetryBudget(self.clock)
+        self.assertEqual(self.spend_all(budget), 50)
+        self.assertFalse(budget.try_spend())
+        self.assertEqual(budget.refused, 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_ratio(self) -> None:
+        """Each first attempt earns ratio of a retry."""
+        budget = RetryBudget(self.clock, ratio=0.2, min_per_second=0)
+        self.assertFalse(budget.try_spend())
+        for _ in range(100):
+            budget.record_attempt()
+        self.assertEqual(self.spend_all(budget), 20)
+        for _ in range(5):
+            budget.record_attempt()
+        self.assertEqual(self.spend_all(budget), 1)
+
+    def test_decay(self) -> None:
+        """Spent retries are forgotten over time, and so are old attempts."""
+        budget = RetryBudget(self.clock, ratio=0.5, min_per_second=1.0, window=10.0)
+        self.assertEqual(self.spend_all(budget), 10)
+        self.clock.advance(10)
+        # 10 spent decayed to 10/e, so about 6 more fit under the floor of 10.
+        self.assertEqual(self.spend_all(budget), 6)
+        for _ in range(100):
+            budget.record_attempt()
+        self.clock.advance(1000)
+        self.assertAlmostEqual(budget.available, 10.0)
+
+    def test_steady_state(self) -> None:
+        """Under an outage, retries settle at ratio * attempt rate + the floor rate."""
+        budget = RetryBudget(self.clock, ratio=0.2, min_per_second=5.0, window=10.0)
+        allowed: list[int] = []
+        for second in range(120):
+            granted = 0
+            for _ in range(100):
+                budget.record_attempt()
+                if budget.try_spend():
+                    granted += 1
+                self.clock.advance(0.01)
+            allowed.append(granted)
+        rate = sum(allowed[-60:]) / 60
+        self.assertTrue(24 <= rate <= 26, rate)
+
+    def test_clock_going_back(self) -> None:
+        """A clock that goes back does not inflate the budget."""
+        budget = RetryBudget(self.clock, ratio=0, min_per_second=1.0)
+        self.spend_all(budget)
+        self.clock.rightNow -= 100
+        self.assertFalse(budget.try_spend())
+
+    def test_bad_settings(self) -> None:
+        """Negative, infinite or NaN settings are refused."""
+        for kwargs in (
+            {"ratio": -0.1},
+            {"ratio": float("nan")},
+            {"min_per_second": -1},
+            {"min_per_second": float("inf")},
+            {"window": 0},
+        ):
+            self.assertRaises(ValueError, RetryBudget, self.clock, **kwargs)
 
 
 class SleepTests(SynchronousTestCase):

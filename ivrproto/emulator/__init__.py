@@ -1,7 +1,8 @@
 """
 The local platform emulator: an independent implementation of the server
-side of the platform contract (token endpoint, profile API and the Call
-Control WebSocket with scripted callers), on one Twisted web port.
+side of the platform contract (token endpoint, profile API, External
+Contacts lookup and the Call Control WebSocket with scripted callers), on
+one Twisted web port.
 
 Start it with ``twistd -n ivr-emulator --config examples/emulator.toml``, or
 embed it::
@@ -15,11 +16,12 @@ embed it::
 """
 
 from .callcontrol import CallRecord, parse_step
-from .platform import ALL_SCOPES, Fault, Faults, Platform, PlatformStats
+from .platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
 from .scenario import CallSpec, Scenario, load_scenario, parse_scenario, place_calls
 
 __all__ = [
     "ALL_SCOPES",
+    "FAULT_KINDS",
     "CallRecord",
     "CallSpec",
     "Fault",

@@ -1,6 +1,7 @@
 """
-The emulated platform: the token endpoint, the profile API and the Call
-Control WebSocket, on one HTTP port (contract sections 1 to 3).
+The emulated platform: the token endpoint, the profile API, the External
+Contacts identifier lookup and the Call Control WebSocket, on one HTTP port
+(contract sections 1 to 3).
 
 This is an independent implementation of the server side of the contract:
 it does not import ivrproto's client modules and does its own parsing.
@@ -12,9 +13,12 @@ import base64
 import binascii
 import hmac
 import json
+import math
+import random
 import secrets
 import uuid
 from datetime import datetime, timezone
+from email.utils import formatdate
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import parse_qsl, unquote, unquote_to_bytes
 
@@ -34,7 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .callcontrol import CallControlServerFactory, CallRecord, parse_script
 
-__all__ = ["ALL_SCOPES", "Fault", "Faults", "Platform", "PlatformStats"]
+__all__ = ["ALL_SCOPES", "FAULT_KINDS", "Fault", "Faults", "Platform", "PlatformStats"]
 
 #: Every scope the platform knows, and what a client gets by default.
 ALL_SCOPES = ("profile:read", "callcontrol:inbound", "callcontrol:media")
@@ -42,11 +46,25 @@ ALL_SCOPES = ("profile:read", "callcontrol:inbound", "callcontrol:media")
 TOKEN_PATH = b"/oauth/token"
 PROFILES_PREFIX = b"/api/v2/profiles/external/"
 WEBSOCKET_PATH = b"/api/v2/callcontrol/websocket"
+CONTACTS_PATH = b"/api/v2/externalcontacts/identifierlookup/contacts"
 
-#: Largest token request body accepted.
+#: Largest token request body, or contact lookup body, accepted.
 MAX_FORM_BODY = 16 * 1024
 
-FAULT_KINDS = ("token", "profile", "websocket")
+#: What the External Contacts identifier lookup can look up by.
+CONTACT_LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
+
+#: The kinds of request faults can be injected into: the token endpoint,
+#: the profile API, the External Contacts lookup (its own kind: a
+#: ``"profile"`` fault does not touch it) and WebSocket upgrades.
+FAULT_KINDS = ("token", "profile", "contacts", "websocket")
+
+#: The body of an injected 400 on the token endpoint, unless one is given:
+#: Genesys's way of saying its rate limit was hit.
+TOKEN_RATE_LIMITED = {
+    "error": "invalid_request",
+    "error_description": "rate limit exceeded",
+}
 
 _GENESYS_CODES = {
     400: "bad.request",
@@ -70,6 +88,7 @@ class PlatformStats:
     token_requests: int = 0
     tokens_issued: int = 0
     profile_requests: int = 0
+    contact_requests: int = 0
     ws_upgrades: int = 0
     ws_refused: int = 0
     calls_connected: int = 0
@@ -78,16 +97,22 @@ class PlatformStats:
 @attrs.frozen
 class Fault:
     """
-    A canned answer for the next requests of one kind.
+    A canned answer for requests of one kind.
 
-    :ivar kind: ``"token"``, ``"profile"`` or ``"websocket"`` (upgrades)
+    :ivar kind: one of :data:`FAULT_KINDS`
     :ivar status: the HTTP status to answer with; ``None`` answers normally
         (after ``delay``); ``0`` answers nothing and aborts the connection
         (after ``delay``)
     :ivar headers: extra response headers (``{"Retry-After": "2"}``)
     :ivar body: the response body: ``bytes``, ``str``, or a JSON value;
-        ``None`` for a JSON error body that suits the kind and status
+        ``None`` for a JSON error body that suits the kind and status (for
+        the token endpoint: ``invalid_client`` on 401, and on 400 the
+        rate-limit answer :data:`TOKEN_RATE_LIMITED`)
     :ivar delay: seconds to wait before answering
+    :ivar retry_after: when given, a ``Retry-After`` header saying this
+        many seconds, computed when the answer is sent
+    :ivar retry_after_date: write ``retry_after`` as an HTTP-date (the
+        emulator's time plus ``retry_after``) instead of delay-seconds
     """
 
     kind: str
@@ -95,16 +120,37 @@ class Fault:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: Any = None
     delay: float = 0.0
+    retry_after: Optional[float] = None
+    retry_after_date: bool = False
+
+    def retry_after_header(self, now: float) -> Optional[str]:
+        """
+        :param now: the emulator's time, in seconds since the epoch
+        :return: the ``Retry-After`` value this fault sends, if any
+        """
+        if self.retry_after is None:
+            return None
+        if self.retry_after_date:
+            return formatdate(now + self.retry_after, usegmt=True)
+        return str(math.ceil(self.retry_after))
 
 
 class Faults:
     """
-    Fault injection: each fault answers the next ``count`` requests of its
-    kind, in the order the faults were added.
+    Fault injection.
+
+    Each fault added with :meth:`add` answers the next ``count`` requests of
+    its kind, in the order the faults were added.  A request of a kind with
+    no such fault pending fails with the probability set by
+    :meth:`set_failure_rate`, drawn from a seeded generator so that a run
+    can be repeated.
     """
 
     def __init__(self) -> None:
         self._queues: dict[str, list[list[Any]]] = {kind: [] for kind in FAULT_KINDS}
+        self._rates: dict[str, tuple[float, Fault, random.Random]] = {}
+        #: how many requests of each kind got an injected fault
+        self.injected: dict[str, int] = {kind: 0 for kind in FAULT_KINDS}
 
     def add(
         self,
@@ -114,59 +160,149 @@ class Faults:
         body: Any = None,
         count: int = 1,
         delay: float = 0.0,
+        retry_after: Optional[float] = None,
+        retry_after_date: bool = False,
     ) -> Fault:
         """
         Answer the next ``count`` requests of ``kind`` with ``status``.
 
         ``kind="websocket"`` refuses the next upgrades with ``status`` (the
-        WebSocket kind takes neither ``headers``, ``body`` nor ``delay``).
+        WebSocket kind takes neither ``headers``, ``body``, ``delay`` nor
+        ``retry_after``).
 
-        :param kind: ``"token"``, ``"profile"`` or ``"websocket"``
+        Examples: ``add("profile", 429, retry_after=2)`` (delay-seconds),
+        ``add("token", 429, retry_after=2, retry_after_date=True)``
+        (HTTP-date), ``add("token", 400)`` (Genesys's rate-limit answer),
+        ``add("contacts", 503, count=5)``, ``add("profile", delay=3)``
+        (slow), ``add("profile", 0)`` (connection dropped).
+
+        :param kind: one of :data:`FAULT_KINDS`
         :param status: see :class:`Fault`
         :param headers: see :class:`Fault`
         :param body: see :class:`Fault`
         :param count: how many requests get this answer
         :param delay: see :class:`Fault`
+        :param retry_after: see :class:`Fault`
+        :param retry_after_date: see :class:`Fault`
         :return: the fault
         """
-        if kind not in self._queues:
-            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
         if count < 1:
             raise ValueError("count must be at least 1")
-        if delay < 0:
-            raise ValueError("delay must not be negative")
-        if status is not None and status != 0 and not 100 <= status <= 599:
-            raise ValueError(f"bad HTTP status {status}")
-        if kind == "websocket" and (
-            status is None or status == 0 or headers or body is not None or delay
-        ):
-            raise ValueError("a websocket fault takes only an HTTP error status")
-        fault = Fault(kind, status, dict(headers or {}), body, float(delay))
+        fault = self._fault(kind, status, headers, body, delay, retry_after, retry_after_date)
         self._queues[kind].append([fault, count])
         return fault
 
+    def set_failure_rate(
+        self,
+        kind: str,
+        rate: float,
+        status: Optional[int] = 503,
+        *,
+        seed: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        body: Any = None,
+        delay: float = 0.0,
+        retry_after: Optional[float] = None,
+        retry_after_date: bool = False,
+    ) -> Optional[Fault]:
+        """
+        Make a fraction of the requests of ``kind`` fail, for load tests.
+
+        Each request of ``kind`` that no :meth:`add` fault answers gets the
+        fault with probability ``rate``, drawn from ``random.Random(seed)``
+        (one generator per kind, so the same requests fail on every run with
+        the same seed).  A rate of 0 turns it off.
+
+        :param rate: the probability, from 0 to 1
+        :param status: and the other parameters: as for :meth:`add`
+        :param seed: the seed of the generator; ``None`` seeds from the OS
+        :return: the fault given to failing requests, or ``None`` when off
+        """
+        if not (0.0 <= rate <= 1.0):
+            raise ValueError("rate must be between 0 and 1")
+        fault = self._fault(kind, status, headers, body, delay, retry_after, retry_after_date)
+        if rate == 0:
+            self._rates.pop(kind, None)
+            return None
+        self._rates[kind] = (float(rate), fault, random.Random(seed))
+        return fault
+
+    def failure_rate(self, kind: str) -> float:
+        """
+        :return: the probability set by :meth:`set_failure_rate` for ``kind``
+        """
+        entry = self._rates.get(kind)
+        return 0.0 if entry is None else entry[0]
+
     def pending(self, kind: str) -> int:
         """
-        :return: how many more requests of ``kind`` will get a fault
+        :return: how many more requests of ``kind`` will get a fault added
+            with :meth:`add`
         """
         return sum(count for _, count in self._queues[kind])
 
     def clear(self) -> None:
         """
-        Drop every pending fault.
+        Drop every pending fault and every failure rate.
         """
         for queue in self._queues.values():
             queue.clear()
+        self._rates.clear()
+
+    def _fault(
+        self,
+        kind: str,
+        status: Optional[int],
+        headers: Optional[Mapping[str, str]],
+        body: Any,
+        delay: float,
+        retry_after: Optional[float],
+        retry_after_date: bool,
+    ) -> Fault:
+        if kind not in self._queues:
+            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if not delay >= 0:
+            raise ValueError("delay must not be negative")
+        if status is not None and status != 0 and not 100 <= status <= 599:
+            raise ValueError(f"bad HTTP status {status}")
+        if retry_after is not None and not (0 <= retry_after < 1e9):
+            raise ValueError("retry_after must be a number of seconds, 0 or more")
+        if kind == "websocket" and (
+            status is None
+            or status == 0
+            or headers
+            or body is not None
+            or delay
+            or retry_after is not None
+        ):
+            raise ValueError("a websocket fault takes only an HTTP error status")
+        return Fault(
+            kind,
+            status,
+            dict(headers or {}),
+            body,
+            float(delay),
+            None if retry_after is None else float(retry_after),
+            bool(retry_after_date),
+        )
 
     def _take(self, kind: str) -> Optional[Fault]:
         queue = self._queues[kind]
-        if not queue:
-            return None
-        entry = queue[0]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del queue[0]
-        fault: Fault = entry[0]
+        fault: Optional[Fault] = None
+        if queue:
+            entry = queue[0]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del queue[0]
+            fault = entry[0]
+        else:
+            rated = self._rates.get(kind)
+            if rated is not None:
+                rate, candidate, generator = rated
+                if generator.random() < rate:
+                    fault = candidate
+        if fault is not None:
+            self.injected[kind] += 1
         return fault
 
     def _take_refusal(self, kind: str) -> Optional[int]:
@@ -368,10 +504,7 @@ class _ProfileResource(Resource):
 
     def _lookup(self, request: Request) -> bytes:
         platform = self._platform
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, token = header.strip().partition(b" ")
-        bearer = token.strip().decode("latin-1") if scheme.lower() == b"bearer" else None
-        status = platform._check_bearer(bearer or None, ("profile:read",))
+        status = platform._check_bearer(_bearer_of(request), ("profile:read",))
         if status == 401:
             request.setHeader(b"WWW-Authenticate", b'Bearer error="invalid_token"')
             return _api_error(request, 401, "missing, unknown or expired token")
@@ -397,6 +530,86 @@ def _profile_id(external_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:ivrproto-emulator:" + external_id))
 
 
+def _contact_id(value: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:ivrproto-emulator:contact:" + value))
+
+
+class _ContactsResource(Resource):
+    """
+    ``POST /api/v2/externalcontacts/identifierlookup/contacts``: the
+    External Contacts identifier lookup, answered from the profiles fixture
+    (the looked-up value is the external id, the attributes are the
+    contact's ``customFields``).  The real platform wants
+    ``externalcontacts`` permissions; here the token needs ``profile:read``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__()
+        self._platform = platform
+
+    def render(self, request: Request) -> Union[bytes, int]:
+        return _only(request, (b"POST",)) or super().render(request)
+
+    def render_POST(self, request: Request) -> Union[bytes, int]:
+        platform = self._platform
+        platform.stats.contact_requests += 1
+        fault = platform.faults._take("contacts")
+        if fault is not None:
+            return platform._answer_fault(request, fault, self._lookup)
+        return self._lookup(request)
+
+    def _lookup(self, request: Request) -> bytes:
+        platform = self._platform
+        status = platform._check_bearer(_bearer_of(request), ("profile:read",))
+        if status == 401:
+            request.setHeader(b"WWW-Authenticate", b'Bearer error="invalid_token"')
+            return _api_error(request, 401, "missing, unknown or expired token")
+        if status == 403:
+            return _api_error(request, 403, "the token lacks the profile:read scope")
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0]
+        if content_type.strip().lower() != b"application/json":
+            return _api_error(request, 400, "Content-Type must be application/json")
+        request.content.seek(0)
+        raw = request.content.read(MAX_FORM_BODY + 1)
+        if len(raw) > MAX_FORM_BODY:
+            return _api_error(request, 400, "body too large")
+        try:
+            query = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return _api_error(request, 400, "the body is not JSON")
+        if not isinstance(query, dict):
+            return _api_error(request, 400, "the body is not a JSON object")
+        if query.get("type") not in CONTACT_LOOKUP_TYPES:
+            return _api_error(
+                request, 400, "type must be one of " + ", ".join(CONTACT_LOOKUP_TYPES)
+            )
+        value = query.get("value")
+        if not isinstance(value, str) or not value:
+            return _api_error(request, 400, "value must be a non-empty string")
+        attributes = platform._profiles.get(value)
+        if attributes is None:
+            return _api_error(request, 404, "no contact with that identifier")
+        return _json(
+            request,
+            200,
+            {
+                "id": _contact_id(value),
+                "customFields": attributes,
+                "modifiedDate": platform._date_modified,
+            },
+        )
+
+
+def _bearer_of(request: Request) -> Optional[str]:
+    header = request.getHeader(b"authorization") or b""
+    scheme, _, token = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip().decode("latin-1") or None
+
+
 class _NotFound(Resource):
     isLeaf = True
 
@@ -414,6 +627,7 @@ class _Root(Resource):
         super().__init__()
         self._platform = platform
         self._token = _TokenResource(platform)
+        self._contacts = _ContactsResource(platform)
         self._websocket = websocket
         self._not_found = _NotFound()
 
@@ -423,6 +637,8 @@ class _Root(Resource):
             return self._token
         if path == WEBSOCKET_PATH:
             return self._websocket
+        if path == CONTACTS_PATH:
+            return self._contacts
         if path.startswith(PROFILES_PREFIX):
             segment = path[len(PROFILES_PREFIX):]
             external_id: Optional[str] = None
@@ -483,7 +699,8 @@ class _ConnectionTracker(WrappingFactory):
 
 class Platform:
     """
-    An emulated platform: tokens, profiles and Call Control on one port.
+    An emulated platform: tokens, profiles, external contacts and Call
+    Control on one port.
 
     :param reactor: provides time, and listening when ``listen`` is given a
         string
@@ -552,7 +769,8 @@ class Platform:
     def resource(self) -> IResource:
         """
         :return: the root resource: ``/oauth/token``,
-            ``/api/v2/profiles/external/<id>`` and
+            ``/api/v2/profiles/external/<id>``,
+            ``/api/v2/externalcontacts/identifierlookup/contacts`` and
             ``/api/v2/callcontrol/websocket``
         """
         return self._root
@@ -763,7 +981,12 @@ class Platform:
         body = fault.body
         if body is None:
             if fault.kind == "token":
-                body = {"error": "rate_limited" if fault.status == 429 else "server_error"}
+                if fault.status == 400:
+                    body = TOKEN_RATE_LIMITED
+                elif fault.status == 401:
+                    body = {"error": "invalid_client", "error_description": "injected fault"}
+                else:
+                    body = {"error": "rate_limited" if fault.status == 429 else "server_error"}
             else:
                 body = {
                     "status": fault.status,
@@ -777,6 +1000,9 @@ class Platform:
         else:
             request.setHeader(b"Content-Type", b"application/json")
             data = json.dumps(body).encode("utf-8")
+        retry_after = fault.retry_after_header(self._reactor.seconds())
+        if retry_after is not None:
+            request.setHeader(b"Retry-After", retry_after.encode("ascii"))
         for name, value in fault.headers.items():
             request.setHeader(name, value)
         return data

@@ -1,0 +1,611 @@
+"""
+The profile lookup every call goes through: a cache in front of a profile
+source, with single flight, a per-caller time budget, a client-side rate
+limit and a circuit breaker.
+
+A lookup never fails: it answers with a :class:`LookupResult` that says what
+happened, so the caller can always play a menu.  Nothing here logs an
+external id (a caller's identity), and nothing is logged per lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Mapping, Optional, Protocol
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ivrproto.errors import ProfileError
+from ivrproto.profiles import Profile
+
+__all__ = [
+    "ProfileSource",
+    "LookupResult",
+    "LookupStats",
+    "ProfileLookup",
+    "TokenBucket",
+    "CircuitBreaker",
+    "OUTCOMES",
+    "HIT",
+    "NEGATIVE_HIT",
+    "FOUND",
+    "NOT_FOUND",
+    "FAILED",
+    "TIMED_OUT",
+    "RATE_LIMITED",
+    "CIRCUIT_OPEN",
+]
+
+#: A profile served from the cache.
+HIT = "hit"
+#: "No profile" served from the cache (a 404 seen within ``negative_ttl``).
+NEGATIVE_HIT = "negative-hit"
+#: The source found a profile.
+FOUND = "found"
+#: The source answered that there is no profile (404).
+NOT_FOUND = "not-found"
+#: The source failed (or the fetch was cancelled at shutdown).
+FAILED = "failed"
+#: The caller's budget ran out first; the fetch goes on to fill the cache.
+TIMED_OUT = "timed-out"
+#: No fetch was made: the client-side rate limit is exhausted.
+RATE_LIMITED = "rate-limited"
+#: No fetch was made: the circuit breaker is open.
+CIRCUIT_OPEN = "circuit-open"
+
+OUTCOMES = frozenset(
+    [HIT, NEGATIVE_HIT, FOUND, NOT_FOUND, FAILED, TIMED_OUT, RATE_LIMITED, CIRCUIT_OPEN]
+)
+
+# The breaker states, as :attr:`ProfileLookup.breaker_state` shows them.
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+# Accumulated float error when refilling the bucket in small steps.
+_EPSILON = 1e-9
+
+
+class ProfileSource(Protocol):
+    """
+    Where profiles come from (the REST profile client, or a fake).
+    """
+
+    def fetch(
+        self, external_id: str, deadline: Optional[float]
+    ) -> "Deferred[Optional[Profile]]":
+        """
+        Fetch the profile of ``external_id``.
+
+        :param deadline: an absolute reactor time after which no retry wait
+            may start, or ``None`` for no deadline
+        :return: a Deferred firing with the :class:`Profile`, with ``None``
+            when there is none (404), or failing (usually with
+            :class:`ProfileError`).  Cancelling it stops the fetch.
+        """
+
+
+@attrs.frozen
+class LookupResult:
+    """
+    What a lookup answered.
+
+    :ivar profile: the caller's profile, or ``None`` when there is none or it
+        is not known
+    :ivar outcome: what happened: one of :data:`OUTCOMES`
+    """
+
+    profile: Optional[Profile]
+    outcome: str = attrs.field(validator=attrs.validators.in_(OUTCOMES))
+
+    @property
+    def attributes(self) -> Optional[Mapping[str, Any]]:
+        """
+        The profile attributes, or ``None`` without a profile.
+        """
+        return None if self.profile is None else self.profile.attributes
+
+
+_NEGATIVE_HIT = LookupResult(None, NEGATIVE_HIT)
+_NOT_FOUND = LookupResult(None, NOT_FOUND)
+_FAILED = LookupResult(None, FAILED)
+_TIMED_OUT = LookupResult(None, TIMED_OUT)
+_RATE_LIMITED = LookupResult(None, RATE_LIMITED)
+_CIRCUIT_OPEN = LookupResult(None, CIRCUIT_OPEN)
+
+
+@attrs.define
+class LookupStats:
+    """
+    Counters of a :class:`ProfileLookup`, for metrics.
+
+    Every lookup ends in exactly one of the outcome counters (``hits`` to
+    ``timed_out``) or in ``cancelled``, once answered.
+
+    :ivar lookups: lookups asked for
+    :ivar hits: answered from the cache with a profile
+    :ivar negative_hits: answered from the cache with "no profile"
+    :ivar found: answered by a fetch with a profile
+    :ivar not_found: answered by a fetch with "no profile" (404)
+    :ivar failed: answered by a failed (or, at shutdown, cancelled) fetch
+    :ivar rate_limited: answered at once because the rate limit was exhausted
+    :ivar circuit_open: answered at once because the breaker was open
+    :ivar timed_out: answered when the caller's budget ran out
+    :ivar cancelled: given up by the caller (its Deferred cancelled)
+    :ivar shared: lookups that joined a fetch already in flight
+    :ivar fetches: fetches started
+    :ivar late_fills: fetches that ended after their first caller's budget
+        and still filled the cache
+    :ivar evictions: cache entries dropped to stay within ``max_entries``
+    """
+
+    lookups: int = 0
+    hits: int = 0
+    negative_hits: int = 0
+    found: int = 0
+    not_found: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    circuit_open: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    shared: int = 0
+    fetches: int = 0
+    late_fills: int = 0
+    evictions: int = 0
+
+
+class TokenBucket:
+    """
+    A token bucket refilled continuously, computed from the time it is
+    given: no timers.
+
+    :param rate: tokens added per second
+    :param burst: tokens it holds at most (and holds at first); at least 1
+    :param now: the current time
+    """
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if not rate > 0:
+            raise ValueError("rate must be positive")
+        if not burst >= 1:
+            raise ValueError("burst must be at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def available(self, now: float) -> float:
+        """
+        The tokens in the bucket at ``now``.
+        """
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+            self._last = now
+        return self._tokens
+
+    def take(self, now: float) -> bool:
+        """
+        Take one token if there is one.
+
+        :return: whether a token was taken
+        """
+        tokens = self.available(now)
+        if tokens < 1 - _EPSILON:
+            return False
+        self._tokens = max(0.0, tokens - 1)
+        return True
+
+
+class CircuitBreaker:
+    """
+    A circuit breaker over consecutive failures, computed from the time it
+    is given: no timers.
+
+    Closed, it lets everything through and counts consecutive failures; at
+    ``failures`` it opens for ``reset`` seconds and lets nothing through.
+    Then it is half-open: it lets exactly one probe through, which closes it
+    by succeeding and opens it again by failing.  The outcome of an attempt
+    that was let through in an earlier state (not the probe) is ignored
+    once the breaker has left the closed state.
+
+    :param failures: consecutive failures that open it; at least 1
+    :param reset: seconds it stays open
+    """
+
+    log = Logger()
+
+    def __init__(self, failures: int, reset: float) -> None:
+        if failures < 1:
+            raise ValueError("breaker failures must be at least 1")
+        if not reset >= 0:
+            raise ValueError("breaker reset must not be negative")
+        self.failures = failures
+        self.reset = reset
+        self._state = CLOSED
+        self._consecutive = 0
+        self._open_until = 0.0
+        self._probing = False
+
+    def state(self, now: float) -> str:
+        """
+        The state at ``now``: ``closed``, ``open`` or ``half-open``.
+        """
+        if self._state == OPEN and now >= self._open_until:
+            self._state = HALF_OPEN
+            self._probing = False
+            self.log.info("profile circuit breaker half-open: letting one probe through")
+        return self._state
+
+    def allows(self, now: float) -> bool:
+        """
+        Whether an attempt may start at ``now``.  Nothing is claimed: call
+        :meth:`started` when it does start.
+        """
+        state = self.state(now)
+        return state == CLOSED or (state == HALF_OPEN and not self._probing)
+
+    def started(self, now: float) -> bool:
+        """
+        An attempt that :meth:`allows` let through has started.
+
+        :return: whether it is the half-open probe; pass that back to
+            :meth:`succeeded`, :meth:`failed` or :meth:`abandoned`
+        """
+        if self.state(now) == HALF_OPEN:
+            self._probing = True
+            return True
+        return False
+
+    def succeeded(self, now: float, probe: bool) -> None:
+        """
+        An attempt succeeded.
+        """
+        state = self.state(now)
+        if probe and state == HALF_OPEN:
+            self._state = CLOSED
+            self._consecutive = 0
+            self._probing = False
+            self.log.info("profile circuit breaker closed: the probe succeeded")
+        elif state == CLOSED:
+            self._consecutive = 0
+
+    def failed(self, now: float, probe: bool) -> None:
+        """
+        An attempt failed.
+        """
+        state = self.state(now)
+        if probe and state == HALF_OPEN:
+            self._open(now)
+            self.log.warn(
+                "profile circuit breaker open again for {reset}s: the probe failed",
+                reset=self.reset,
+            )
+        elif state == CLOSED:
+            self._consecutive += 1
+            if self._consecutive >= self.failures:
+                self._open(now)
+                self.log.warn(
+                    "profile circuit breaker open for {reset}s after "
+                    "{failures} consecutive failures",
+                    reset=self.reset,
+                    failures=self._consecutive,
+                )
+
+    def abandoned(self, now: float, probe: bool) -> None:
+        """
+        An attempt ended with neither success nor failure (cancelled): a
+        probe slot is given back.
+        """
+        if probe and self.state(now) == HALF_OPEN:
+            self._probing = False
+
+    def _open(self, now: float) -> None:
+        self._state = OPEN
+        self._open_until = now + self.reset
+        self._consecutive = 0
+        self._probing = False
+
+
+class _Flight:
+    """
+    One fetch in progress and the callers waiting for it: each caller's
+    Deferred, mapped to its budget timer.
+    """
+
+    __slots__ = ("external_id", "deferred", "deadline", "probe", "waiters")
+
+    def __init__(self, external_id: str, deadline: float) -> None:
+        self.external_id = external_id
+        self.deadline = deadline
+        self.deferred: Optional[Deferred[Any]] = None
+        self.probe = False
+        self.waiters: dict[Deferred[LookupResult], Optional[IDelayedCall]] = {}
+
+    def __repr__(self) -> str:
+        # The external id is a caller's identity: not shown.
+        return f"<_Flight deadline={self.deadline} waiters={len(self.waiters)}>"
+
+
+class ProfileLookup:
+    """
+    Looks caller profiles up through a cache, one fetch per id at a time,
+    within each caller's budget, a rate limit and a circuit breaker.
+
+    :param reactor: the clock for expiry, budgets, the rate limit and the
+        breaker
+    :param source: where profiles come from
+    :param ttl: seconds a found profile is served from the cache
+    :param negative_ttl: seconds a "no profile" (404) is served from the
+        cache
+    :param max_entries: cache entries kept at most (least recently used
+        dropped first); 0 caches nothing
+    :param rate_per_minute: fetches per minute at most, in the long run
+    :param burst: fetches allowed at once after a quiet spell; by default
+        ten seconds' worth (``rate_per_minute / 6``), and at least 1
+    :param breaker_failures: consecutive fetch failures that open the
+        circuit breaker
+    :param breaker_reset: seconds the breaker stays open before a probe
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        source: ProfileSource,
+        *,
+        ttl: float = 300.0,
+        negative_ttl: float = 30.0,
+        max_entries: int = 10_000,
+        rate_per_minute: float = 200.0,
+        burst: Optional[float] = None,
+        breaker_failures: int = 5,
+        breaker_reset: float = 10.0,
+    ) -> None:
+        if not ttl >= 0:
+            raise ValueError("ttl must not be negative")
+        if not negative_ttl >= 0:
+            raise ValueError("negative_ttl must not be negative")
+        if max_entries < 0:
+            raise ValueError("max_entries must not be negative")
+        if not rate_per_minute > 0:
+            raise ValueError("rate_per_minute must be positive")
+        if burst is None:
+            burst = max(1.0, rate_per_minute / 6)
+        self._reactor = reactor
+        self._source = source
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
+        now = reactor.seconds()
+        self._bucket = TokenBucket(rate_per_minute / 60, burst, now)
+        self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
+        # external id -> (expiry time, the answer for a hit)
+        self._cache: OrderedDict[str, tuple[float, LookupResult]] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self.stats = LookupStats()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ProfileLookup cached={len(self._cache)} "
+            f"in_flight={len(self._flights)} breaker={self.breaker_state}>"
+        )
+
+    @property
+    def breaker_state(self) -> str:
+        """
+        The circuit breaker's state: ``closed``, ``open`` or ``half-open``.
+        """
+        return self._breaker.state(self._reactor.seconds())
+
+    @property
+    def cache_size(self) -> int:
+        """
+        Entries in the cache (expired ones included until read or evicted).
+        """
+        return len(self._cache)
+
+    @property
+    def in_flight(self) -> int:
+        """
+        Fetches in progress.
+        """
+        return len(self._flights)
+
+    def lookup(self, external_id: str, budget: float) -> "Deferred[LookupResult]":
+        """
+        Look the profile of ``external_id`` up.
+
+        :param budget: seconds the caller waits at most: with 0 (or a
+            negative or NaN budget) a fetch is still started, to fill the
+            cache, but the caller is answered at once; with ``math.inf`` it
+            waits for the fetch however long that takes
+        :return: a Deferred that never fails and fires within ``budget``
+            with a :class:`LookupResult`: at once from the cache, or when
+            the rate limit or the breaker refuses a fetch; else when the
+            fetch (shared with other callers of the same id) answers, or
+            with ``timed-out`` when the budget runs out first.  Cancelling
+            it (it then fails with :class:`CancelledError`) gives up this
+            caller only: the fetch goes on and fills the cache.
+        """
+        stats = self.stats
+        stats.lookups += 1
+        if not budget > 0:
+            budget = 0.0
+        now = self._reactor.seconds()
+        cache = self._cache
+        entry = cache.get(external_id)
+        if entry is not None:
+            if entry[0] > now:
+                cache.move_to_end(external_id)
+                result = entry[1]
+                if result.profile is None:
+                    stats.negative_hits += 1
+                else:
+                    stats.hits += 1
+                return succeed(result)
+            del cache[external_id]
+
+        flight = self._flights.get(external_id)
+        if flight is not None:
+            stats.shared += 1
+            if budget == 0:
+                stats.timed_out += 1
+                return succeed(_TIMED_OUT)
+            return self._wait(flight, budget)
+
+        breaker = self._breaker
+        if not breaker.allows(now):
+            stats.circuit_open += 1
+            return succeed(_CIRCUIT_OPEN)
+        if not self._bucket.take(now):
+            stats.rate_limited += 1
+            return succeed(_RATE_LIMITED)
+
+        stats.fetches += 1
+        flight = _Flight(external_id, now + budget)
+        flight.probe = breaker.started(now)
+        self._flights[external_id] = flight
+        waiting = self._wait(flight, budget)
+        deadline = None if flight.deadline == math.inf else flight.deadline
+        try:
+            fetching = self._source.fetch(external_id, deadline)
+        except Exception:
+            fetching = fail()
+        fetching.addBoth(self._fetched, flight)
+        # Set only now, so that an answer from within fetch() or addBoth()
+        # is known to be synchronous (see _store).
+        flight.deferred = fetching
+        if budget == 0 and not waiting.called:
+            self._budget_over(flight, waiting)
+        return waiting
+
+    def stop(self) -> None:
+        """
+        Cancel every fetch in progress (at shutdown).  Their callers are
+        answered with ``failed``, and no timer is left behind.
+        """
+        for flight in list(self._flights.values()):
+            if flight.deferred is not None:
+                flight.deferred.cancel()
+            # A source whose Deferred ignored the cancellation: let go of it.
+            if self._flights.get(flight.external_id) is flight:
+                self._breaker.abandoned(self._reactor.seconds(), flight.probe)
+                self._land(flight, None)
+
+    def _wait(self, flight: _Flight, budget: float) -> "Deferred[LookupResult]":
+        """
+        A Deferred for one more caller of ``flight``, answered at the latest
+        after ``budget`` seconds (the caller times out itself when it is 0).
+        """
+        waiting: Deferred[LookupResult] = Deferred(
+            lambda d: self._caller_cancelled(flight, d)
+        )
+        flight.waiters[waiting] = (
+            None
+            if budget == 0 or budget == math.inf
+            else self._reactor.callLater(budget, self._budget_over, flight, waiting)
+        )
+        return waiting
+
+    def _caller_cancelled(self, flight: _Flight, waiting: Deferred[LookupResult]) -> None:
+        timer = flight.waiters.pop(waiting, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.stats.cancelled += 1
+
+    def _budget_over(self, flight: _Flight, waiting: Deferred[LookupResult]) -> None:
+        # Its timer is the one running now, or there is none (budget 0).
+        flight.waiters.pop(waiting, None)
+        self.stats.timed_out += 1
+        waiting.callback(_TIMED_OUT)
+
+    def _fetched(self, outcome: Any, flight: _Flight) -> None:
+        """
+        The fetch of ``flight`` ended with ``outcome``: a profile, ``None``
+        or a :class:`Failure`.
+        """
+        if self._flights.get(flight.external_id) is not flight:
+            # Let go of by stop(); its callers have been answered.
+            return None
+        now = self._reactor.seconds()
+        result: Optional[LookupResult]
+        if isinstance(outcome, Profile):
+            result = LookupResult(outcome, FOUND)
+            self._breaker.succeeded(now, flight.probe)
+            self._store(flight, now, self._ttl, LookupResult(outcome, HIT))
+        elif outcome is None:
+            result = _NOT_FOUND
+            self._breaker.succeeded(now, flight.probe)
+            self._store(flight, now, self._negative_ttl, _NEGATIVE_HIT)
+        elif isinstance(outcome, Failure) and outcome.check(CancelledError):
+            result = None
+            self._breaker.abandoned(now, flight.probe)
+        else:
+            result = None
+            self._breaker.failed(now, flight.probe)
+            if not isinstance(outcome, Failure):
+                self.log.error(
+                    "profile source answered with a {kind}, not a profile",
+                    kind=type(outcome).__name__,
+                )
+            elif not outcome.check(ProfileError):
+                # The message could carry anything, an external id too:
+                # only the kind of error is logged.
+                self.log.error(
+                    "profile source failed unexpectedly: {kind}",
+                    kind=getattr(outcome.type, "__name__", "exception"),
+                )
+        self._land(flight, result)
+        return None
+
+    def _store(
+        self, flight: _Flight, now: float, ttl: float, hit: LookupResult
+    ) -> None:
+        if ttl <= 0 or self._max_entries == 0:
+            return
+        cache = self._cache
+        key = flight.external_id
+        cache[key] = (now + ttl, hit)
+        cache.move_to_end(key)
+        if len(cache) > self._max_entries:
+            cache.popitem(last=False)
+            self.stats.evictions += 1
+        # A synchronous answer (deferred not yet set) is never late, even
+        # with a budget of 0.
+        if flight.deferred is not None and now >= flight.deadline:
+            self.stats.late_fills += 1
+
+    def _land(self, flight: _Flight, result: Optional[LookupResult]) -> None:
+        """
+        Answer every caller still waiting on ``flight`` with ``result``
+        (``failed`` when ``None``) and forget the flight.
+        """
+        del self._flights[flight.external_id]
+        if result is None:
+            result = _FAILED
+        waiters = flight.waiters
+        if not waiters:
+            return
+        flight.waiters = {}
+        for timer in waiters.values():
+            if timer is not None and timer.active():
+                timer.cancel()
+        stats = self.stats
+        for waiting in waiters:
+            # A caller's callback may have cancelled another caller.
+            if not waiting.called:
+                if result.outcome == FOUND:
+                    stats.found += 1
+                elif result.outcome == NOT_FOUND:
+                    stats.not_found += 1
+                else:
+                    stats.failed += 1
+                waiting.callback(result)
