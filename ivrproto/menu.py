@@ -1,159 +1,90 @@
 """
-Menus as data: rules over profile attributes, loaded from configuration and
-checked when they are loaded, never evaluated with ``eval``.
+Menus as data.
 
-A :class:`MenuBook` holds the options offered to callers with a profile (each
-with an optional rule) and the default options for callers without one.
-:meth:`MenuBook.menu_for` picks the :class:`Menu` for one call; menus are
-built once per distinct choice of options and then shared, so the per-call
-cost is one pass over the rules.
+A :class:`MenuBook` holds every menu of a configuration: the start menu and
+named sub-menus, each a list of options with optional rules over the
+caller's profile attributes (:mod:`ivrproto.rules`), the transfer targets
+(an allow-list: nothing a caller, a profile or the platform sends can name
+another), the prompts per language, and the input settings of each menu.
+Everything is checked when it is loaded: a book that loads is one that no
+caller can get stuck in.
+
+:meth:`MenuBook.menu_for` builds the :class:`Menu` offered to one caller;
+built menus are shared between calls that choose the same options, so the
+per-call cost is one pass over the rules.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 from .errors import ConfigError
 from .messages import VALID_DIGITS
+from .rules import COMPARISONS, AllOf, AnyOf, Compare, Not, Rule, parse_rule
 
-# --- rules -------------------------------------------------------------------
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "COMPARISONS",
+    "Action",
+    "Collect",
+    "Compare",
+    "Menu",
+    "MenuBook",
+    "MenuSpec",
+    "Not",
+    "Option",
+    "parse_menu",
+    "parse_rule",
+]
 
+#: Keys handed out, in this order, to options that do not fix their own.
+AUTO_KEYS = "1234567890"
+AUDIO_SUFFIXES = (".mp3", ".wav")
+START = "main"
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _same_kind(a: object, b: object) -> bool:
-    if _is_number(a) and _is_number(b):
-        return True
-    return type(a) is type(b)
-
-
-@attrs.frozen
-class Compare:
-    """
-    Compare one attribute with a value.  A missing attribute, or one of
-    another type than the value, fails the rule.
-    """
-
-    attribute: str
-    op: str
-    value: Any
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        if self.op == "exists":
-            return (self.attribute in attributes) is self.value
-        if self.attribute not in attributes:
-            return False
-        actual = attributes[self.attribute]
-        if self.op == "one_of":
-            return any(_same_kind(actual, v) and actual == v for v in self.value)
-        if not _same_kind(actual, self.value):
-            return False
-        if self.op == "equals":
-            return bool(actual == self.value)
-        if self.op == "not_equals":
-            return bool(actual != self.value)
-        if not _is_number(actual):
-            return False
-        return _ORDERINGS[self.op](actual, self.value)
-
-
-_ORDERINGS: Dict[str, Callable[[Any, Any], bool]] = {
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-}
+# --- what options do ---------------------------------------------------------
 
 
 @attrs.frozen
-class AllOf:
-    rules: Tuple["Rule", ...]
+class Collect:
+    """
+    Multi-digit entry (an account number, a date of birth...).
 
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return all(r.matches(attributes) for r in self.rules)
+    :ivar prompt: what the caller hears first ("enter your account number")
+    :ivar name: what the digits are, for the call's record
+    :ivar terminator: the key that ends the entry early, or ``None``
+    :ivar valid_keys: the keys that count as digits
+    :ivar then: what happens once the digits are in
+    """
+
+    prompt: str
+    then: "Action"
+    name: str = "digits"
+    min_digits: int = 1
+    max_digits: int = 16
+    inter_digit_timeout: float = 3.0
+    terminator: Optional[str] = "#"
+    valid_keys: str = "0123456789"
 
 
 @attrs.frozen
-class AnyOf:
-    rules: Tuple["Rule", ...]
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return any(r.matches(attributes) for r in self.rules)
-
-
-@attrs.frozen
-class Not:
-    rule: "Rule"
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return not self.rule.matches(attributes)
-
-
-Rule = Any  # Compare | AllOf | AnyOf | Not
-
-COMPARISONS = ("equals", "not_equals", "one_of", "gt", "ge", "lt", "le", "exists")
-
-
-def parse_rule(data: Any, where: str) -> Rule:
+class Action:
     """
-    Parse one rule from configuration.
+    What choosing an option does.
 
-    Forms: ``{attribute = "x", <op> = value}`` with ``op`` one of
-    :data:`COMPARISONS`; ``{all = [rule, ...]}``; ``{any = [rule, ...]}``;
-    ``{not = rule}``.
-
-    :param where: the dotted place in the file, for error messages
-    :raises ConfigError: naming ``where`` when the rule is not well formed
+    :ivar kind: ``transfer`` (to a configured target), ``submenu``, ``play``
+        (a prompt, then the menu again), ``repeat``, ``hangup`` or
+        ``collect``
+    :ivar name: the target's action name, the sub-menu's name, or the
+        prompt played
     """
-    if not isinstance(data, dict):
-        raise ConfigError(where, "a rule must be a table")
-    combinators = [k for k in ("all", "any", "not") if k in data]
-    if combinators:
-        if len(data) != 1:
-            raise ConfigError(where, f"{combinators[0]!r} must stand alone in its table")
-        key = combinators[0]
-        if key == "not":
-            return Not(parse_rule(data["not"], f"{where}.not"))
-        items = data[key]
-        if not isinstance(items, list) or not items:
-            raise ConfigError(f"{where}.{key}", "must be a non-empty list of rules")
-        rules = tuple(parse_rule(r, f"{where}.{key}[{i}]") for i, r in enumerate(items))
-        return AllOf(rules) if key == "all" else AnyOf(rules)
-    attribute = data.get("attribute")
-    if not isinstance(attribute, str) or not attribute:
-        raise ConfigError(f"{where}.attribute", "must be a non-empty string")
-    ops = [k for k in data if k != "attribute"]
-    if len(ops) != 1:
-        raise ConfigError(
-            where, f"needs exactly one comparison, one of: {', '.join(COMPARISONS)}"
-        )
-    op = ops[0]
-    value = data[op]
-    if op not in COMPARISONS:
-        raise ConfigError(
-            f"{where}.{op}",
-            f"unknown rule operator; known: {', '.join(COMPARISONS)}",
-        )
-    if op in ("gt", "ge", "lt", "le") and not _is_number(value):
-        raise ConfigError(f"{where}.{op}", "must be a number")
-    if op == "exists" and not isinstance(value, bool):
-        raise ConfigError(f"{where}.{op}", "must be true or false")
-    if op == "one_of":
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}.{op}", "must be a non-empty list")
-        if any(isinstance(v, (dict, list)) for v in value):
-            raise ConfigError(f"{where}.{op}", "must be a list of single values")
-        value = tuple(value)
-    if isinstance(value, (dict, list)):
-        raise ConfigError(f"{where}.{op}", "must be a single value")
-    return Compare(attribute, op, value)
 
-
-# --- menus -------------------------------------------------------------------
+    kind: str
+    name: Optional[str] = None
+    collect: Optional[Collect] = None
 
 
 @attrs.frozen
@@ -161,53 +92,97 @@ class Option:
     """
     One menu entry.
 
-    :ivar key: the key that selects it
-    :ivar prompt: the prompt's file name, relative to the audio base URL
-    :ivar action: the name of the configured transfer target it leads to
+    :ivar key: the key that selects it; ``None`` to take the next free key
+        in order when the menu is built for a caller
+    :ivar prompt: the prompt announcing it (a file name or a named prompt)
+    :ivar action: what it does
     :ivar when: the rule that must hold for the option to be offered, or
         ``None`` for always
     """
 
-    key: str
+    key: Optional[str]
     prompt: str
-    action: str
+    action: Action
     when: Optional[Rule] = None
+
+
+@attrs.frozen
+class MenuSpec:
+    """
+    One configured menu, with its input settings (``None``: the ``[timing]``
+    default).
+
+    :ivar options: for callers with a profile (the only list, if
+        ``default`` is ``None``)
+    :ivar default: for callers without a profile
+    :ivar intro: a prompt played before the options
+    :ivar on_failure: what happens after the last try (default: operator)
+    """
+
+    name: str
+    options: Tuple[Option, ...]
+    default: Optional[Tuple[Option, ...]] = None
+    intro: Optional[str] = None
+    no_input_timeout: Optional[float] = None
+    max_no_input: Optional[int] = None
+    max_invalid: Optional[int] = None
+    invalid_prompt: Optional[str] = None
+    no_input_prompt: Optional[str] = None
+    on_failure: Optional[Action] = None
 
 
 @attrs.frozen
 class Menu:
     """
-    The menu offered on one call, ready to send.
+    A menu as offered to one caller: prompts as URLs, keys assigned.
 
-    :ivar options: the options, in the order they are offered
-    :ivar prompt_urls: the prompt of each option, as absolute URLs
+    :ivar prompt_urls: the intro (if any) and each option's prompt, in order
     :ivar keys: every key of the menu, in menu order
-    :ivar targets: the transfer target of each key
-    :ivar actions: the action name of each key (for logs and outcomes)
+    :ivar actions: what each key does
+    :ivar targets: the transfer target of each key that transfers
     """
 
-    options: Tuple[Option, ...]
+    name: str
+    language: str
     prompt_urls: Tuple[str, ...]
     keys: Tuple[str, ...]
+    actions: Mapping[str, Action]
     targets: Mapping[str, str]
-    actions: Mapping[str, str]
     is_default: bool
+    spec: MenuSpec
 
 
-def _build_menu(
-    options: Sequence[Option],
-    audio_base_url: str,
-    targets: Mapping[str, str],
-    is_default: bool,
-) -> Menu:
-    return Menu(
-        options=tuple(options),
-        prompt_urls=tuple(audio_base_url + o.prompt for o in options),
-        keys=tuple(o.key for o in options),
-        targets={o.key: targets[o.action] for o in options},
-        actions={o.key: o.action for o in options},
-        is_default=is_default,
-    )
+# --- prompts -----------------------------------------------------------------
+
+
+@attrs.frozen
+class Prompts:
+    """
+    Prompt sets per language.  A prompt is a file name (``x.mp3``, used as
+    is) or a name looked up in the caller's language, then in the default
+    language.
+    """
+
+    base_url: str
+    default_language: str = "en"
+    sets: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+
+    def has(self, prompt: str) -> bool:
+        return prompt.endswith(AUDIO_SUFFIXES) or prompt in self.sets.get(
+            self.default_language, {}
+        )
+
+    def url(self, prompt: str, language: str) -> str:
+        if prompt.endswith(AUDIO_SUFFIXES):
+            return self.base_url + prompt
+        for name in (language, self.default_language):
+            found = self.sets.get(name, {}).get(prompt)
+            if found is not None:
+                return self.base_url + found
+        raise KeyError(prompt)  # refused at load: see MenuBook checks
+
+
+# --- the book ----------------------------------------------------------------
 
 
 @attrs.frozen
@@ -215,173 +190,562 @@ class MenuBook:
     """
     Every menu a call can get, and the prompts and targets around them.
 
-    :ivar audio_base_url: prefix of every prompt file name
+    :ivar start: the name of the menu a call starts in
     :ivar targets: the allow-list of transfer targets, by action name
     :ivar operator: the action used when the caller gives no input or the
         call cannot go on
+    :ivar language_attribute: the profile attribute that picks the language
     """
 
-    profile_options: Tuple[Option, ...]
-    default_options: Tuple[Option, ...]
+    menus: Mapping[str, MenuSpec]
     targets: Mapping[str, str]
-    audio_base_url: str
-    confirm_prompt: str
-    invalid_prompt: str
-    operator: str
-    _cache: Dict[Tuple[int, ...], Menu] = attrs.field(
-        factory=dict, eq=False, repr=False
-    )
+    prompts: Prompts
+    confirm_prompt: str = "selection_confirmed.mp3"
+    invalid_prompt: str = "invalid_selection.mp3"
+    no_input_prompt: Optional[str] = None
+    operator: str = "transfer_operator"
+    start: str = START
+    language_attribute: Optional[str] = None
+    _cache: Dict[Tuple[Any, ...], Menu] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
-    def default_menu(self) -> Menu:
-        menu = self._cache.get(())
-        if menu is None:
-            menu = self._cache[()] = _build_menu(
-                self.default_options, self.audio_base_url, self.targets, True
-            )
-        return menu
+    def audio_base_url(self) -> str:
+        return self.prompts.base_url
 
     @property
     def operator_target(self) -> str:
         return self.targets[self.operator]
 
     @property
-    def confirm_url(self) -> str:
-        return self.audio_base_url + self.confirm_prompt
+    def default_menu(self) -> Menu:
+        return self.menu_for(None)
 
     @property
-    def invalid_url(self) -> str:
-        return self.audio_base_url + self.invalid_prompt
+    def profile_options(self) -> Tuple[Option, ...]:
+        return self.menus[self.start].options
 
-    def menu_for(self, attributes: Optional[Mapping[str, Any]]) -> Menu:
+    @property
+    def default_options(self) -> Tuple[Option, ...]:
+        spec = self.menus[self.start]
+        return spec.options if spec.default is None else spec.default
+
+    def language_for(self, attributes: Optional[Mapping[str, Any]]) -> str:
         """
-        The menu for a caller.
+        The caller's prompt language: their profile's, if it has a prompt
+        set, else the default.
+        """
+        if attributes is not None and self.language_attribute is not None:
+            language = attributes.get(self.language_attribute)
+            if isinstance(language, str) and language in self.prompts.sets:
+                return language
+        return self.prompts.default_language
+
+    def url(self, prompt: str, language: str) -> str:
+        return self.prompts.url(prompt, language)
+
+    def confirm_url(self, language: Optional[str] = None) -> str:
+        return self.url(self.confirm_prompt, language or self.prompts.default_language)
+
+    def invalid_url(self, menu: Optional[Menu] = None) -> str:
+        prompt = self.invalid_prompt
+        language = self.prompts.default_language
+        if menu is not None:
+            prompt = menu.spec.invalid_prompt or prompt
+            language = menu.language
+        return self.url(prompt, language)
+
+    def no_input_url(self, menu: Menu) -> Optional[str]:
+        prompt = menu.spec.no_input_prompt or self.no_input_prompt
+        return None if prompt is None else self.url(prompt, menu.language)
+
+    def on_failure(self, menu: Optional[Menu]) -> Action:
+        if menu is not None and menu.spec.on_failure is not None:
+            return menu.spec.on_failure
+        return Action("transfer", self.operator)
+
+    def menu_for(
+        self,
+        attributes: Optional[Mapping[str, Any]],
+        name: Optional[str] = None,
+        language: Optional[str] = None,
+    ) -> Menu:
+        """
+        The menu offered to a caller.
 
         :param attributes: the caller's profile attributes, or ``None`` when
             there is no profile (404, failure, or time budget spent)
+        :param name: which menu (default: the start menu)
+        :param language: the prompt language (default: from the profile)
         """
-        if attributes is None:
-            return self.default_menu
-        chosen = tuple(
-            i
-            for i, option in enumerate(self.profile_options)
-            if option.when is None or option.when.matches(attributes)
-        )
-        # Key () is the default menu; profile menus are keyed by the indices
-        # chosen, shifted by one so that the two never collide.
-        cache_key = (-1,) + chosen
+        spec = self.menus[name or self.start]
+        if language is None:
+            language = self.language_for(attributes)
+        is_default = attributes is None and spec.default is not None
+        if is_default:
+            options = spec.default
+            chosen: Tuple[int, ...] = tuple(range(len(options)))  # type: ignore[arg-type]
+        else:
+            options = spec.options
+            seen = attributes if attributes is not None else {}
+            chosen = tuple(
+                i for i, o in enumerate(options) if o.when is None or o.when.matches(seen)
+            )
+        cache_key = (spec.name, language, is_default, chosen)
         menu = self._cache.get(cache_key)
         if menu is None:
-            menu = self._cache[cache_key] = _build_menu(
-                [self.profile_options[i] for i in chosen],
-                self.audio_base_url,
-                self.targets,
-                False,
+            menu = self._cache[cache_key] = self._build(
+                spec, language, [options[i] for i in chosen], is_default  # type: ignore[index]
             )
         return menu
 
+    def _build(
+        self, spec: MenuSpec, language: str, options: Sequence[Option], is_default: bool
+    ) -> Menu:
+        taken = {o.key for o in options if o.key is not None}
+        free = iter(k for k in AUTO_KEYS if k not in taken)
+        keys = tuple(o.key if o.key is not None else next(free) for o in options)
+        urls = tuple(self.url(o.prompt, language) for o in options)
+        if spec.intro is not None:
+            urls = (self.url(spec.intro, language),) + urls
+        actions = {k: o.action for k, o in zip(keys, options)}
+        return Menu(
+            name=spec.name,
+            language=language,
+            prompt_urls=urls,
+            keys=keys,
+            actions=actions,
+            targets={
+                k: self.targets[a.name]  # type: ignore[index]
+                for k, a in actions.items()
+                if a.kind == "transfer"
+            },
+            is_default=is_default,
+            spec=spec,
+        )
 
-_OPTION_KEYS = {"key", "prompt", "action", "when"}
+    def walk(self) -> Iterator[Tuple[int, str]]:
+        """
+        The menu tree as ``(depth, line)`` pairs, for ``ivr check``.
+        """
+        seen: set[str] = set()
+
+        def describe(action: Action) -> str:
+            if action.kind == "transfer":
+                return f"transfer to {self.targets[action.name]}"  # type: ignore[index]
+            if action.kind == "collect":
+                c = action.collect
+                assert c is not None
+                return (
+                    f"collect {c.name} ({c.min_digits}-{c.max_digits} digits"
+                    f"{', ends with ' + c.terminator if c.terminator else ''}), "
+                    f"then {describe(c.then)}"
+                )
+            if action.kind in ("submenu", "play"):
+                return f"{action.kind} {action.name}"
+            return action.kind
+
+        def lines(name: str, depth: int) -> Iterator[Tuple[int, str]]:
+            spec = self.menus[name]
+            yield depth, f"menu {name}" + (" (start)" if name == self.start else "")
+            if name in seen:
+                return
+            seen.add(name)
+            groups = [("options", spec.options)]
+            if spec.default is not None:
+                groups = [("with a profile", spec.options), ("without a profile", spec.default)]
+            for title, options in groups:
+                if len(groups) > 1:
+                    yield depth + 1, title + ":"
+                for option in options:
+                    key = option.key or "(next free key)"
+                    when = f" when {_describe_rule(option.when)}" if option.when else ""
+                    yield depth + 2, f"{key}: {option.prompt} -> {describe(option.action)}{when}"
+                    if option.action.kind == "submenu" and option.action.name not in seen:
+                        yield from lines(option.action.name, depth + 3)  # type: ignore[arg-type]
+            yield depth + 1, f"after the last try: {describe(self.on_failure_of(spec))}"
+
+        yield from lines(self.start, 0)
+
+    def on_failure_of(self, spec: MenuSpec) -> Action:
+        return spec.on_failure or Action("transfer", self.operator)
 
 
-def _parse_options(
-    data: Any, where: str, targets: Mapping[str, str], allow_rules: bool
-) -> Tuple[Option, ...]:
-    if not isinstance(data, list) or not data:
-        raise ConfigError(where, "must be a non-empty list of options ([[...]] tables)")
-    options = []
-    for i, item in enumerate(data):
-        here = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(here, "an option must be a table")
-        unknown = sorted(set(item) - _OPTION_KEYS)
-        if unknown:
-            raise ConfigError(f"{here}.{unknown[0]}", "unknown setting")
-        key = item.get("key")
-        if not isinstance(key, str) or len(key) != 1 or key not in VALID_DIGITS:
-            raise ConfigError(f"{here}.key", "must be one of 0-9, * or #")
-        prompt = item.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise ConfigError(f"{here}.prompt", "must name a prompt file")
-        action = item.get("action")
-        if not isinstance(action, str) or not action:
-            raise ConfigError(f"{here}.action", "must name a transfer target")
-        if action not in targets:
-            raise ConfigError(
-                f"{here}.action",
-                f"{action!r} is not a configured transfer target (menu.targets)",
-            )
-        when = None
-        if "when" in item:
-            if not allow_rules:
-                raise ConfigError(f"{here}.when", "default options take no rule")
-            when = parse_rule(item["when"], f"{here}.when")
-        options.append(Option(key, prompt, action, when))
-    return tuple(options)
+def _describe_rule(rule: Rule) -> str:
+    if isinstance(rule, Compare):
+        return f"{rule.attribute} {rule.op} {rule.value!r}"
+    if isinstance(rule, Not):
+        return f"not ({_describe_rule(rule.rule)})"
+    joiner = " and " if isinstance(rule, AllOf) else " or "
+    return "(" + joiner.join(_describe_rule(r) for r in rule.rules) + ")"
 
 
-def _check_keys_unique(options: Sequence[Option], where: str) -> None:
+# --- loading and checking ----------------------------------------------------
+
+_ACTION_KEYS = ("action", "transfer", "submenu", "play", "repeat", "hangup", "collect")
+_OPTION_KEYS = {"key", "prompt", "when", *_ACTION_KEYS}
+_MENU_KEYS = {
+    "options",
+    "default",
+    "intro",
+    "no_input_timeout",
+    "max_no_input",
+    "max_invalid",
+    "invalid_prompt",
+    "no_input_prompt",
+    "on_failure",
+}
+_COLLECT_KEYS = {
+    "prompt",
+    "then",
+    "name",
+    "min_digits",
+    "max_digits",
+    "inter_digit_timeout",
+    "terminator",
+    "valid_keys",
+}
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, "must be a non-empty string")
+    return value
+
+
+def _whole(value: Any, where: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(where, f"must be a whole number of at least {minimum}")
+    return value
+
+
+def _seconds(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(where, "must be a number of seconds greater than zero")
+    if value != value or value == float("inf"):
+        raise ConfigError(where, "must be a finite number")
+    return float(value)
+
+
+def _unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown setting")
+
+
+class _Loader:
     """
-    Refuse two options on one key in one list of options.
+    Parses the ``[menu]`` table and checks every reference in it.
     """
-    seen: Dict[str, int] = {}
-    for i, option in enumerate(options):
-        if option.key in seen:
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+        self.targets: Dict[str, str] = {}
+        self.prompt_refs: list[tuple[str, str]] = []  # (prompt, where)
+        self.submenu_refs: list[tuple[str, str]] = []
+
+    def prompt(self, value: Any, where: str) -> str:
+        prompt = _text(value, where)
+        self.prompt_refs.append((prompt, where))
+        return prompt
+
+    def action(self, item: Mapping[str, Any], where: str, in_collect: bool = False) -> Action:
+        given = [k for k in _ACTION_KEYS if k in item]
+        if len(given) != 1:
             raise ConfigError(
-                f"{where}[{i}].key",
-                f"key {option.key!r} is already used by {where}[{seen[option.key]}]",
+                where,
+                "needs exactly one of: " + ", ".join(_ACTION_KEYS[1:]) + " (or action)",
             )
-        seen[option.key] = i
+        kind = given[0]
+        value = item[kind]
+        here = f"{where}.{kind}"
+        if kind in ("action", "transfer"):
+            name = _text(value, here)
+            if name not in self.targets:
+                raise ConfigError(
+                    here, f"{name!r} is not a configured transfer target ({self.where}.targets)"
+                )
+            return Action("transfer", name)
+        if kind == "submenu":
+            name = _text(value, here)
+            self.submenu_refs.append((name, here))
+            return Action("submenu", name)
+        if kind == "play":
+            return Action("play", self.prompt(value, here))
+        if kind in ("repeat", "hangup"):
+            if value is not True:
+                raise ConfigError(here, "must be true")
+            return Action(kind)
+        if in_collect:
+            raise ConfigError(here, "a collection cannot lead to another collection")
+        return Action("collect", collect=self.collect(value, here))
+
+    def collect(self, data: Any, where: str) -> Collect:
+        if not isinstance(data, dict):
+            raise ConfigError(where, "must be a table")
+        _unknown(data, _COLLECT_KEYS, where)
+        then = data.get("then")
+        if not isinstance(then, dict):
+            raise ConfigError(f"{where}.then", "must be a table naming what happens next")
+        then_action = self.action(then, f"{where}.then", in_collect=True)
+        if then_action.kind in ("play", "repeat"):
+            raise ConfigError(f"{where}.then", "must transfer, go to a sub-menu or hang up")
+        defaults = Collect("", then_action)
+        minimum = _whole(data.get("min_digits", defaults.min_digits), f"{where}.min_digits", 1)
+        maximum = _whole(data.get("max_digits", defaults.max_digits), f"{where}.max_digits", 1)
+        if maximum < minimum:
+            raise ConfigError(f"{where}.max_digits", "must be at least min_digits")
+        terminator = data.get("terminator", defaults.terminator)
+        if terminator == "":
+            terminator = None
+        if terminator is not None and (
+            not isinstance(terminator, str) or len(terminator) != 1 or terminator not in VALID_DIGITS
+        ):
+            raise ConfigError(f"{where}.terminator", "must be one key (usually #), or empty")
+        valid = data.get("valid_keys", defaults.valid_keys)
+        if not isinstance(valid, str) or not valid or any(k not in VALID_DIGITS for k in valid):
+            raise ConfigError(f"{where}.valid_keys", "must be a string of keys 0-9, * and #")
+        if terminator is not None and terminator in valid:
+            raise ConfigError(f"{where}.terminator", "must not be one of valid_keys")
+        return Collect(
+            prompt=self.prompt(data.get("prompt"), f"{where}.prompt"),
+            then=then_action,
+            name=_text(data.get("name", defaults.name), f"{where}.name"),
+            min_digits=minimum,
+            max_digits=maximum,
+            inter_digit_timeout=_seconds(
+                data.get("inter_digit_timeout", defaults.inter_digit_timeout),
+                f"{where}.inter_digit_timeout",
+            ),
+            terminator=terminator,
+            valid_keys=valid,
+        )
+
+    def options(self, data: Any, where: str, allow_rules: bool) -> Tuple[Option, ...]:
+        if not isinstance(data, list) or not data:
+            raise ConfigError(where, "must be a non-empty list of options ([[...]] tables)")
+        options = []
+        for i, item in enumerate(data):
+            here = f"{where}[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(here, "an option must be a table")
+            _unknown(item, _OPTION_KEYS, here)
+            key = item.get("key")
+            if key is not None and (
+                not isinstance(key, str) or len(key) != 1 or key not in VALID_DIGITS
+            ):
+                raise ConfigError(f"{here}.key", "must be one of 0-9, * or #")
+            prompt = self.prompt(item.get("prompt"), f"{here}.prompt")
+            action = self.action(item, here)
+            when = None
+            if "when" in item:
+                if not allow_rules:
+                    raise ConfigError(f"{here}.when", "default options take no rule")
+                when = parse_rule(item["when"], f"{here}.when")
+            options.append(Option(key, prompt, action, when))
+        self.check_keys(options, where)
+        return tuple(options)
+
+    @staticmethod
+    def check_keys(options: Sequence[Option], where: str) -> None:
+        seen: Dict[str, int] = {}
+        for i, option in enumerate(options):
+            if option.key is None:
+                continue
+            if option.key in seen:
+                raise ConfigError(
+                    f"{where}[{i}].key",
+                    f"key {option.key!r} is already used by {where}[{seen[option.key]}]",
+                )
+            seen[option.key] = i
+        if len(options) > len(AUTO_KEYS) + 2:
+            raise ConfigError(where, "has more options than there are keys")
+        auto = sum(1 for o in options if o.key is None)
+        if auto > len([k for k in AUTO_KEYS if k not in seen]):
+            raise ConfigError(where, "not enough free keys for the options without a key")
+
+    def menu(self, name: str, data: Any, where: str) -> MenuSpec:
+        if not isinstance(data, dict):
+            raise ConfigError(where, "must be a table")
+        _unknown(data, _MENU_KEYS | self.extra_keys(where), where)
+        options = self.options(data.get("options"), f"{where}.options", True)
+        default = None
+        if "default" in data:
+            default = self.options(data["default"], f"{where}.default", False)
+        for group, title in ((options, "options"), (default, "default")):
+            if group is not None and not any(
+                o.when is None and o.action.kind in ("transfer", "submenu", "hangup", "collect")
+                for o in group
+            ):
+                raise ConfigError(
+                    f"{where}.{title}",
+                    "has no way out: needs an option without a rule that transfers, "
+                    "hangs up, collects input or goes to a sub-menu",
+                )
+        on_failure = None
+        if "on_failure" in data:
+            if not isinstance(data["on_failure"], dict):
+                raise ConfigError(f"{where}.on_failure", "must be a table such as {transfer = \"...\"}")
+            on_failure = self.action(data["on_failure"], f"{where}.on_failure")
+            if on_failure.kind not in ("transfer", "hangup", "submenu"):
+                raise ConfigError(f"{where}.on_failure", "must transfer, hang up or go to a sub-menu")
+
+        def optional(key: str, parse: Any) -> Any:
+            return parse(data[key], f"{where}.{key}") if key in data else None
+
+        return MenuSpec(
+            name=name,
+            options=options,
+            default=default,
+            intro=optional("intro", self.prompt),
+            no_input_timeout=optional("no_input_timeout", _seconds),
+            max_no_input=optional("max_no_input", lambda v, w: _whole(v, w, 0)),
+            max_invalid=optional("max_invalid", lambda v, w: _whole(v, w, 0)),
+            invalid_prompt=optional("invalid_prompt", self.prompt),
+            no_input_prompt=optional("no_input_prompt", self.prompt),
+            on_failure=on_failure,
+        )
+
+    def extra_keys(self, where: str) -> set[str]:
+        # The start menu lives in [menu] itself, beside the book's settings.
+        if where != self.where:
+            return set()
+        return {
+            "targets",
+            "menus",
+            "prompts",
+            "confirm_prompt",
+            "invalid_prompt",
+            "no_input_prompt",
+            "operator",
+            "start",
+            "language_attribute",
+            "default_language",
+        }
 
 
 def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
     """
     Load and check the ``[menu]`` table.
 
+    The start menu's options are ``[[menu.options]]`` (callers with a
+    profile) and ``[[menu.default]]`` (without); sub-menus are
+    ``[menu.menus.<name>]`` tables of the same shape.
+
     :raises ConfigError: naming the place in the file that is wrong
     """
     if not isinstance(data, dict):
         raise ConfigError(where, "missing or not a table")
-    known = {"targets", "options", "default", "confirm_prompt", "invalid_prompt", "operator"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", "unknown setting")
+    loader = _Loader(data, where)
     targets = data.get("targets")
     if not isinstance(targets, dict) or not targets:
         raise ConfigError(f"{where}.targets", "must be a table of action = \"target\"")
     for name, target in targets.items():
         if not isinstance(target, str) or not target.strip():
             raise ConfigError(f"{where}.targets.{name}", "must be a non-empty string")
-    profile_options = _parse_options(data.get("options"), f"{where}.options", targets, True)
-    default_options = _parse_options(data.get("default"), f"{where}.default", targets, False)
-    _check_keys_unique(profile_options, f"{where}.options")
-    _check_keys_unique(default_options, f"{where}.default")
-    if all(o.when is not None for o in profile_options):
-        raise ConfigError(
-            f"{where}.options",
-            "needs at least one option without a rule, so every caller has a way out",
-        )
-    texts = {}
+    loader.targets = dict(targets)
+
+    texts: Dict[str, Any] = {}
     for name, default in (
         ("confirm_prompt", "selection_confirmed.mp3"),
         ("invalid_prompt", "invalid_selection.mp3"),
         ("operator", "transfer_operator"),
+        ("start", START),
+        ("default_language", "en"),
     ):
-        value = data.get(name, default)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.{name}", "must be a non-empty string")
-        texts[name] = value
-    if texts["operator"] not in targets:
+        texts[name] = _text(data.get(name, default), f"{where}.{name}")
+    for name in ("no_input_prompt", "language_attribute"):
+        texts[name] = _text(data[name], f"{where}.{name}") if name in data else None
+    if texts["operator"] not in loader.targets:
         raise ConfigError(
             f"{where}.operator",
-            f"{texts['operator']!r} is not a configured transfer target (menu.targets)",
+            f"{texts['operator']!r} is not a configured transfer target ({where}.targets)",
         )
+    for name in ("confirm_prompt", "invalid_prompt", "no_input_prompt"):
+        if texts[name] is not None:
+            loader.prompt_refs.append((texts[name], f"{where}.{name}"))
+
+    sets = _parse_prompt_sets(data.get("prompts", {}), f"{where}.prompts")
+    prompts = Prompts(audio_base_url, texts["default_language"], sets)
+    if sets and texts["default_language"] not in sets:
+        raise ConfigError(
+            f"{where}.default_language",
+            f"{texts['default_language']!r} has no prompt set ({where}.prompts.<language>)",
+        )
+
+    menus: Dict[str, MenuSpec] = {}
+    sub = data.get("menus", {})
+    if not isinstance(sub, dict):
+        raise ConfigError(f"{where}.menus", "must be a table of [menu.menus.<name>] tables")
+    start = texts["start"]
+    if "options" in data:
+        if start in sub:
+            raise ConfigError(f"{where}.menus.{start}", "the start menu is defined twice")
+        start_table = {k: v for k, v in data.items() if k in _MENU_KEYS}
+        menus[start] = loader.menu(start, start_table, where)
+    for name, table in sub.items():
+        menus[name] = loader.menu(name, table, f"{where}.menus.{name}")
+    if start not in menus:
+        raise ConfigError(
+            f"{where}.options", f"no start menu: give [[{where}.options]] or [{where}.menus.{start}]"
+        )
+
+    for name, here in loader.submenu_refs:
+        if name not in menus:
+            raise ConfigError(here, f"there is no menu {name!r}")
+    for prompt, here in loader.prompt_refs:
+        if not prompts.has(prompt):
+            raise ConfigError(
+                here,
+                f"prompt {prompt!r} has no file: name an .mp3/.wav file or a prompt of "
+                f"{where}.prompts.{texts['default_language']}",
+            )
+    _check_reachable(menus, start, where)
+
     return MenuBook(
-        profile_options=profile_options,
-        default_options=default_options,
-        targets=dict(targets),
-        audio_base_url=audio_base_url,
+        menus=menus,
+        targets=loader.targets,
+        prompts=prompts,
         confirm_prompt=texts["confirm_prompt"],
         invalid_prompt=texts["invalid_prompt"],
+        no_input_prompt=texts["no_input_prompt"],
         operator=texts["operator"],
+        start=start,
+        language_attribute=texts["language_attribute"],
     )
+
+
+def _parse_prompt_sets(data: Any, where: str) -> Dict[str, Dict[str, str]]:
+    if not isinstance(data, dict):
+        raise ConfigError(where, "must be a table of [prompts.<language>] tables")
+    sets: Dict[str, Dict[str, str]] = {}
+    for language, table in data.items():
+        here = f"{where}.{language}"
+        if not isinstance(table, dict):
+            raise ConfigError(here, "must be a table of prompt = \"file\"")
+        for name, file in table.items():
+            if not isinstance(file, str) or not file.endswith(AUDIO_SUFFIXES):
+                raise ConfigError(f"{here}.{name}", "must name an .mp3 or .wav file")
+        sets[language] = dict(table)
+    return sets
+
+
+def _check_reachable(menus: Mapping[str, MenuSpec], start: str, where: str) -> None:
+    def actions(spec: MenuSpec) -> Iterator[Action]:
+        for option in spec.options + (spec.default or ()):
+            yield option.action
+            if option.action.collect is not None:
+                yield option.action.collect.then
+        if spec.on_failure is not None:
+            yield spec.on_failure
+
+    reached = {start}
+    todo = [start]
+    while todo:
+        for action in actions(menus[todo.pop()]):
+            if action.kind == "submenu" and action.name not in reached:
+                reached.add(action.name)  # type: ignore[arg-type]
+                todo.append(action.name)  # type: ignore[arg-type]
+    for name in menus:
+        if name not in reached:
+            raise ConfigError(f"{where}.menus.{name}", "cannot be reached from the start menu")

@@ -7,7 +7,10 @@ open the connection, send commands and close, and it owns the call's timers
 States::
 
     idle -> awaiting_both -> awaiting_profile | awaiting_connection
-         -> in_menu -> confirming -> ended
+         -> in_menu <-> collecting -> confirming -> ended
+
+``in_menu`` covers the start menu and every sub-menu; ``collecting`` is
+multi-digit entry (an account number).
 
 Every input is accepted in every state: those that a state does not expect
 (a late profile, a key while confirming, a close after the transfer) are
@@ -24,8 +27,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .config import Timing
-from .menu import Menu, MenuBook
-from .messages import Command, Play, Transfer, play_menu
+from .menu import Action, Collect, Menu, MenuBook
+from .messages import Command, Hangup, Play, Transfer, play_menu
 
 log = Logger()
 
@@ -121,14 +124,26 @@ class CallSession(Protocol):
     def digit_received(self, digit: str) -> None:
         "The caller pressed a key."
 
-    def option_chosen(self, key: str) -> None:
-        "A key that selects an option of the menu (internal)."
+    def transfer_chosen(self, action: str) -> None:
+        "The caller chose a transfer: confirm it, then transfer (internal)."
+
+    def collect_started(self, collect: Collect) -> None:
+        "The caller chose an option that collects digits (internal)."
+
+    def menu_entered(self, name: str) -> None:
+        "Go to a menu (internal)."
+
+    def hangup_chosen(self, reason: str) -> None:
+        "End the call from our side (internal)."
+
+    def transfer_now(self, action: str, reason: str) -> None:
+        "Transfer at once, without confirmation (internal)."
+
+    def give_up(self, reason: str) -> None:
+        "The last try is spent: do the menu's on-failure action (internal)."
 
     def input_timed_out(self) -> None:
-        "No key within the no-input timeout."
-
-    def route_to_operator(self, reason: str) -> None:
-        "Hand the caller to the operator (internal)."
+        "No key (or no next digit) within the timeout."
 
     def confirm_elapsed(self) -> None:
         "The confirmation delay is over."
@@ -160,11 +175,15 @@ class SessionCore:
     machine: Optional[CallSession] = None
     phase: str = "idle"
     menu: Optional[Menu] = None
+    attributes: Optional[Mapping[str, Any]] = None
     profile: str = "pending"
     repeats: int = 0
     invalid: int = 0
     keys: List[str] = attrs.Factory(list)
     chosen: Optional[str] = None
+    collect: Optional[Collect] = None
+    digits: str = ""
+    collected: dict[str, str] = attrs.Factory(dict)
     outcome: Optional[Outcome] = None
     started_at: float = 0.0
     timeline: List[tuple[float, str]] = attrs.Factory(list)
@@ -193,8 +212,35 @@ class SessionCore:
     def choose_menu(self, attributes: Optional[Mapping[str, Any]], how: str) -> None:
         self.cancel("budget_timer")
         self.profile = how
+        self.attributes = attributes
         self.menu = self.book.menu_for(attributes)
         self.note(f"profile {how}; {'default' if self.menu.is_default else 'profile'} menu")
+
+    # -- the menu ----------------------------------------------------------
+
+    @property
+    def max_no_input(self) -> int:
+        assert self.menu is not None
+        spec = self.menu.spec.max_no_input
+        return self.timing.menu_repeats if spec is None else spec
+
+    @property
+    def max_invalid(self) -> int:
+        assert self.menu is not None
+        spec = self.menu.spec.max_invalid
+        return self.timing.max_invalid if spec is None else spec
+
+    @property
+    def no_input_timeout(self) -> float:
+        assert self.menu is not None
+        return self.menu.spec.no_input_timeout or self.timing.no_input_timeout
+
+    def enter_menu(self, name: str) -> None:
+        assert self.menu is not None
+        self.menu = self.book.menu_for(self.attributes, name, self.menu.language)
+        self.repeats = self.invalid = 0
+        self.note(f"menu {name}")
+        self.send_menu()
 
     def send_menu(self) -> None:
         assert self.menu is not None
@@ -204,10 +250,96 @@ class SessionCore:
         self.note(f"menu offered ({' '.join(self.menu.keys)})")
         self.restart_input_timer()
 
-    def restart_input_timer(self) -> None:
+    def play(self, url: str, keys: tuple[str, ...]) -> None:
+        self.port.send(Play(self.call_control_id, url, True, keys))
+
+    def restart_input_timer(self, delay: Optional[float] = None) -> None:
         assert self.machine is not None
         self.cancel("input_timer")
-        self.input_timer = self.later(self.timing.no_input_timeout, self.machine.input_timed_out)
+        self.input_timer = self.later(
+            self.no_input_timeout if delay is None else delay, self.machine.input_timed_out
+        )
+
+    def no_input(self) -> bool:
+        """
+        Count a no-input try; ``False`` when it was the last.
+        """
+        self.input_timer = None
+        self.note("no input")
+        if self.repeats >= self.max_no_input:
+            return False
+        self.repeats += 1
+        assert self.menu is not None
+        url = self.book.no_input_url(self.menu)
+        if url is not None:
+            self.play(url, self.menu.keys)
+        return True
+
+    def invalid_input(self) -> bool:
+        """
+        Count an invalid try; ``False`` when it was the last.
+        """
+        self.invalid += 1
+        self.note("invalid selection")
+        return not 0 < self.max_invalid <= self.invalid
+
+    def perform(self, session: "CallSession", action: Action, reason: str) -> None:
+        """
+        Start what an action does, through the machine's internal inputs.
+        """
+        if action.kind == "transfer":
+            assert action.name is not None
+            if reason == "selected":
+                session.transfer_chosen(action.name)
+            else:
+                session.transfer_now(action.name, reason)
+        elif action.kind == "submenu":
+            assert action.name is not None
+            session.menu_entered(action.name)
+        elif action.kind == "hangup":
+            session.hangup_chosen(reason)
+        elif action.kind == "collect":
+            assert action.collect is not None
+            session.collect_started(action.collect)
+        elif action.kind == "play":
+            assert action.name is not None and self.menu is not None
+            self.play(self.book.url(action.name, self.menu.language), self.menu.keys)
+            self.send_menu()
+        else:  # repeat
+            self.send_menu()
+
+    # -- collecting digits -------------------------------------------------
+
+    def offer_collect(self) -> None:
+        assert self.collect is not None and self.menu is not None
+        self.phase = "collecting"
+        self.digits = ""
+        keys = tuple(self.collect.valid_keys) + (
+            (self.collect.terminator,) if self.collect.terminator else ()
+        )
+        self.play(self.book.url(self.collect.prompt, self.menu.language), keys)
+        self.note(f"collecting {self.collect.name}")
+        self.restart_input_timer()
+
+    def collect_done(self, session: "CallSession") -> None:
+        """
+        The entry ended (terminator, enough digits, or a pause): keep it, or
+        count an invalid try.
+        """
+        collect = self.collect
+        assert collect is not None and self.menu is not None
+        self.cancel("input_timer")
+        if len(self.digits) >= collect.min_digits:
+            self.collected[collect.name] = self.digits
+            self.note(f"collected {collect.name} ({len(self.digits)} digits)")
+            self.perform(session, collect.then, "selected")
+        elif self.invalid_input():
+            self.play(self.book.invalid_url(self.menu), ())
+            self.offer_collect()
+        else:
+            session.give_up("invalid-input")
+
+    # -- the end -----------------------------------------------------------
 
     def end(self, outcome: Outcome) -> None:
         self.cancel_all()
@@ -216,17 +348,11 @@ class SessionCore:
         self.note(f"ended: {outcome.kind} ({outcome.reason})")
         self.port.finished(outcome)
 
-    def transfer(self, key_or_none: Optional[str], reason: str) -> None:
+    def transfer(self, action: str, reason: str) -> None:
         """
         Send the one transfer of this call and close.
         """
-        if key_or_none is None:
-            action = self.book.operator
-            target = self.book.operator_target
-        else:
-            assert self.menu is not None
-            action = self.menu.actions[key_or_none]
-            target = self.menu.targets[key_or_none]
+        target = self.book.targets[action]
         self.port.send(Transfer(self.call_control_id, target))
         self.note(f"transfer to {target}")
         self.port.close()
@@ -239,10 +365,12 @@ awaiting_both = builder.state("awaiting_both")
 awaiting_profile = builder.state("awaiting_profile")
 awaiting_connection = builder.state("awaiting_connection")
 in_menu = builder.state("in_menu")
+collecting = builder.state("collecting")
 confirming = builder.state("confirming")
 ended = builder.state("ended")
 
-LIVE = (awaiting_profile, in_menu, confirming)
+LIVE = (awaiting_profile, in_menu, collecting, confirming)
+WAITING = (in_menu, collecting)
 CONNECTING = (awaiting_both, awaiting_connection)
 
 
@@ -316,7 +444,7 @@ for _state in CONNECTING:
 
 
 # A late profile (the budget already chose the default menu) changes nothing.
-for _state in (awaiting_connection, in_menu, confirming, ended):
+for _state in (awaiting_connection, in_menu, collecting, confirming, ended):
     _state.upon(CallSession.profile_resolved).loop().returns(None)
 
 
@@ -328,47 +456,109 @@ def _digit(session: CallSession, core: SessionCore, digit: str) -> None:
     assert core.menu is not None
     core.keys.append(digit)
     core.note(f"key {digit}")
-    if digit in core.menu.targets:
-        session.option_chosen(digit)
-        return
-    core.invalid += 1
-    if 0 < core.timing.max_invalid <= core.invalid:
-        session.route_to_operator("invalid-input")
-        return
-    core.port.send(Play(core.call_control_id, core.book.invalid_url, True, core.menu.keys))
-    core.note("invalid selection")
-    core.restart_input_timer()
-
-
-@in_menu.upon(CallSession.option_chosen).to(confirming)
-def _chosen(session: CallSession, core: SessionCore, key: str) -> None:
-    core.cancel("input_timer")
-    core.phase = "confirming"
-    core.chosen = key
-    core.port.send(Play(core.call_control_id, core.book.confirm_url, False))
-    core.note("selection confirmed")
-    core.confirm_timer = core.later(core.timing.confirm_delay, session.confirm_elapsed)
+    action = core.menu.actions.get(digit)
+    if action is not None:
+        core.chosen = digit
+        core.perform(session, action, "selected")
+    elif core.invalid_input():
+        core.play(core.book.invalid_url(core.menu), core.menu.keys)
+        core.restart_input_timer()
+    else:
+        session.give_up("invalid-input")
 
 
 @in_menu.upon(CallSession.input_timed_out).loop()
 def _no_input(session: CallSession, core: SessionCore) -> None:
+    if core.no_input():
+        core.send_menu()
+    else:
+        session.give_up("no-input")
+
+
+@in_menu.upon(CallSession.menu_entered).loop()
+def _submenu(session: CallSession, core: SessionCore, name: str) -> None:
+    core.enter_menu(name)
+
+
+@collecting.upon(CallSession.menu_entered).to(in_menu)
+def _submenu_after_collect(session: CallSession, core: SessionCore, name: str) -> None:
+    core.collect = None
+    core.enter_menu(name)
+
+
+@in_menu.upon(CallSession.collect_started).to(collecting)
+def _collect(session: CallSession, core: SessionCore, collect: Collect) -> None:
+    core.cancel("input_timer")
+    core.collect = collect
+    core.repeats = core.invalid = 0
+    core.offer_collect()
+
+
+@collecting.upon(CallSession.digit_received).loop()
+def _collect_digit(session: CallSession, core: SessionCore, digit: str) -> None:
+    collect = core.collect
+    assert collect is not None
+    if digit == collect.terminator:
+        core.collect_done(session)
+    elif digit in collect.valid_keys:
+        core.digits += digit
+        if len(core.digits) >= collect.max_digits:
+            core.collect_done(session)
+        else:
+            core.restart_input_timer(collect.inter_digit_timeout)
+    else:
+        core.digits = ""
+        if core.invalid_input():
+            assert core.menu is not None
+            core.play(core.book.invalid_url(core.menu), ())
+            core.offer_collect()
+        else:
+            session.give_up("invalid-input")
+
+
+@collecting.upon(CallSession.input_timed_out).loop()
+def _collect_pause(session: CallSession, core: SessionCore) -> None:
     core.input_timer = None
-    if core.repeats >= core.timing.menu_repeats:
-        session.route_to_operator("no-input")
-        return
-    core.repeats += 1
-    core.note("no input")
-    core.send_menu()
+    if core.digits:
+        core.collect_done(session)
+    elif core.no_input():
+        core.offer_collect()
+    else:
+        session.give_up("no-input")
 
 
-@in_menu.upon(CallSession.route_to_operator).to(ended)
-def _to_operator(session: CallSession, core: SessionCore, reason: str) -> None:
-    core.transfer(None, reason)
+for _state in WAITING:
+
+    @_state.upon(CallSession.transfer_chosen).to(confirming)
+    def _chosen(session: CallSession, core: SessionCore, action: str) -> None:
+        core.cancel("input_timer")
+        core.phase = "confirming"
+        core.chosen = action
+        language = core.menu.language if core.menu is not None else None
+        core.port.send(Play(core.call_control_id, core.book.confirm_url(language), False))
+        core.note("selection confirmed")
+        core.confirm_timer = core.later(core.timing.confirm_delay, session.confirm_elapsed)
+
+    @_state.upon(CallSession.give_up).loop()
+    def _give_up(session: CallSession, core: SessionCore, reason: str) -> None:
+        core.perform(session, core.book.on_failure(core.menu), reason)
+
+    @_state.upon(CallSession.transfer_now).to(ended)
+    def _transfer_now(session: CallSession, core: SessionCore, action: str, reason: str) -> None:
+        core.transfer(action, reason)
+
+    @_state.upon(CallSession.hangup_chosen).to(ended)
+    def _hang_up(session: CallSession, core: SessionCore, reason: str) -> None:
+        core.port.send(Hangup(core.call_control_id))
+        core.note("hang up")
+        core.port.close()
+        core.end(Outcome("hungup", f"by the menu ({reason})"))
 
 
 @confirming.upon(CallSession.confirm_elapsed).to(ended)
 def _confirmed(session: CallSession, core: SessionCore) -> None:
     core.confirm_timer = None
+    assert core.chosen is not None
     core.transfer(core.chosen, "selected")
 
 
@@ -396,12 +586,12 @@ for _state in LIVE:
 # A platform error while the caller waits for the menu: the caller may hear
 # nothing more, so hand them to the operator.  While confirming, the transfer
 # is already on its way.
-for _state in (awaiting_profile, in_menu):
+for _state in (awaiting_profile, in_menu, collecting):
 
     @_state.upon(CallSession.platform_error).to(ended)
     def _platform_error(session: CallSession, core: SessionCore, message: str) -> None:
         core.note("platform error")
-        core.transfer(None, "platform-error")
+        core.transfer(core.book.operator, "platform-error")
 
 
 confirming.upon(CallSession.platform_error).loop().returns(None)
@@ -414,9 +604,13 @@ for _input in (
     CallSession.connected,
     CallSession.connection_failed,
     CallSession.handshake_timed_out,
-    CallSession.option_chosen,
+    CallSession.transfer_chosen,
+    CallSession.collect_started,
+    CallSession.menu_entered,
+    CallSession.hangup_chosen,
+    CallSession.transfer_now,
+    CallSession.give_up,
     CallSession.input_timed_out,
-    CallSession.route_to_operator,
     CallSession.confirm_elapsed,
     CallSession.hangup_received,
     CallSession.platform_error,

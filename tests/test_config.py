@@ -265,7 +265,7 @@ audio_base_url = "https://audio.file.example/"
     def test_audio_url_into_menu(self) -> None:
         """AUDIO_BASE_URL sets the prompts' URLs."""
         config = self.load("", environ={**CREDENTIALS, "AUDIO_BASE_URL": "https://cdn.example/x/"})
-        self.assertEqual(config.menu.confirm_url, "https://cdn.example/x/selection_confirmed.mp3")
+        self.assertEqual(config.menu.confirm_url(), "https://cdn.example/x/selection_confirmed.mp3")
 
     def test_unrelated_variables(self) -> None:
         """Other variables are not read."""
@@ -657,8 +657,8 @@ class ValuesTests(SynchronousTestCase):
                 "platform": {"client_id": "a", "client_secret": "b"},
                 "menu": {
                     "targets": {"transfer_operator": "ext:op"},
-                    "options": [{"key": "0", "prompt": "p", "action": "transfer_operator"}],
-                    "default": [{"key": "0", "prompt": "p", "action": "transfer_operator"}],
+                    "options": [{"key": "0", "prompt": "p.mp3", "action": "transfer_operator"}],
+                    "default": [{"key": "0", "prompt": "p.mp3", "action": "transfer_operator"}],
                 },
             }
         )

@@ -1,0 +1,146 @@
+"""
+Rules over profile attributes, loaded from configuration and checked when
+they are loaded, never evaluated with ``eval``.  A missing attribute, or one
+of another type than the rule compares with, fails the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import attrs
+
+from .errors import ConfigError
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_kind(a: object, b: object) -> bool:
+    if _is_number(a) and _is_number(b):
+        return True
+    return type(a) is type(b)
+
+
+@attrs.frozen
+class Compare:
+    """
+    Compare one attribute with a value.  A missing attribute, or one of
+    another type than the value, fails the rule.
+    """
+
+    attribute: str
+    op: str
+    value: Any
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        if self.op == "exists":
+            return (self.attribute in attributes) is self.value
+        if self.attribute not in attributes:
+            return False
+        actual = attributes[self.attribute]
+        if self.op == "one_of":
+            return any(_same_kind(actual, v) and actual == v for v in self.value)
+        if not _same_kind(actual, self.value):
+            return False
+        if self.op == "equals":
+            return bool(actual == self.value)
+        if self.op == "not_equals":
+            return bool(actual != self.value)
+        if not _is_number(actual):
+            return False
+        return _ORDERINGS[self.op](actual, self.value)
+
+
+_ORDERINGS: Dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+}
+
+
+@attrs.frozen
+class AllOf:
+    rules: Tuple["Rule", ...]
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        return all(r.matches(attributes) for r in self.rules)
+
+
+@attrs.frozen
+class AnyOf:
+    rules: Tuple["Rule", ...]
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        return any(r.matches(attributes) for r in self.rules)
+
+
+@attrs.frozen
+class Not:
+    rule: "Rule"
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        return not self.rule.matches(attributes)
+
+
+Rule = Any  # Compare | AllOf | AnyOf | Not
+
+COMPARISONS = ("equals", "not_equals", "one_of", "gt", "ge", "lt", "le", "exists")
+
+
+def parse_rule(data: Any, where: str) -> Rule:
+    """
+    Parse one rule from configuration.
+
+    Forms: ``{attribute = "x", <op> = value}`` with ``op`` one of
+    :data:`COMPARISONS`; ``{all = [rule, ...]}``; ``{any = [rule, ...]}``;
+    ``{not = rule}``.
+
+    :param where: the dotted place in the file, for error messages
+    :raises ConfigError: naming ``where`` when the rule is not well formed
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(where, "a rule must be a table")
+    combinators = [k for k in ("all", "any", "not") if k in data]
+    if combinators:
+        if len(data) != 1:
+            raise ConfigError(where, f"{combinators[0]!r} must stand alone in its table")
+        key = combinators[0]
+        if key == "not":
+            return Not(parse_rule(data["not"], f"{where}.not"))
+        items = data[key]
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{where}.{key}", "must be a non-empty list of rules")
+        rules = tuple(parse_rule(r, f"{where}.{key}[{i}]") for i, r in enumerate(items))
+        return AllOf(rules) if key == "all" else AnyOf(rules)
+    attribute = data.get("attribute")
+    if not isinstance(attribute, str) or not attribute:
+        raise ConfigError(f"{where}.attribute", "must be a non-empty string")
+    ops = [k for k in data if k != "attribute"]
+    if len(ops) != 1:
+        raise ConfigError(
+            where, f"needs exactly one comparison, one of: {', '.join(COMPARISONS)}"
+        )
+    op = ops[0]
+    value = data[op]
+    if op not in COMPARISONS:
+        raise ConfigError(
+            f"{where}.{op}",
+            f"unknown rule operator; known: {', '.join(COMPARISONS)}",
+        )
+    if op in ("gt", "ge", "lt", "le") and not _is_number(value):
+        raise ConfigError(f"{where}.{op}", "must be a number")
+    if op == "exists" and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{op}", "must be true or false")
+    if op == "one_of":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}.{op}", "must be a non-empty list")
+        if any(isinstance(v, (dict, list)) for v in value):
+            raise ConfigError(f"{where}.{op}", "must be a list of single values")
+        value = tuple(value)
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}.{op}", "must be a single value")
+    return Compare(attribute, op, value)
+
+
