@@ -7,7 +7,7 @@ it, the embedded local platform with its scripted calls.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import attrs
 from treq.client import HTTPClient
@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .calls import CallContext, CallRegistry
-from .config import Config
+from .config import Config, load_config
 from .errors import ConfigError
 from ._retry import RetryBudget
 from .intake import make_site
@@ -98,6 +98,45 @@ class IVRService(Service):
                 self.reactor.stop()
 
         self._started.addErrback(failed)
+
+    def reload(self, environ: Optional[Mapping[str, str]] = None) -> bool:
+        """
+        Load the configuration file again (on SIGHUP) and, if it passes every
+        check, use its menus and timings for new calls.  Calls in progress
+        keep the menu they started with; a configuration that fails
+        validation never replaces the working one.
+
+        :return: whether the new configuration was taken
+        """
+        try:
+            new = load_config(self.config.source, os.environ if environ is None else environ)
+            check_scenario(new)
+        except ConfigError as e:
+            self.log.error(
+                "reload refused, still serving the previous configuration: {error}",
+                error=str(e),
+            )
+            return False
+        needs_restart = [
+            name
+            for name in ("platform", "intake", "profiles")
+            if getattr(new, name) != getattr(self.config, name)
+        ]
+        if needs_restart:
+            self.log.warn(
+                "reload: changes to [{sections}] take effect only after a restart",
+                sections="], [".join(needs_restart),
+            )
+        self.config = attrs.evolve(self.config, menu=new.menu, timing=new.timing)
+        if self.registry is not None:
+            self.registry.context = attrs.evolve(
+                self.registry.context, book=new.menu, timing=new.timing
+            )
+        self.log.info(
+            "configuration reloaded: {menus} menus; calls in progress keep theirs",
+            menus=len(new.menu.menus),
+        )
+        return True
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

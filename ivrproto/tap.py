@@ -73,4 +73,18 @@ def makeService(options: Options) -> IService:
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined]
 
-    return IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+    service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+    install_reload_signal(reactor, service)
+    return service
+
+
+def install_reload_signal(reactor: Any, service: Any) -> None:
+    """
+    SIGHUP reloads the configuration (see :meth:`IVRService.reload`).
+    """
+    import signal
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(
+            signal.SIGHUP, lambda signum, frame: reactor.callFromThread(service.reload)
+        )
