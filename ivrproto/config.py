@@ -7,6 +7,7 @@ as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
 from __future__ import annotations
 
 import ipaddress
+import re
 import math
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_API_URL = "https://api.us-east-1.mypurecloud.com"
+
+#: The environment variable holding the intake's shared secret (by default).
+SECRET_ENV = "IVR_INTAKE_SECRET"
 DEFAULT_SCOPE = "profile:read callcontrol:inbound callcontrol:media"
 
 #: Environment variables of the contract, and the setting each overrides.
@@ -71,12 +75,21 @@ class IntakeConfig:
     :ivar max_active_calls: calls in progress beyond which new ones get 503
     :ivar outcome_retention: seconds an ended call stays visible at
         ``GET /v1/calls/<id>``
+    :ivar secret: the shared secret of signed intake requests (from the
+        environment variable named by ``secret_env``); required when the
+        intake listens beyond loopback
+    :ivar signature_tolerance: seconds a signed request's timestamp may be off
+    :ivar drain_deadline: seconds after SIGTERM before calls still in a menu
+        are transferred to the operator
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
     max_body: int = 16 * 1024
     max_active_calls: int = 10_000
     outcome_retention: float = 300.0
+    secret: Optional[str] = attrs.field(default=None, repr=False)
+    signature_tolerance: float = 300.0
+    drain_deadline: float = 25.0
 
 
 @attrs.frozen
@@ -157,6 +170,37 @@ def is_loopback_host(host: Optional[str]) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def endpoint_is_loopback(description: str) -> bool:
+    """
+    Whether a Twisted server endpoint description listens on loopback only
+    (``tcp:8080:interface=127.0.0.1``) or on a UNIX socket.  A ``tcp``
+    endpoint without ``interface=`` listens on every address.
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "unix":
+        return True
+    for part in re.split(r"(?<!\\):", rest):
+        name, equals, value = part.partition("=")
+        if equals and name == "interface":
+            return is_loopback_host(value.replace("\\", ""))
+    return False
+
+
+def check_intake_protection(config: "Config", listen: str) -> None:
+    """
+    Refuse an intake that listens beyond loopback with no shared secret.
+
+    :raises ConfigError: naming ``intake.listen``
+    """
+    if config.intake.secret is None and not endpoint_is_loopback(listen):
+        raise ConfigError(
+            "intake.listen",
+            f"{listen!r} listens beyond loopback: set {SECRET_ENV} so that intake "
+            "requests must be signed",
+            config.source,
+        )
 
 
 def check_url(url: Any, key: str, source: Optional[str], *, tls_unless_loopback: bool) -> str:
@@ -342,6 +386,13 @@ def parse_config(
         ),
         outcome_retention=intake.positive(
             "outcome_retention", intake_defaults.outcome_retention, allow_zero=True
+        ),
+        secret=environ.get(intake.get("secret_env", str, SECRET_ENV)) or None,
+        signature_tolerance=intake.positive(
+            "signature_tolerance", intake_defaults.signature_tolerance
+        ),
+        drain_deadline=intake.positive(
+            "drain_deadline", intake_defaults.drain_deadline, allow_zero=True
         ),
     )
     intake.finish()

@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .calls import CallRegistry
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: Call ids are logged and used in URLs: a conservative alphabet.
 CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")
@@ -66,10 +67,16 @@ class CallsResource(Resource):
 
     log = Logger()
 
-    def __init__(self, registry: CallRegistry, is_draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: CallRegistry,
+        is_draining: Callable[[], bool],
+        signatures: Optional[SignatureCheck] = None,
+    ) -> None:
         super().__init__()
         self.registry = registry
         self.is_draining = is_draining
+        self.signatures = signatures
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -85,8 +92,17 @@ class CallsResource(Resource):
         if self.is_draining():
             request.setHeader(b"retry-after", b"5")
             return _json(request, 503, {"error": "draining: not taking new calls"})
+        raw = request.content.read()
+        now = self.registry.context.reactor.seconds()
+        if self.signatures is not None:
+            problem = self.signatures.problem(
+                request.getHeader(TIMESTAMP_HEADER), request.getHeader(SIGNATURE_HEADER), raw, now
+            )
+            if problem is not None:
+                self.log.warn("intake request refused: {problem}", problem=problem)
+                return _json(request, 401, {"error": problem})
         try:
-            body = json.loads(request.content.read())
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return _json(request, 400, {"error": "body is not valid JSON"})
         if not isinstance(body, dict):
@@ -124,6 +140,10 @@ class CallsResource(Resource):
         if self.registry.full:
             request.setHeader(b"retry-after", b"1")
             return _json(request, 503, {"error": "over capacity"})
+        if self.signatures is not None and not self.signatures.first_time(call_control_id, now):
+            return _json(
+                request, 409, {"error": "this call was already started (replayed request?)"}
+            )
         self.registry.start_call(call_control_id, external_id)
         request.setHeader(b"location", b"/v1/calls/" + call_control_id.encode("ascii"))
         return _json(
@@ -218,6 +238,7 @@ def make_site(
     max_body: int,
     stats: Optional[Callable[[], dict[str, Any]]] = None,
     extra: Optional[dict[bytes, Resource]] = None,
+    signatures: Optional[SignatureCheck] = None,
 ) -> Site:
     """
     The intake's web site.
@@ -225,7 +246,7 @@ def make_site(
     root = Resource()
     v1 = Resource()
     root.putChild(b"v1", v1)
-    v1.putChild(b"calls", CallsResource(registry, is_draining))
+    v1.putChild(b"calls", CallsResource(registry, is_draining, signatures))
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())

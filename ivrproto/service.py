@@ -19,7 +19,8 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .calls import CallContext, CallRegistry
-from .config import Config, load_config
+from .config import Config, check_intake_protection, load_config
+from .signing import SignatureCheck
 from .errors import ConfigError
 from ._retry import RetryBudget
 from .intake import make_site
@@ -69,6 +70,7 @@ class IVRService(Service):
         self.reactor = reactor
         self.config = config
         self.intake_description = intake or config.intake.listen
+        check_intake_protection(config, self.intake_description)
         self.scenario = check_scenario(config)
         self.on_scenario_done = on_scenario_done
         self.platform: Any = None
@@ -228,6 +230,14 @@ class IVRService(Service):
             lambda: self.draining,
             self.config.intake.max_body,
             stats=self.stats,
+            signatures=(
+                None
+                if self.config.intake.secret is None
+                else SignatureCheck(
+                    self.config.intake.secret.encode("utf-8"),
+                    self.config.intake.signature_tolerance,
+                )
+            ),
         )
         endpoint = serverFromString(self.reactor, self.intake_description)
         self.port = yield endpoint.listen(site)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import Config, load_config
+from .config import Config, check_intake_protection, load_config
 from .errors import ConfigError
 
 
@@ -42,13 +42,6 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        try:
-            self.config = load_config(self["config"], os.environ)
-            from .service import check_scenario
-
-            check_scenario(self.config)
-        except ConfigError as e:
-            raise usage.UsageError(f"bad configuration: {e}") from None
         if self["intake"]:
             from twisted.internet import reactor
             from twisted.internet.endpoints import serverFromString
@@ -57,6 +50,14 @@ class Options(usage.Options):
                 serverFromString(reactor, self["intake"])
             except (ValueError, TypeError, KeyError) as e:
                 raise usage.UsageError(f"bad --intake endpoint {self['intake']!r}: {e}") from None
+        from .service import check_scenario
+
+        try:
+            self.config = load_config(self["config"], os.environ)
+            check_scenario(self.config)
+            check_intake_protection(self.config, self["intake"] or self.config.intake.listen)
+        except ConfigError as e:
+            raise usage.UsageError(f"bad configuration: {e}") from None
 
 
 def makeService(options: Options) -> IService:
