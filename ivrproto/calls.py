@@ -20,9 +20,10 @@ from twisted.python.failure import Failure
 
 from .config import Timing
 from .errors import IVRError
+from .metrics import Metrics
 from .lookup import LookupResult
 from .menu import MenuBook
-from .messages import Command
+from .messages import Command, Play
 from .protocol import CallControlProtocol, connect_call_control
 from .session import CallSession, Outcome, SessionCore, new_session
 
@@ -66,6 +67,7 @@ class CallContext:
     websocket_url: str
     log_key: bytes = attrs.field(repr=False)
     connect: ConnectFunction = connect_call_control
+    metrics: Optional[Metrics] = None
 
 
 class CallRunner:
@@ -83,17 +85,23 @@ class CallRunner:
         call_control_id: str,
         external_id: str,
         on_finished: Callable[["CallRunner", Outcome], None],
+        on_closed: Optional[Callable[[Optional[int]], None]] = None,
     ) -> None:
         self.context = context
         self.call_control_id = call_control_id
         self._external_id = external_id
         self.caller = caller_ref(external_id, context.log_key)
         self._on_finished = on_finished
+        self._on_closed = on_closed
         self._protocol: Optional[CallControlProtocol] = None
         self._connecting: Optional[Deferred[Any]] = None
         self._token: Optional[str] = None
         self._upgrade_retried = False
         self._abandoned = False
+        self.accepted_at = context.reactor.seconds()
+        self._lookup_started = 0.0
+        self._first_play_sent = False
+        self._digit_at: Optional[float] = None
         self.session, self.core = new_session(
             call_control_id, context.book, context.timing, context.reactor, self
         )
@@ -108,10 +116,14 @@ class CallRunner:
     # -- CallPort --------------------------------------------------------------
 
     def lookup_profile(self) -> None:
+        self._lookup_started = self.context.reactor.seconds()
         d = self.context.profiles.lookup(self._external_id, self.context.timing.profile_budget)
         d.addCallbacks(self._profile_known, self._profile_failed)
 
     def _profile_known(self, result: LookupResult) -> None:
+        metrics = self.context.metrics
+        if metrics is not None:
+            metrics.profile_latency.observe(self.context.reactor.seconds() - self._lookup_started)
         self.session.profile_resolved(result.attributes, result.outcome)
 
     def _profile_failed(self, failure: Failure) -> None:
@@ -156,8 +168,18 @@ class CallRunner:
         self.session.connection_failed(reason)
 
     def send(self, command: Command) -> None:
-        if self._protocol is not None:
-            self._protocol.send_command(command)
+        if self._protocol is None:
+            return
+        self._protocol.send_command(command)
+        metrics = self.context.metrics
+        if metrics is not None:
+            now = self.context.reactor.seconds()
+            if not self._first_play_sent and isinstance(command, Play):
+                self._first_play_sent = True
+                metrics.first_prompt.observe(now - self.accepted_at)
+            if self._digit_at is not None:
+                metrics.key_to_command.observe(now - self._digit_at)
+                self._digit_at = None
 
     def close(self) -> None:
         if self._protocol is not None:
@@ -192,6 +214,7 @@ class CallRunner:
         self.session.connection_failed(reason)
 
     def digit_received(self, digit: str) -> None:
+        self._digit_at = self.context.reactor.seconds()
         self.session.digit_received(digit)
 
     def hangup_received(self, reason: Optional[str]) -> None:
@@ -207,6 +230,8 @@ class CallRunner:
         self.session.platform_error(message)
 
     def connection_closed(self, code: Optional[int], reason: str) -> None:
+        if self._on_closed is not None:
+            self._on_closed(code)
         self.session.connection_lost(reason)
 
 
@@ -267,6 +292,8 @@ class CallRegistry:
         self._on_call_ended = on_call_ended
         self._waiters: Dict[str, list[Deferred[CallRecord]]] = {}
         self.totals: Dict[str, int] = {}
+        self.fallbacks: Dict[str, int] = {}
+        self.closes: Dict[int, int] = {}
 
     @property
     def full(self) -> bool:
@@ -277,7 +304,9 @@ class CallRegistry:
         Start a session for a new call.  The caller checks for duplicates
         and capacity first.
         """
-        runner = CallRunner(self.context, call_control_id, external_id, self._finished)
+        runner = CallRunner(
+            self.context, call_control_id, external_id, self._finished, self._closed
+        )
         self.active[call_control_id] = runner
         self._forget(call_control_id)
         self.log.info(
@@ -301,6 +330,9 @@ class CallRegistry:
         )
         self.active.pop(runner.call_control_id, None)
         self.totals[outcome.kind] = self.totals.get(outcome.kind, 0) + 1
+        if core.menu is not None and core.menu.is_default:
+            self.fallbacks[core.profile] = self.fallbacks.get(core.profile, 0) + 1
+
         target = f" to {outcome.target}" if outcome.target else ""
         self.log.info(
             "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
@@ -324,6 +356,10 @@ class CallRegistry:
             self._on_call_ended(record)
         for waiter in self._waiters.pop(runner.call_control_id, []):
             waiter.callback(record)
+
+    def _closed(self, code: Optional[int]) -> None:
+        key = 1006 if code is None else code
+        self.closes[key] = self.closes.get(key, 0) + 1
 
     def when_ended(self, call_control_id: str) -> Deferred[CallRecord]:
         """

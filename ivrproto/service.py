@@ -25,6 +25,7 @@ from .errors import ConfigError
 from ._retry import RetryBudget
 from .intake import make_site
 from .lookup import ProfileLookup
+from .metrics import Metrics, MetricsResource
 from .oauth import TokenSource
 from .profiles import ExternalContactsClient, ProfileClient
 
@@ -81,6 +82,7 @@ class IVRService(Service):
         self.registry: Optional[CallRegistry] = None
         self.port: Optional[IListeningPort] = None
         self.draining = False
+        self.metrics: Optional[Metrics] = None
         self.scenario_done: Optional[Deferred[Any]] = None
         self._started: Optional[Deferred[None]] = None
 
@@ -212,7 +214,9 @@ class IVRService(Service):
             breaker_failures=profiles.breaker_failures,
             breaker_reset=profiles.breaker_reset,
         )
+        self.metrics = Metrics(self.stats)
         context = CallContext(
+            metrics=self.metrics,
             reactor=self.reactor,
             tokens=self.tokens,
             profiles=self.lookup,
@@ -230,6 +234,7 @@ class IVRService(Service):
             lambda: self.draining,
             self.config.intake.max_body,
             stats=self.stats,
+            extra={b"metrics": MetricsResource(self.metrics)},
             signatures=(
                 None
                 if self.config.intake.secret is None
@@ -284,7 +289,10 @@ class IVRService(Service):
         assert self.registry is not None and self.tokens is not None
         assert self.lookup is not None and self.source is not None
         return {
+            "draining": self.draining,
             "calls": {"active": len(self.registry.active), **self.registry.totals},
+            "fallbacks": dict(self.registry.fallbacks),
+            "closes": dict(self.registry.closes),
             "tokens": attrs.asdict(self.tokens.stats),
             "profiles": {
                 "source": self.config.profiles.source,

@@ -234,3 +234,35 @@ class ExternalContactsTests(ServiceTestCase):
         self.assertEqual(theirs.transfer_target, "ext:play_ticket_info")
         self.assertEqual(self.platform.stats.contact_requests, 1)
         self.assertEqual(self.platform.stats.profile_requests, 0)
+
+
+class MetricsTests(ServiceTestCase):
+    @inlineCallbacks
+    def test_metrics_present_and_moving(self) -> Any:
+        """/metrics serves the Prometheus text format, and the figures move with calls."""
+        yield self.call("CRM-PREMIUM", ["menu", "press:1"], call_id="call-a")
+        yield self.call("CRM-UNKNOWN", ["menu", "press:2"], call_id="call-b")
+        yield self.call("CRM-PREMIUM", ["menu", "drop"], call_id="call-c")
+        response = yield treq.get(self.service.intake_url + "/metrics", timeout=5, persistent=False)
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
+        text = (yield response.content()).decode()
+        for line in (
+            'ivr_calls_total{outcome="transferred"} 2.0',
+            'ivr_calls_total{outcome="failed"} 1.0',
+            "ivr_calls_active 0.0",
+            'ivr_profile_lookups_total{outcome="found"} 1.0',
+            'ivr_profile_lookups_total{outcome="not-found"} 1.0',
+            'ivr_profile_lookups_total{outcome="hit"} 1.0',
+            "ivr_profile_cache_hits_total 1.0",
+            'ivr_default_menu_fallbacks_total{reason="not-found"} 1.0',
+            'ivr_websocket_closes_total{code="1011"} 1.0',
+            'ivr_profile_breaker_state{state="closed"} 1.0',
+            "ivr_intake_to_first_prompt_seconds_count 3.0",
+            "ivr_key_to_command_seconds_count 2.0",
+            "ivr_profile_lookup_seconds_count 3.0",
+        ):
+            self.assertIn(line, text)
+        self.assertRegex(text, r"ivr_token_requests_total [1-9]")
+        self.assertNotIn("CRM-", text)
+        self.assertNotIn("call-a", text)

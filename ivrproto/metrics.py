@@ -1,0 +1,164 @@
+"""
+Prometheus metrics, served at ``/metrics``.
+
+Counters that the parts keep anyway (token requests, lookups by outcome,
+calls by outcome, breaker state) are read at scrape time by a collector, so
+they cost nothing per call; only the latencies are observed as calls go.
+Labels are bounded sets (outcomes, close codes, reasons): never a caller id,
+a call id, a token or an attribute value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+#: Latency buckets, in seconds: callers notice tens of milliseconds.
+FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+BREAKER_STATES = ("closed", "half-open", "open")
+
+
+class Metrics:
+    """
+    The service's metrics, in a registry of their own.
+
+    :param stats: returns the service's counters (see
+        :meth:`IVRService.stats`), read at each scrape
+    """
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.first_prompt = Histogram(
+            "ivr_intake_to_first_prompt_seconds",
+            "Time from an accepted intake request to the first play command sent.",
+            buckets=FAST_BUCKETS,
+            registry=self.registry,
+        )
+        self.key_to_command = Histogram(
+            "ivr_key_to_command_seconds",
+            "Time from a dtmf event received to the next command sent.",
+            buckets=FAST_BUCKETS,
+            registry=self.registry,
+        )
+        self.profile_latency = Histogram(
+            "ivr_profile_lookup_seconds",
+            "Time a call waited for its profile lookup (cache hits included).",
+            buckets=FAST_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StatsCollector(stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StatsCollector:
+    """
+    Turns the service's counters into metric families at scrape time.
+    """
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        stats = self._stats()
+        calls = stats["calls"]
+        active = GaugeMetricFamily("ivr_calls_active", "Calls in progress.")
+        active.add_metric([], calls["active"])
+        yield active
+        draining = GaugeMetricFamily("ivr_draining", "1 while the service drains.")
+        draining.add_metric([], 1 if stats.get("draining") else 0)
+        yield draining
+        total = CounterMetricFamily("ivr_calls", "Calls ended, by outcome.", labels=["outcome"])
+        for outcome in ("transferred", "hungup", "failed"):
+            total.add_metric([outcome], calls.get(outcome, 0))
+        yield total
+        fallbacks = CounterMetricFamily(
+            "ivr_default_menu_fallbacks",
+            "Calls that got the default menu, by why.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.get("fallbacks", {}).items()):
+            fallbacks.add_metric([reason], count)
+        yield fallbacks
+        closes = CounterMetricFamily(
+            "ivr_websocket_closes", "Call Control connections closed, by code.", labels=["code"]
+        )
+        for code, count in sorted(stats.get("closes", {}).items()):
+            closes.add_metric([str(code)], count)
+        yield closes
+
+        tokens = stats["tokens"]
+        requests = CounterMetricFamily(
+            "ivr_token_requests", "Requests to the token endpoint."
+        )
+        requests.add_metric([], tokens.get("requests", 0))
+        yield requests
+        refreshes = CounterMetricFamily("ivr_token_refreshes", "Access tokens obtained.")
+        refreshes.add_metric([], tokens.get("refreshes", 0))
+        yield refreshes
+        failures = CounterMetricFamily("ivr_token_failures", "Failed token fetches.")
+        failures.add_metric([], tokens.get("failures", 0))
+        yield failures
+
+        profiles = stats["profiles"]
+        lookups = profiles["lookups"]
+        by_outcome = CounterMetricFamily(
+            "ivr_profile_lookups", "Profile lookups, by outcome.", labels=["outcome"]
+        )
+        for field, outcome in (
+            ("hits", "hit"),
+            ("negative_hits", "negative-hit"),
+            ("found", "found"),
+            ("not_found", "not-found"),
+            ("failed", "failed"),
+            ("timed_out", "timed-out"),
+            ("rate_limited", "rate-limited"),
+            ("circuit_open", "circuit-open"),
+        ):
+            by_outcome.add_metric([outcome], lookups.get(field, 0))
+        yield by_outcome
+        hits = CounterMetricFamily("ivr_profile_cache_hits", "Lookups answered from the cache.")
+        hits.add_metric([], lookups.get("hits", 0) + lookups.get("negative_hits", 0))
+        yield hits
+        requests = CounterMetricFamily(
+            "ivr_profile_requests", "Requests to the profile source (retries included)."
+        )
+        requests.add_metric([], profiles["requests"].get("requests", 0))
+        yield requests
+        cache = GaugeMetricFamily("ivr_profile_cache_entries", "Profiles in the cache.")
+        cache.add_metric([], profiles.get("cache_entries", 0))
+        yield cache
+        breaker = GaugeMetricFamily(
+            "ivr_profile_breaker_state",
+            "1 for the circuit breaker's current state.",
+            labels=["state"],
+        )
+        for state in BREAKER_STATES:
+            breaker.add_metric([state], 1 if profiles.get("breaker") == state else 0)
+        yield breaker
+
+
+class MetricsResource(Resource):
+    """
+    ``/metrics`` in the Prometheus text format.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self.metrics.render()
