@@ -111,6 +111,22 @@ class Timing:
     token_refresh_margin: float = 60.0
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@attrs.frozen
+class LoggingConfig:
+    """
+    :ivar format: ``text`` (twistd's usual lines) or ``json`` (one object a line)
+    :ivar hash_key: the key of the keyed hash that stands in for caller ids
+        in logs (from the environment variable named by ``hash_key_env``);
+        ``None``: a random key per process
+    """
+
+    format: str = "text"
+    hash_key: Optional[str] = attrs.field(default=None, repr=False)
+
+
 PROFILE_SOURCES = ("profiles", "external-contacts")
 LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
 
@@ -154,6 +170,7 @@ class Config:
     source: str
     base_dir: Path
     profiles: ProfilesConfig = ProfilesConfig()
+    logging: LoggingConfig = LoggingConfig()
     # repr=False: the emulator table may hold the (local) client secret.
     emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)
 
@@ -289,7 +306,7 @@ def parse_config(
         override the file
     :raises ConfigError: for the first problem found
     """
-    known = {"platform", "intake", "timing", "profiles", "menu", "emulator", "calls"}
+    known = {"platform", "intake", "timing", "profiles", "logging", "menu", "emulator", "calls"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section", source)
@@ -443,6 +460,15 @@ def parse_config(
             "profiles.lookup_type", f"must be one of: {', '.join(LOOKUP_TYPES)}", source
         )
 
+    logging = _Table(data.get("logging"), "logging", source)
+    logging_config = LoggingConfig(
+        format=logging.get("format", str, "text"),
+        hash_key=environ.get(logging.get("hash_key_env", str, "IVR_LOG_KEY")) or None,
+    )
+    logging.finish()
+    if logging_config.format not in LOG_FORMATS:
+        raise ConfigError("logging.format", f"must be one of: {', '.join(LOG_FORMATS)}", source)
+
     try:
         menu = parse_menu(data.get("menu"), platform_config.audio_base_url)
     except ConfigError as e:
@@ -454,6 +480,7 @@ def parse_config(
         timing=timing_config,
         menu=menu,
         profiles=profiles_config,
+        logging=logging_config,
         source=source,
         base_dir=base_dir,
         emulator=emulator,

@@ -15,7 +15,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .calls import CallContext, CallRegistry
@@ -91,6 +92,15 @@ class IVRService(Service):
         assert self.port is not None
         address = self.port.getHost()
         return f"http://{address.host}:{address.port}"
+
+    def setServiceParent(self, parent: Any) -> None:
+        # With JSON logs asked for, offer twistd the JSON observer as the
+        # application's log observer (twistd's --logger still wins).
+        if self.config.logging.format == "json" and isinstance(parent, Componentized):
+            from .logs import json_observer
+
+            parent.setComponent(ILogObserver, json_observer())
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -223,7 +233,11 @@ class IVRService(Service):
             book=self.config.menu,
             timing=timing,
             websocket_url=platform_config.websocket_url,
-            log_key=os.urandom(16),
+            log_key=(
+                self.config.logging.hash_key.encode("utf-8")
+                if self.config.logging.hash_key
+                else os.urandom(16)
+            ),
         )
         self.registry = CallRegistry(
             context, self.config.intake.max_active_calls, self.config.intake.outcome_retention

@@ -11,7 +11,9 @@ from typing import Any, Optional
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import Config, check_intake_protection, load_config
+import attrs
+
+from .config import LOG_FORMATS, Config, check_intake_protection, load_config
 from .errors import ConfigError
 
 
@@ -28,6 +30,12 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", "c", None, "The configuration file (TOML). Required."],
+        [
+            "log-format",
+            None,
+            None,
+            "text or json (one JSON object a line); overrides [logging] format.",
+        ],
         [
             "intake",
             "i",
@@ -58,6 +66,13 @@ class Options(usage.Options):
             check_intake_protection(self.config, self["intake"] or self.config.intake.listen)
         except ConfigError as e:
             raise usage.UsageError(f"bad configuration: {e}") from None
+        if self["log-format"] is not None:
+            if self["log-format"] not in LOG_FORMATS:
+                raise usage.UsageError(f"--log-format must be one of: {', '.join(LOG_FORMATS)}")
+            self.config = attrs.evolve(
+                self.config,
+                logging=attrs.evolve(self.config.logging, format=self["log-format"]),
+            )
 
 
 def makeService(options: Options) -> IService:
