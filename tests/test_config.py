@@ -425,7 +425,8 @@ class ConfigErrorTests(_ConfigFiles, SynchronousTestCase):
 
     def test_unknown_section(self) -> None:
         """An unknown section is named."""
-        self.assertConfigError("[logging]\nlevel = 1\n", "logging")
+        self.assertConfigError("[tracing]\nlevel = 1\n", "tracing")
+        self.assertConfigError("[logging]\nlevel = 1\n", "logging.level")
         self.assertConfigError("title = 'x'\n", "title")
 
     def test_unknown_setting(self) -> None:
