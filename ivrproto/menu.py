@@ -360,9 +360,18 @@ class MenuBook:
                     key = option.key or "(next free key)"
                     when = f" when {_describe_rule(option.when)}" if option.when else ""
                     yield depth + 2, f"{key}: {option.prompt} -> {describe(option.action)}{when}"
-                    if option.action.kind == "submenu" and option.action.name not in seen:
-                        yield from lines(option.action.name, depth + 3)  # type: ignore[arg-type]
-            yield depth + 1, f"after the last try: {describe(self.on_failure_of(spec))}"
+                    yield from into(option.action, depth + 3)
+            on_failure = self.on_failure_of(spec)
+            yield depth + 1, f"after the last try: {describe(on_failure)}"
+            yield from into(on_failure, depth + 2)
+
+        def into(action: Action, depth: int) -> Iterator[Tuple[int, str]]:
+            # A sub-menu is shown where it is first reached: by an option,
+            # after a collection, or after the last try.
+            if action.collect is not None:
+                action = action.collect.then
+            if action.kind == "submenu" and action.name not in seen:
+                yield from lines(action.name, depth)  # type: ignore[arg-type]
 
         yield from lines(self.start, 0)
 
@@ -637,6 +646,7 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
     if not isinstance(data, dict):
         raise ConfigError(where, "missing or not a table")
     loader = _Loader(data, where)
+    _unknown(data, _MENU_KEYS | loader.extra_keys(where), where)
     targets = data.get("targets")
     if not isinstance(targets, dict) or not targets:
         raise ConfigError(f"{where}.targets", "must be a table of action = \"target\"")
@@ -683,6 +693,14 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
             raise ConfigError(f"{where}.menus.{start}", "the start menu is defined twice")
         start_table = {k: v for k, v in data.items() if k in _MENU_KEYS}
         menus[start] = loader.menu(start, start_table, where)
+    else:
+        stray = sorted(k for k in data if k in _MENU_KEYS)
+        if stray:
+            raise ConfigError(
+                f"{where}.{stray[0]}",
+                f"belongs to a start menu given by [[{where}.options]]; "
+                f"move it to [{where}.menus.{start}]",
+            )
     for name, table in sub.items():
         menus[name] = loader.menu(name, table, f"{where}.menus.{name}")
     if start not in menus:
@@ -701,6 +719,10 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
                 f"{where}.prompts.{texts['default_language']}",
             )
     _check_reachable(menus, start, where)
+    _check_failure_paths(
+        menus,
+        {n: where if n == start and "options" in data else f"{where}.menus.{n}" for n in menus},
+    )
 
     return MenuBook(
         menus=menus,
@@ -749,3 +771,24 @@ def _check_reachable(menus: Mapping[str, MenuSpec], start: str, where: str) -> N
     for name in menus:
         if name not in reached:
             raise ConfigError(f"{where}.menus.{name}", "cannot be reached from the start menu")
+
+
+def _check_failure_paths(menus: Mapping[str, MenuSpec], places: Mapping[str, str]) -> None:
+    """
+    Refuse on-failure sub-menus that lead round in a circle: a caller who
+    never presses a key would be offered menus for ever.
+    """
+    for name in menus:
+        path = [name]
+        action = menus[name].on_failure
+        while action is not None and action.kind == "submenu":
+            assert action.name is not None
+            if action.name in path:
+                raise ConfigError(
+                    f"{places[path[-1]]}.on_failure",
+                    "goes round in a circle (" + " -> ".join(path + [action.name]) + "): "
+                    "a caller who never presses a key would never leave; "
+                    "end one of them with a transfer or a hang-up",
+                )
+            path.append(action.name)
+            action = menus[action.name].on_failure

@@ -272,7 +272,7 @@ class SessionCore:
         assert self.menu is not None
         url = self.book.no_input_url(self.menu)
         if url is not None:
-            self.play(url, self.menu.keys)
+            self.play(url, self.collect_keys() if self.phase == "collecting" else self.menu.keys)
         return True
 
     def invalid_input(self) -> bool:
@@ -310,14 +310,19 @@ class SessionCore:
 
     # -- collecting digits -------------------------------------------------
 
+    def collect_keys(self) -> tuple[str, ...]:
+        """
+        The keys listened for while collecting: the digits and the terminator.
+        """
+        assert self.collect is not None
+        terminator = self.collect.terminator
+        return tuple(self.collect.valid_keys) + ((terminator,) if terminator else ())
+
     def offer_collect(self) -> None:
         assert self.collect is not None and self.menu is not None
         self.phase = "collecting"
         self.digits = ""
-        keys = tuple(self.collect.valid_keys) + (
-            (self.collect.terminator,) if self.collect.terminator else ()
-        )
-        self.play(self.book.url(self.collect.prompt, self.menu.language), keys)
+        self.play(self.book.url(self.collect.prompt, self.menu.language), self.collect_keys())
         self.note(f"collecting {self.collect.name}")
         self.restart_input_timer()
 
@@ -334,7 +339,7 @@ class SessionCore:
             self.note(f"collected {collect.name} ({len(self.digits)} digits)")
             self.perform(session, collect.then, "selected")
         elif self.invalid_input():
-            self.play(self.book.invalid_url(self.menu), ())
+            self.play(self.book.invalid_url(self.menu), self.collect_keys())
             self.offer_collect()
         else:
             session.give_up("invalid-input")
@@ -510,7 +515,7 @@ def _collect_digit(session: CallSession, core: SessionCore, digit: str) -> None:
         core.digits = ""
         if core.invalid_input():
             assert core.menu is not None
-            core.play(core.book.invalid_url(core.menu), ())
+            core.play(core.book.invalid_url(core.menu), core.collect_keys())
             core.offer_collect()
         else:
             session.give_up("invalid-input")

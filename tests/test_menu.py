@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
 from ivrproto.menu import (
+    Action,
     AllOf,
     AnyOf,
     Compare,
@@ -295,8 +296,7 @@ class SeedMenuTests(SynchronousTestCase):
         self.assertEqual(menu.keys, tuple(k for k, _, _ in expected))
         self.assertEqual(menu.prompt_urls, tuple(AUDIO + p for _, p, _ in expected))
         self.assertEqual(dict(menu.targets), {k: "ext:" + a for k, _, a in expected})
-        self.assertEqual(dict(menu.actions), {k: a for k, _, a in expected})
-        self.assertEqual([o.key for o in menu.options], [k for k, _, _ in expected])
+        self.assertEqual(dict(menu.actions), {k: Action("transfer", a) for k, _, a in expected})
         self.assertIs(menu.is_default, is_default)
 
     def test_premium_with_tickets(self) -> None:
@@ -371,8 +371,8 @@ class SeedMenuTests(SynchronousTestCase):
 
     def test_prompts_and_operator(self) -> None:
         """The confirmation, invalid-key prompts and operator are the seed's."""
-        self.assertEqual(self.book.confirm_url, AUDIO + "selection_confirmed.mp3")
-        self.assertEqual(self.book.invalid_url, AUDIO + "invalid_selection.mp3")
+        self.assertEqual(self.book.confirm_url(), AUDIO + "selection_confirmed.mp3")
+        self.assertEqual(self.book.invalid_url(), AUDIO + "invalid_selection.mp3")
         self.assertEqual(self.book.operator, "transfer_operator")
         self.assertEqual(self.book.operator_target, "ext:transfer_operator")
 
@@ -407,7 +407,8 @@ class ParseMenuTests(SynchronousTestCase):
         self.assertEqual(book.invalid_prompt, "invalid_selection.mp3")
         self.assertEqual(book.operator, "transfer_operator")
         self.assertEqual(
-            book.profile_options[1], Option("0", "op.mp3", "transfer_operator", None)
+            book.profile_options[1],
+            Option("0", "op.mp3", Action("transfer", "transfer_operator"), None),
         )
         self.assertEqual(book.menu_for({"x": 1}).keys, ("1", "0"))
         self.assertEqual(book.menu_for({}).keys, ("0",))
@@ -444,10 +445,16 @@ class ParseMenuTests(SynchronousTestCase):
         self.assertMenuError(_menu_table(options=[]), "menu.options")
         self.assertMenuError(_menu_table(options=None), "menu.options")
         self.assertMenuError(_menu_table(default={"key": "0"}), "menu.default")
+        self.assertMenuError(_menu_table(default=[]), "menu.default")
+        self.assertMenuError(_menu_table(default=["x"]), "menu.default[0]")
+
+    def test_default_optional(self) -> None:
+        """Without default options, callers without a profile get the options whose rules hold."""
         table = _menu_table()
         del table["default"]
-        self.assertMenuError(table, "menu.default")
-        self.assertMenuError(_menu_table(default=["x"]), "menu.default[0]")
+        book = parse_menu(table, AUDIO)
+        self.assertEqual(book.menu_for(None).keys, ("0",))
+        self.assertFalse(book.menu_for(None).is_default)
 
     def test_duplicate_key(self) -> None:
         """Two options on one key are refused, naming the second."""
@@ -476,7 +483,7 @@ class ParseMenuTests(SynchronousTestCase):
 
     def test_bad_key(self) -> None:
         """A key must be one of 0-9, * or #."""
-        for key in ("A", "10", "", 1, None, " ", "٣"):
+        for key in ("A", "10", "", 1, " ", "٣"):
             with self.subTest(key=key):
                 table = _menu_table()
                 table["options"][1]["key"] = key
@@ -488,10 +495,14 @@ class ParseMenuTests(SynchronousTestCase):
 
     def test_missing_prompt_or_action(self) -> None:
         """An option needs a prompt and an action."""
+        table = _menu_table()
+        del table["options"][1]["prompt"]
+        self.assertMenuError(table, "menu.options[1].prompt")
+        table = _menu_table()
+        del table["options"][1]["action"]
+        e = self.assertMenuError(table, "menu.options[1]")
+        self.assertIn("needs exactly one of", e.reason)
         for name in ("prompt", "action"):
-            table = _menu_table()
-            del table["options"][1][name]
-            self.assertMenuError(table, f"menu.options[1].{name}")
             table = _menu_table()
             table["options"][1][name] = 3
             self.assertMenuError(table, f"menu.options[1].{name}")
@@ -592,4 +603,4 @@ class MenuForTests(SynchronousTestCase):
         """Prompt URLs are the audio base URL and the file name."""
         book = parse_menu(_menu_table(), "http://127.0.0.1:9/a/")
         self.assertEqual(book.menu_for({"x": 1}).prompt_urls, ("http://127.0.0.1:9/a/a.mp3", "http://127.0.0.1:9/a/op.mp3"))
-        self.assertEqual(book.confirm_url, "http://127.0.0.1:9/a/selection_confirmed.mp3")
+        self.assertEqual(book.confirm_url(), "http://127.0.0.1:9/a/selection_confirmed.mp3")
