@@ -86,6 +86,7 @@ class CallRunner:
         external_id: str,
         on_finished: Callable[["CallRunner", Outcome], None],
         on_closed: Optional[Callable[[Optional[int]], None]] = None,
+        on_attached: Optional[Callable[[CallControlProtocol], None]] = None,
     ) -> None:
         self.context = context
         self.call_control_id = call_control_id
@@ -93,6 +94,7 @@ class CallRunner:
         self.caller = caller_ref(external_id, context.log_key)
         self._on_finished = on_finished
         self._on_closed = on_closed
+        self._on_attached = on_attached
         self._protocol: Optional[CallControlProtocol] = None
         self._connecting: Optional[Deferred[Any]] = None
         self._token: Optional[str] = None
@@ -157,6 +159,8 @@ class CallRunner:
     def _attached(self, protocol: CallControlProtocol) -> None:
         self._connecting = None
         self._protocol = protocol
+        if self._on_attached is not None:
+            self._on_attached(protocol)
 
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
@@ -294,6 +298,8 @@ class CallRegistry:
         self.totals: Dict[str, int] = {}
         self.fallbacks: Dict[str, int] = {}
         self.closes: Dict[int, int] = {}
+        self.connections: set[CallControlProtocol] = set()
+        self._idle_waiters: list[Deferred[None]] = []
 
     @property
     def full(self) -> bool:
@@ -305,7 +311,12 @@ class CallRegistry:
         and capacity first.
         """
         runner = CallRunner(
-            self.context, call_control_id, external_id, self._finished, self._closed
+            self.context,
+            call_control_id,
+            external_id,
+            self._finished,
+            self._closed,
+            self._attached,
         )
         self.active[call_control_id] = runner
         self._forget(call_control_id)
@@ -356,6 +367,47 @@ class CallRegistry:
             self._on_call_ended(record)
         for waiter in self._waiters.pop(runner.call_control_id, []):
             waiter.callback(record)
+        self._check_idle()
+
+    def _attached(self, protocol: CallControlProtocol) -> None:
+        self.connections.add(protocol)
+
+        def gone(result: Any) -> None:
+            self.connections.discard(protocol)
+            self._check_idle()
+
+        protocol.is_closed.addBoth(gone)
+
+    def _check_idle(self) -> None:
+        if not self.active and not self.connections:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fires once no call is in progress and every Call Control connection
+        has closed.
+        """
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d
+
+    def drain(self) -> None:
+        """
+        End every call in progress without cutting a caller off (see
+        :meth:`~ivrproto.session.CallSession.drain`).
+        """
+        for runner in list(self.active.values()):
+            runner.session.drain()
+
+    def abort_connections(self) -> None:
+        """
+        Drop every Call Control connection still open.
+        """
+        for protocol in list(self.connections):
+            protocol.dropConnection(abort=True)
 
     def _closed(self, code: Optional[int]) -> None:
         key = 1006 if code is None else code

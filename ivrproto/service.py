@@ -27,8 +27,26 @@ from ._retry import RetryBudget
 from .intake import make_site
 from .lookup import ProfileLookup
 from .metrics import Metrics, MetricsResource
+from .protocol import CLOSE_GRACE
 from .oauth import TokenSource
 from .profiles import ExternalContactsClient, ProfileClient
+
+
+def idle_or_timeout(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
+    """
+    ``d``, or ``None`` after ``seconds`` if it has not fired by then.
+    """
+    result: Deferred[Any] = Deferred()
+    timer = reactor.callLater(seconds, lambda: result.called or result.callback(None))
+
+    def done(value: Any) -> None:
+        if timer.active():
+            timer.cancel()
+        if not result.called:
+            result.callback(value)
+
+    d.addBoth(done)
+    return result
 
 
 def check_scenario(config: Config) -> Any:
@@ -82,6 +100,7 @@ class IVRService(Service):
         self.lookup: Optional[ProfileLookup] = None
         self.registry: Optional[CallRegistry] = None
         self.port: Optional[IListeningPort] = None
+        self.intake_address: Any = None
         self.draining = False
         self.metrics: Optional[Metrics] = None
         self.scenario_done: Optional[Deferred[Any]] = None
@@ -89,8 +108,8 @@ class IVRService(Service):
 
     @property
     def intake_url(self) -> str:
-        assert self.port is not None
-        address = self.port.getHost()
+        address = self.intake_address
+        assert address is not None, "the intake is not listening yet"
         return f"http://{address.host}:{address.port}"
 
     def setServiceParent(self, parent: Any) -> None:
@@ -154,7 +173,37 @@ class IVRService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.stop()
+        if self.registry is None:
+            return self.stop()
+        return self.drain().addBoth(lambda _: self.stop())
+
+    @inlineCallbacks
+    def drain(self, deadline: Optional[float] = None) -> Any:
+        """
+        Shut down without losing a call (SIGTERM): the intake answers 503
+        and ``/readyz`` not ready at once; calls in progress go on normally;
+        at the deadline every call still in a menu is transferred to the
+        operator (and one that has chosen, to its choice); then the
+        connections close, within a few seconds.
+        """
+        assert self.registry is not None
+        registry = self.registry
+        self.draining = True
+        deadline = self.config.intake.drain_deadline if deadline is None else deadline
+        self.log.info(
+            "draining: {active} calls in progress, {deadline:g}s before they are "
+            "transferred to the operator",
+            active=len(registry.active),
+            deadline=deadline,
+        )
+        idle = registry.when_idle()
+        timer = self.reactor.callLater(deadline, registry.drain)
+        yield idle_or_timeout(self.reactor, idle, deadline + CLOSE_GRACE + 1.0)
+        if timer.active():
+            timer.cancel()
+        if registry.connections:
+            registry.abort_connections()
+        self.log.info("drained")
 
     @inlineCallbacks
     def start(self) -> Any:
@@ -260,6 +309,7 @@ class IVRService(Service):
         )
         endpoint = serverFromString(self.reactor, self.intake_description)
         self.port = yield endpoint.listen(site)
+        self.intake_address = self.port.getHost()
         self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
         if self.scenario is not None:
             self.scenario_done = self._place_scripted_calls()
@@ -323,9 +373,11 @@ class IVRService(Service):
         """
         waits: list[Deferred[Any]] = []
         if self.port is not None:
-            waits.append(succeed(None).addCallback(lambda _: self.port.stopListening()))  # type: ignore[union-attr]
+            port, self.port = self.port, None
+            waits.append(succeed(None).addCallback(lambda _: port.stopListening()))
         if self.platform is not None:
-            waits.append(self.platform.stop())
+            platform, self.platform = self.platform, None
+            waits.append(platform.stop())
         if self.registry is not None:
             self.registry.clear_timers()
         if self.lookup is not None:
@@ -335,5 +387,6 @@ class IVRService(Service):
         if self.tokens is not None:
             self.tokens.stop()
         if self.pool is not None:
-            waits.append(self.pool.closeCachedConnections())
+            pool, self.pool = self.pool, None
+            waits.append(pool.closeCachedConnections())
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

@@ -157,6 +157,9 @@ class CallSession(Protocol):
     def connection_lost(self, reason: str) -> None:
         "The connection closed (after ``connected``)."
 
+    def drain(self) -> None:
+        "The service is shutting down: end the call without cutting the caller off."
+
 
 @attrs.define(eq=False)
 class SessionCore:
@@ -601,6 +604,34 @@ for _state in (awaiting_profile, in_menu, collecting):
 
 confirming.upon(CallSession.platform_error).loop().returns(None)
 
+# Draining (the service is shutting down, its deadline reached): a caller
+# still in a menu goes to the operator rather than being cut off; one who has
+# chosen goes where they chose, now; a call not yet connected is given up.
+for _state in (awaiting_profile, in_menu, collecting):
+
+    @_state.upon(CallSession.drain).to(ended)
+    def _drain_to_operator(session: CallSession, core: SessionCore) -> None:
+        core.note("draining")
+        core.transfer(core.book.operator, "draining")
+
+
+@confirming.upon(CallSession.drain).to(ended)
+def _drain_confirmed(session: CallSession, core: SessionCore) -> None:
+    assert core.chosen is not None
+    core.note("draining")
+    core.transfer(core.chosen, "selected")
+
+
+for _state in CONNECTING:
+
+    @_state.upon(CallSession.drain).to(ended)
+    def _drain_connecting(session: CallSession, core: SessionCore) -> None:
+        core.port.abort()
+        core.end(Outcome("failed", "service draining before the call connected"))
+
+
+idle.upon(CallSession.drain).loop().returns(None)
+
 # Everything after the end is an echo of it: the close that follows our own
 # close, the platform's hangup after a transfer, a timer that lost a race.
 for _input in (
@@ -620,6 +651,7 @@ for _input in (
     CallSession.hangup_received,
     CallSession.platform_error,
     CallSession.connection_lost,
+    CallSession.drain,
 ):
     ended.upon(_input).loop().returns(None)
 

@@ -66,13 +66,14 @@ class _FlakySource:
         pass
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Connection:
     """
     A Call Control connection that connects at once and records commands.
     """
 
     sent: list[Any] = attrs.Factory(list)
+    is_closed: Deferred[Any] = attrs.Factory(Deferred)
 
     def send_command(self, command: Any) -> None:
         self.sent.append(command)
