@@ -41,7 +41,7 @@ from ivrproto.emulator import (
     parse_step,
     place_calls,
 )
-from ivrproto.emulator.callcontrol import CallSession, check_command
+from ivrproto.emulator.callcontrol import PROMPT_SETTLE, CallSession, check_command
 from ivrproto.emulator.platform import _ConnectionTracker
 from ivrproto.emulator.tap import EmulatorService, Options, makeService
 from ivrproto.errors import ConfigError
@@ -1090,6 +1090,61 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual((record.outcome, record.close_code), ("transferred", 1006))
         self.assertTrue(record.finished)
 
+    def test_prompts_step_takes_a_batch(self) -> None:
+        """prompts waits for plays, then for a quiet spell, whatever the menu's shape."""
+        session, record, wire, clock = self.session(["prompts:0.25", "press:1"])
+        clock.advance(1.0)
+        self.assertEqual(wire.events, [])
+        session.command_received(menu_play("c", "intro.mp3", ["1", "2"]))
+        session.command_received(menu_play("c", "a.mp3", ["1", "2"]))
+        clock.advance(0.125)
+        session.command_received(menu_play("c", "b.mp3", ["1", "2"]))
+        clock.advance(0.125)
+        self.assertEqual(wire.events, [])
+        clock.advance(0.125)
+        self.assertEqual(wire.events, [{"event": "dtmf", "digit": "1"}])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_prompts_step_waits_for_the_next_batch(self) -> None:
+        """A second prompts step waits for plays after the first batch (a silent caller)."""
+        session, record, wire, clock = self.session(["prompts:0.1", "prompts:0.1", "press:0"])
+        session.command_received(menu_play("c", "a.mp3", ["1", "0"]))
+        clock.advance(0.1)
+        clock.advance(10.0)
+        self.assertEqual(wire.events, [])
+        session.command_received(menu_play("c", "a.mp3", ["1", "0"]))
+        clock.advance(0.1)
+        self.assertEqual(wire.events, [{"event": "dtmf", "digit": "0"}])
+
+    def test_prompts_step_counts_earlier_plays(self) -> None:
+        """Plays that came before the step started count for it; one entry prompt is enough."""
+        session, record, wire, clock = self.session(["wait:1", "prompts", "press:4", "press:2"])
+        session.command_received(menu_play("c", "enter_account.mp3", list("0123456789#")))
+        clock.advance(1.0)
+        self.assertEqual(wire.events, [])
+        clock.advance(PROMPT_SETTLE)
+        self.assertEqual([e["digit"] for e in wire.events], ["4", "2"])
+
+    def test_prompts_step_ends_with_the_call(self) -> None:
+        """A transfer while prompts settles cancels its timer."""
+        session, record, wire, clock = self.session(["prompts", "press:1"])
+        session.command_received(confirm_play("c"))
+        session.command_received(transfer("c"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(wire.events, [])
+
+    def test_times_are_recorded(self) -> None:
+        """Each command and each key press is recorded with the time it happened."""
+        session, record, wire, clock = self.session(["prompts", "press:1"])
+        clock.advance(2.0)
+        session.command_received(menu_play("c", "a.mp3", ["1"]))
+        clock.advance(PROMPT_SETTLE)
+        clock.advance(1.0)
+        session.command_received(confirm_play("c"))
+        self.assertEqual(record.command_times, [2.0, 3.0 + PROMPT_SETTLE])
+        self.assertEqual(record.key_times, [2.0 + PROMPT_SETTLE])
+        self.assertEqual(len(record.commands), len(record.command_times))
+
     def test_check_command(self) -> None:
         """check_command accepts the seed's commands."""
         for command in (menu_play("c", "a.mp3", ["1", "2", "0"]), confirm_play("c"), transfer("c"), {"callControlId": "c", "action": "hangup"}):
@@ -1100,7 +1155,10 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(parse_step("press:#"), ("press", "#"))
         self.assertEqual(parse_step("wait:0.5"), ("wait", 0.5))
         self.assertEqual(parse_step("error:a:b"), ("error", "a:b"))
-        for bad in ("dance", "press:", "wait:x", "wait:-1", "menu:3", "press", 3):
+        self.assertEqual(parse_step("prompts"), ("prompts", PROMPT_SETTLE))
+        self.assertEqual(parse_step("prompts:0.2"), ("prompts", 0.2))
+        for bad in ("dance", "press:", "wait:x", "wait:-1", "menu:3", "press", 3,
+                    "prompts:", "prompts:x", "prompts:-1", "prompts:inf"):
             self.assertRaises(ValueError, parse_step, bad)
         clock = Clock()
         self.assertRaises(ValueError, Platform(clock).expect_call, "c", "e", ["menu", "fly"])

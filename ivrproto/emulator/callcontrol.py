@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .platform import Platform
 
 __all__ = [
+    "PROMPT_SETTLE",
     "STEP_NAMES",
     "CallRecord",
     "CallSession",
@@ -65,7 +66,13 @@ _PLAIN_STEPS = frozenset(
 )
 #: Script steps written ``name:argument``.
 _ARG_STEPS = frozenset({"press", "wait", "error"})
-STEP_NAMES = tuple(sorted(_PLAIN_STEPS | _ARG_STEPS))
+#: Script steps written ``name`` or ``name:argument``.
+_OPTIONAL_ARG_STEPS = frozenset({"prompts"})
+STEP_NAMES = tuple(sorted(_PLAIN_STEPS | _ARG_STEPS | _OPTIONAL_ARG_STEPS))
+
+#: Seconds without a new ``play`` after which the ``prompts`` step takes the
+#: prompts received so far as one batch (a client sends a batch at once).
+PROMPT_SETTLE = 0.05
 
 NO_ACTIVE_CALL = "no active call with that id"
 
@@ -80,9 +87,11 @@ def parse_step(step: object) -> Step:
     """
     Check one caller script step and split it into its name and argument.
 
-    :param step: a step such as ``"menu"``, ``"press:1"`` or ``"wait:0.5"``
+    :param step: a step such as ``"menu"``, ``"press:1"``, ``"wait:0.5"``
+        or ``"prompts"``
     :return: ``(name, argument)``; the argument is ``None``, a ``str``
-        (``press``, ``error``) or a ``float`` (``wait``)
+        (``press``, ``error``) or a ``float`` (``wait``, and ``prompts``,
+        whose settle time defaults to :data:`PROMPT_SETTLE`)
     :raises ValueError: the step is not a string or not a known step
     """
     if not isinstance(step, str):
@@ -92,6 +101,10 @@ def parse_step(step: object) -> Step:
         if colon:
             raise ValueError(f"step {name!r} takes no argument")
         return (name, None)
+    if name in _OPTIONAL_ARG_STEPS:
+        if not colon:
+            return (name, PROMPT_SETTLE)
+        return (name, _seconds(name, argument))
     if name not in _ARG_STEPS:
         raise ValueError(
             f"unknown step {step!r} (known: {', '.join(STEP_NAMES)})"
@@ -103,14 +116,18 @@ def parse_step(step: object) -> Step:
             raise ValueError("press needs a digit: press:1")
         return (name, argument)
     if name == "wait":
-        try:
-            seconds = float(argument)
-        except ValueError:
-            raise ValueError(f"wait needs a number of seconds, not {argument!r}") from None
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"wait needs a finite number of seconds >= 0, not {argument!r}")
-        return (name, seconds)
+        return (name, _seconds(name, argument))
     return (name, argument)  # error:MSG, any message
+
+
+def _seconds(name: str, argument: str) -> float:
+    try:
+        seconds = float(argument)
+    except ValueError:
+        raise ValueError(f"{name} needs a number of seconds, not {argument!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} needs a finite number of seconds >= 0, not {argument!r}")
+    return seconds
 
 
 def parse_script(script: Sequence[object]) -> tuple[Step, ...]:
@@ -140,8 +157,10 @@ class CallRecord:
     :ivar script: the caller script, as given
     :ivar handshake: ``"ok"``, or ``"error"`` to refuse the handshake
     :ivar commands: every decoded command object received after ``connected``
+    :ivar command_times: when each of ``commands`` arrived (``reactor.seconds()``)
     :ivar plays: the ``audio`` URL of every valid ``play`` command, in order
     :ivar keys_pressed: every digit the scripted caller sent
+    :ivar key_times: when each of ``keys_pressed`` was sent
     :ivar handshake_frame: the client's connect frame, decoded
     :ivar outcome: ``None`` while the call is live, then one of
         ``"transferred"``, ``"hungup-by-client"``, ``"hungup-by-caller"``,
@@ -160,6 +179,8 @@ class CallRecord:
     commands: list[dict[str, Any]] = attrs.field(factory=list)
     plays: list[str] = attrs.field(factory=list)
     keys_pressed: list[str] = attrs.field(factory=list)
+    command_times: list[float] = attrs.field(factory=list)
+    key_times: list[float] = attrs.field(factory=list)
     handshake_frame: Optional[dict[str, Any]] = None
     outcome: Optional[str] = None
     transfer_target: Optional[str] = None
@@ -295,10 +316,17 @@ class CallSession:
       count reaches the number of keys of the latest such play (the seed
       sends one prompt per menu key).
     - ``play`` waits for one ``play`` command that is not yet consumed.
+    - ``prompts`` (or ``prompts:SECONDS``) waits for a batch of prompts,
+      whatever the menu: for at least one unconsumed ``play``, and then
+      until no new ``play`` has come for ``SECONDS`` (default
+      :data:`PROMPT_SETTLE`).  It suits menus with an intro prompt,
+      multi-digit entry prompts, and the prompts a client sends after a
+      no-input timeout: ``["prompts", "prompts", "press:0"]`` stays silent
+      through the first menu and presses 0 once the next prompts are in.
 
     Consumption: a play command is consumed by the step that it lets proceed
-    (``menu`` consumes every play received so far, ``play`` consumes the
-    oldest unconsumed one).  Plays received since ``connected`` that no
+    (``menu`` and ``prompts`` consume every play received so far, ``play``
+    consumes the oldest unconsumed one).  Plays received since ``connected`` that no
     earlier step consumed count for the step that starts next, so a client
     that sent its menu before the script got there is still seen.  Only
     valid play commands count.
@@ -326,6 +354,7 @@ class CallSession:
         self._steps = record._steps
         self._next_step = 0
         self._waiting_for: Optional[str] = None
+        self._settle = PROMPT_SETTLE
         self._menu_plays: list[dict[str, Any]] = []  # unconsumed valid plays
         self._timer: Optional[IDelayedCall] = None
         self._close_timer: Optional[IDelayedCall] = None
@@ -350,6 +379,7 @@ class CallSession:
             self._violation("a command must be a JSON object")
             return
         record.commands.append(command)
+        record.command_times.append(self._clock.seconds())
         problem = check_command(command, record.call_id)
         if problem is not None:
             self._violation(problem)
@@ -390,7 +420,9 @@ class CallSession:
             record.first_play_at = self._clock.seconds()
         record.plays.append(command["audio"])
         self._menu_plays.append(command)
-        if self._waiting_for is not None and self._wait_satisfied():
+        if self._waiting_for == "prompts":
+            self._settle_prompts()
+        elif self._waiting_for is not None and self._wait_satisfied():
             self._waiting_for = None
             self._run_script()
 
@@ -448,6 +480,12 @@ class CallSession:
                 if not self._wait_satisfied():
                     return
                 self._waiting_for = None
+            elif name == "prompts":
+                self._waiting_for = name
+                self._settle = argument
+                if self._menu_plays:
+                    self._settle_prompts()
+                return
             elif name == "wait":
                 self._timer = self._clock.callLater(argument, self._wait_over)
                 return
@@ -458,10 +496,25 @@ class CallSession:
         self._timer = None
         self._run_script()
 
+    def _settle_prompts(self) -> None:
+        """
+        A play came while a ``prompts`` step waits: (re)start its settle time.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._clock.callLater(self._settle, self._prompts_in)
+
+    def _prompts_in(self) -> None:
+        self._timer = None
+        self._waiting_for = None
+        self._menu_plays.clear()
+        self._run_script()
+
     def _caller_acts(self, name: str, argument: Any) -> None:
         wire = self._wire
         if name == "press":
             self._record.keys_pressed.append(argument)
+            self._record.key_times.append(self._clock.seconds())
             wire.send_event({"event": "dtmf", "digit": argument})
         elif name == "hangup":
             self._record.outcome = "hungup-by-caller"

@@ -1,0 +1,746 @@
+"""
+The ``ivr`` command (also ``python -m ivrproto``):
+
+- ``ivr check CONFIG`` loads and checks a configuration and prints its menu
+  tree, transfer targets and languages;
+- ``ivr simulate CONFIG`` runs one call through the real service (session,
+  Call Control protocol, token source and profile lookup) against the
+  embedded platform emulator on loopback, with a scripted caller, and prints
+  what happened, when.
+
+The simulation only ever talks to ``127.0.0.1``: the platform URLs and
+credentials of the configuration and of the environment are replaced by the
+local emulator's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+from twisted.internet.defer import Deferred, TimeoutError as TimedOut, inlineCallbacks
+
+from .config import Config, check_intake_protection, load_config
+from .errors import ConfigError
+from .menu import Action, MenuBook, MenuSpec, Option
+
+#: Exit codes.
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+EXIT_CALL_FAILED = 3
+
+#: Simulated calls run this many times faster than configured, by default.
+DEFAULT_SPEED = 20.0
+#: Seconds (configured time) between the last prompt of a batch arriving and
+#: the simulated caller's key.
+REACTION = 0.5
+#: The shortest real wait for a batch of prompts to be complete.
+MIN_SETTLE = 0.005
+#: Real seconds the whole simulated call may take, by default.
+DEFAULT_MAX_TIME = 300.0
+#: The environment variables that would point the simulation elsewhere.
+_PLATFORM_VARIABLES = ("GENESYS_BASE_URL", "GENESYS_LOGIN_URL", "CLIENT_ID", "CLIENT_SECRET")
+_CREDENTIALS = {"platform.client_id": "CLIENT_ID", "platform.client_secret": "CLIENT_SECRET"}
+_KEYS = frozenset("0123456789*#")
+
+SIMULATED_CLIENT_ID = "ivr-simulate"
+SIMULATED_CALL_ID = "sim-call-1"
+SIMULATED_CALLER = "SIM-CALLER"
+
+
+class UsageError(Exception):
+    """
+    A command-line argument is wrong (exit code 2).
+    """
+
+
+# --- the command line --------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    The ``ivr`` argument parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="ivr",
+        description="Check an ivrproto configuration, or simulate a call through it.",
+        epilog="Exit codes: 0 ok; 1 bad configuration; 2 bad arguments; "
+        "3 the simulated call failed or did not end.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser(
+        "check",
+        help="load and check a configuration; print its menu tree",
+        description="Load and check CONFIG (with the environment's overrides) and print "
+        "its menu tree, transfer targets and languages.  Missing CLIENT_ID and "
+        "CLIENT_SECRET are replaced by placeholders, so that a menu can be checked "
+        "without credentials.",
+    )
+    check.add_argument("config", metavar="CONFIG", help="the configuration file (TOML)")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run one call through the service against the local emulator",
+        description="Run one call through the real service code against the embedded "
+        "platform emulator (loopback only) and print its timeline: prompts played, "
+        "keys pressed, timeouts, and where the call ended.",
+        epilog="KEYS is a comma-separated list: a key (0-9, * or #) presses it once the "
+        "prompts are in; several keys (12345678#) are pressed one after the other, for "
+        "entering a number; 'timeout' stays silent until the service acts on its "
+        "no-input timeout; 'hangup' hangs up.  After the last item the caller stays "
+        "silent.  Example: --keys '7,timeout,0'.",
+    )
+    simulate.add_argument("config", metavar="CONFIG", help="the configuration file (TOML)")
+    simulate.add_argument(
+        "--profile",
+        metavar="JSON",
+        help='the caller\'s profile attributes, a JSON object such as \'{"membership_level": '
+        '"premium"}\' (default: no profile, unless --external-id finds one)',
+    )
+    simulate.add_argument(
+        "--external-id",
+        metavar="ID",
+        help="the caller's external id; without --profile, its profile comes from the "
+        "config's [emulator] profiles, if it has them",
+    )
+    simulate.add_argument(
+        "--keys", metavar="KEYS", default="", help="what the caller does (default: nothing)"
+    )
+    simulate.add_argument(
+        "--speed",
+        metavar="N",
+        type=float,
+        default=DEFAULT_SPEED,
+        help="run the call N times faster than configured (no-input, confirmation and "
+        "inter-digit timeouts divided by N); times are still printed in configured "
+        f"seconds (default {DEFAULT_SPEED:g}; 1 is real time)",
+    )
+    simulate.add_argument(
+        "--max-time",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_MAX_TIME,
+        help=f"give up on a call that has not ended after SECONDS (real time; default "
+        f"{DEFAULT_MAX_TIME:g})",
+    )
+    simulate.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print the service's log (to stderr)",
+    )
+    return parser
+
+
+def main(
+    argv: Optional[Sequence[str]] = None,
+    stdout: Optional[IO[str]] = None,
+    stderr: Optional[IO[str]] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> int:
+    """
+    Run the ``ivr`` command.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :param stdout: where results go (default: ``sys.stdout``)
+    :param stderr: where errors go (default: ``sys.stderr``)
+    :param environ: the environment (default: ``os.environ``)
+    :return: the exit code
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    env = os.environ if environ is None else environ
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv, out, err)
+    except SystemExit as e:  # --help, or argparse's own usage errors
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        if args.command == "check":
+            return run_check(args.config, env, out)
+        return run_simulate(args, env, out, err)
+    except BrokenPipeError:
+        # The reader went away (| head): not worth a traceback.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except UsageError as e:
+        print(f"ivr {args.command}: error: {e}", file=err)
+        return EXIT_USAGE
+    except ConfigError as e:
+        print(config_error_line(e, args.config), file=err)
+        return EXIT_CONFIG
+
+
+def _parse(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], out: IO[str], err: IO[str]
+) -> argparse.Namespace:
+    # argparse writes to sys.stdout and sys.stderr: point them at ours.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        return parser.parse_args(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def config_error_line(error: ConfigError, path: str) -> str:
+    """
+    The one line ``error: <file>: <key>: <reason>`` for a bad configuration.
+    """
+    key = "(file)" if error.key == "--config" else error.key
+    reason = " ".join(str(error.reason).split())
+    return f"error: {error.source or path}: {key}: {reason}"
+
+
+# --- ivr check ---------------------------------------------------------------
+
+
+def load_for_check(path: str, environ: Mapping[str, str]) -> Tuple[Config, List[str]]:
+    """
+    Load a configuration as ``twistd ivr`` would, except that missing
+    credentials are replaced by placeholders.
+
+    :return: the configuration, and the environment variables given
+        placeholders
+    :raises ConfigError: for anything else that is wrong
+    """
+    env = dict(environ)
+    placeholders: List[str] = []
+    while True:
+        try:
+            config = load_config(path, env)
+        except ConfigError as e:
+            variable = _CREDENTIALS.get(e.key)
+            if variable is None or env.get(variable) or variable in placeholders:
+                raise
+            env[variable] = f"placeholder-{variable.lower()}"
+            placeholders.append(variable)
+            continue
+        break
+    from .service import check_scenario
+
+    check_scenario(config)
+    check_intake_protection(config, config.intake.listen)
+    return config, placeholders
+
+
+def run_check(path: str, environ: Mapping[str, str], out: IO[str]) -> int:
+    """
+    ``ivr check CONFIG``.
+
+    :raises ConfigError: the configuration is bad
+    """
+    config, placeholders = load_for_check(path, environ)
+    for line in describe_config(config, placeholders):
+        print(line, file=out)
+    return EXIT_OK
+
+
+def describe_config(config: Config, placeholders: Sequence[str] = ()) -> Iterator[str]:
+    """
+    What ``ivr check`` prints about a good configuration.
+    """
+    book = config.menu
+    platform = config.platform
+    yield f"{config.source}: OK"
+    yield f"platform: {platform.api_url} (token: {platform.token_url})"
+    if config.emulator is not None:
+        yield "  (with [emulator]: twistd ivr starts the embedded local platform instead)"
+    if placeholders:
+        yield (
+            "credentials: " + " and ".join(placeholders) + " not set; checked with "
+            "placeholders (twistd ivr needs them)"
+        )
+    yield f"prompts: relative to {book.audio_base_url}"
+    yield ""
+    yield "menu tree:"
+    for depth, line in book.walk():
+        yield "  " + "  " * depth + line
+    yield ""
+    yield "input settings (per menu, else [timing]):"
+    for name, spec in book.menus.items():
+        yield "  " + _describe_inputs(book, spec, config)
+    yield ""
+    yield "transfer targets (the allow-list):"
+    width = max(len(name) for name in book.targets)
+    for name, target in book.targets.items():
+        marks = []
+        if name == book.operator:
+            marks.append("operator")
+        if not _target_used(book, name):
+            marks.append("not used by any option")
+        suffix = f"  ({', '.join(marks)})" if marks else ""
+        yield f"  {name:<{width}} = {target}{suffix}"
+    yield ""
+    yield "languages: " + _describe_languages(book)
+
+
+def _describe_inputs(book: MenuBook, spec: MenuSpec, config: Config) -> str:
+    timing = config.timing
+    no_input = spec.no_input_timeout or timing.no_input_timeout
+    repeats = timing.menu_repeats if spec.max_no_input is None else spec.max_no_input
+    invalid = timing.max_invalid if spec.max_invalid is None else spec.max_invalid
+    parts = [
+        f"no input after {no_input:g}s",
+        f"{repeats} repeat{'s' if repeats != 1 else ''}",
+        f"max invalid {invalid if invalid else 'unlimited'}",
+    ]
+    if spec.intro is not None:
+        parts.insert(0, f"intro {spec.intro}")
+    for label, prompt in (
+        ("invalid prompt", spec.invalid_prompt),
+        ("no-input prompt", spec.no_input_prompt),
+    ):
+        if prompt is not None:
+            parts.append(f"{label} {prompt}")
+    return f"{spec.name}: " + ", ".join(parts)
+
+
+def _all_actions(book: MenuBook) -> Iterator[Action]:
+    for spec in book.menus.values():
+        for option in spec.options + (spec.default or ()):
+            yield option.action
+            if option.action.collect is not None:
+                yield option.action.collect.then
+        if spec.on_failure is not None:
+            yield spec.on_failure
+
+
+def _target_used(book: MenuBook, name: str) -> bool:
+    return name == book.operator or any(
+        a.kind == "transfer" and a.name == name for a in _all_actions(book)
+    )
+
+
+def _describe_languages(book: MenuBook) -> str:
+    prompts = book.prompts
+    if not prompts.sets:
+        return f"{prompts.default_language} (no prompt sets: every prompt is a file name)"
+    names = []
+    for language, table in prompts.sets.items():
+        mark = " (default)" if language == prompts.default_language else ""
+        names.append(f"{language}{mark}: {len(table)} prompts")
+    how = (
+        f"chosen by the profile attribute {book.language_attribute!r}"
+        if book.language_attribute
+        else "no language_attribute: every caller gets the default"
+    )
+    return "; ".join(names) + f"; {how}"
+
+
+# --- ivr simulate: the caller ------------------------------------------------
+
+
+@attrs.frozen
+class Caller:
+    """
+    The simulated caller.
+
+    :ivar profile: the attributes the platform's profile API answers, or
+        ``None`` for a 404
+    :ivar origin: where the profile came from, for the output
+    """
+
+    external_id: str
+    profile: Optional[Mapping[str, Any]]
+    origin: str
+
+
+def parse_keys(text: str) -> Tuple[str, ...]:
+    """
+    Check ``--keys``: comma-separated keys, runs of keys, ``timeout`` and
+    ``hangup``.
+
+    :raises UsageError: naming the bad item
+    """
+    if not text.strip():
+        return ()
+    tokens = []
+    for raw in text.split(","):
+        token = raw.strip()
+        if token.lower() in ("timeout", "hangup"):
+            token = token.lower()
+        elif not token or any(k not in _KEYS for k in token):
+            raise UsageError(
+                f"--keys: {raw.strip()!r} is neither keys (0-9, * and #), 'timeout' nor 'hangup'"
+            )
+        if tokens and tokens[-1] == "hangup":
+            raise UsageError("--keys: nothing can follow 'hangup'")
+        tokens.append(token)
+    return tuple(tokens)
+
+
+def caller_script(tokens: Sequence[str], settle: float) -> List[str]:
+    """
+    The emulator script for ``--keys`` tokens.
+
+    Before each item the caller waits for the service's next batch of
+    prompts (``prompts``): the menu, the answer to the last key, or what the
+    service plays when its no-input timeout passes.  So ``timeout`` is
+    just a wait for the next batch.
+
+    :param settle: real seconds without a new prompt after which a batch
+        counts as complete
+    """
+    steps = []
+    for token in tokens:
+        steps.append(f"prompts:{settle!r}")
+        if token == "hangup":
+            steps.append("hangup")
+        elif token != "timeout":
+            steps.extend(f"press:{key}" for key in token)
+    return steps
+
+
+def choose_caller(
+    config: Config, profile_json: Optional[str], external_id: Optional[str]
+) -> Caller:
+    """
+    The caller from ``--profile`` and ``--external-id``.
+
+    :raises UsageError: ``--profile`` is not a JSON object
+    :raises ConfigError: the config's ``[emulator]`` profiles are bad
+    """
+    if profile_json is not None:
+        try:
+            profile = json.loads(profile_json)
+        except ValueError as e:
+            raise UsageError(f"--profile: not valid JSON: {e}") from None
+        if not isinstance(profile, dict):
+            raise UsageError("--profile: must be a JSON object of attributes")
+        return Caller(external_id or SIMULATED_CALLER, profile, "given by --profile")
+    if external_id is None:
+        return Caller(SIMULATED_CALLER, None, "none (the lookup answers 404)")
+    from .service import check_scenario
+
+    scenario = check_scenario(config)
+    if scenario is None:
+        return Caller(
+            external_id, None, "none (the config has no [emulator] profiles; the lookup answers 404)"
+        )
+    found = scenario.profiles.get(external_id)
+    if found is None:
+        return Caller(
+            external_id, None, "none (not in the config's [emulator] profiles; the lookup answers 404)"
+        )
+    return Caller(external_id, found, "from the config's [emulator] profiles")
+
+
+# --- ivr simulate: time ------------------------------------------------------
+
+
+def scale_timing(config: Config, speed: float) -> Config:
+    """
+    The configuration with the caller-facing delays divided by ``speed``:
+    no-input timeouts (``[timing]`` and per menu), the confirmation delay
+    and the inter-digit timeouts of digit entry.  Network timeouts (token,
+    profile budget, handshake) are left alone.
+    """
+    if speed == 1:
+        return config
+    timing = attrs.evolve(
+        config.timing,
+        no_input_timeout=config.timing.no_input_timeout / speed,
+        confirm_delay=config.timing.confirm_delay / speed,
+    )
+    book = config.menu
+
+    def option(o: Option) -> Option:
+        collect = o.action.collect
+        if collect is None:
+            return o
+        faster = attrs.evolve(collect, inter_digit_timeout=collect.inter_digit_timeout / speed)
+        return attrs.evolve(o, action=attrs.evolve(o.action, collect=faster))
+
+    def menu(spec: MenuSpec) -> MenuSpec:
+        return attrs.evolve(
+            spec,
+            options=tuple(option(o) for o in spec.options),
+            default=None if spec.default is None else tuple(option(o) for o in spec.default),
+            no_input_timeout=(
+                None if spec.no_input_timeout is None else spec.no_input_timeout / speed
+            ),
+        )
+
+    # A new book with its own (empty) cache of built menus.
+    fresh: Dict[str, Any] = {
+        f.alias: {} for f in attrs.fields(MenuBook) if f.name == "_cache" and f.alias
+    }
+    faster_book = attrs.evolve(
+        book, menus={name: menu(spec) for name, spec in book.menus.items()}, **fresh
+    )
+    return attrs.evolve(config, timing=timing, menu=faster_book)
+
+
+# --- ivr simulate: the call --------------------------------------------------
+
+
+@attrs.frozen
+class Simulation:
+    """
+    What happened on a simulated call.
+
+    :ivar started_at: when the service accepted the call (``reactor.seconds()``)
+    :ivar timeline: the service's own timeline: ``(seconds since
+        started_at, what)``
+    :ivar outcome: the service's outcome, ``None`` if the call did not end
+    :ivar record: what the platform emulator saw
+    """
+
+    caller: Caller
+    tokens: Tuple[str, ...]
+    speed: float
+    started_at: float
+    timeline: Tuple[Tuple[float, str], ...]
+    outcome: Any
+    record: Any
+
+
+@inlineCallbacks
+def simulate(
+    reactor: Any,
+    config: Config,
+    caller: Caller,
+    tokens: Sequence[str],
+    *,
+    speed: float = DEFAULT_SPEED,
+    max_time: float = DEFAULT_MAX_TIME,
+) -> Any:
+    """
+    Run one call through :class:`~ivrproto.service.IVRService` against a
+    :class:`~ivrproto.emulator.Platform` listening on ``127.0.0.1``.
+
+    :param config: the configuration as loaded (not yet scaled); its
+        platform URLs and credentials are replaced by the emulator's
+    :param tokens: the caller's actions, from :func:`parse_keys`
+    :return: a Deferred firing with a :class:`Simulation`
+    """
+    from .emulator import Platform
+    from .service import IVRService
+
+    secret = secrets.token_urlsafe(16)
+    scaled = scale_timing(config, speed)
+    reaction = min(REACTION, config.timing.no_input_timeout / 4)
+    script = caller_script(tokens, max(MIN_SETTLE, reaction / speed))
+    profiles = {} if caller.profile is None else {caller.external_id: dict(caller.profile)}
+    platform = Platform(reactor, clients={SIMULATED_CLIENT_ID: secret}, profiles=profiles)
+    yield platform.listen("tcp:0:interface=127.0.0.1")
+    service: Optional[IVRService] = None
+    try:
+        scaled = attrs.evolve(
+            scaled,
+            emulator=None,  # no scripted calls of its own: only ours
+            platform=attrs.evolve(
+                scaled.platform,
+                api_url=platform.base_url,
+                login_url=platform.base_url,
+                client_id=SIMULATED_CLIENT_ID,
+                client_secret=secret,
+            ),
+        )
+        service = IVRService(reactor, scaled, intake="tcp:0:interface=127.0.0.1")
+        yield service.start()
+        assert service.registry is not None
+        record = platform.expect_call(SIMULATED_CALL_ID, caller.external_id, script)
+        runner = service.registry.start_call(SIMULATED_CALL_ID, caller.external_id)
+        ended: Deferred[Any] = service.registry.when_ended(SIMULATED_CALL_ID)
+        try:
+            yield ended.addTimeout(max_time, reactor)
+        except TimedOut:
+            pass
+        if record.connected and not record.finished:
+            try:
+                yield record.when_finished().addTimeout(5.0, reactor)
+            except TimedOut:
+                pass
+        core = runner.core
+        return Simulation(
+            caller=caller,
+            tokens=tuple(tokens),
+            speed=speed,
+            started_at=core.started_at,
+            timeline=tuple(core.timeline),
+            outcome=core.outcome,
+            record=record,
+        )
+    finally:
+        if service is not None:
+            yield service.stop()
+        yield platform.stop()
+
+
+def timeline_lines(simulation: Simulation, audio_base_url: str) -> Iterator[str]:
+    """
+    The call's timeline: the service's steps and what the platform saw
+    (prompts, the caller's keys), in order, in configured seconds.
+    """
+    entries: List[Tuple[float, int, str]] = []
+    for seconds, what in simulation.timeline:
+        if what.startswith("key "):
+            continue  # the caller's own line says it
+        entries.append((simulation.started_at + seconds, 0, what))
+    record = simulation.record
+    for command, when in zip(record.commands, record.command_times):
+        if command.get("action") != "play":
+            continue  # the service's own line says it
+        audio = str(command.get("audio"))
+        name = audio[len(audio_base_url):] if audio.startswith(audio_base_url) else audio
+        dtmf = command.get("dtmf")
+        off = isinstance(dtmf, dict) and dtmf.get("enabled") is False
+        entries.append((when, 1, f"  play {name}" + (" (keys off)" if off else "")))
+    # Keys pressed one after the other by one item of --keys make one line.
+    presses: List[Tuple[float, List[str]]] = []
+    last = None
+    for key, when in zip(record.keys_pressed, record.key_times):
+        if presses and last is not None and when - last < MIN_SETTLE / 2:
+            presses[-1][1].append(key)
+        else:
+            presses.append((when, [key]))
+        last = when
+    for when, keys in presses:
+        entries.append((when, 2, "caller presses " + " ".join(keys)))
+    if record.outcome == "hungup-by-caller" and record.ended_at is not None:
+        entries.append((record.ended_at, 2, "caller hangs up"))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    for when, _, what in entries:
+        shown = max(0.0, when - simulation.started_at) * simulation.speed
+        yield f"{shown:8.2f}s  {what}"
+
+
+def describe_outcome(simulation: Simulation) -> Tuple[str, int]:
+    """
+    :return: the result line and the exit code
+    """
+    outcome = simulation.outcome
+    if outcome is None:
+        return "result: the call did not end in time", EXIT_CALL_FAILED
+    if simulation.timeline:
+        duration = simulation.timeline[-1][0] * simulation.speed
+    else:
+        duration = 0.0
+    after = f" after {duration:.2f}s"
+    if outcome.kind == "transferred":
+        return (
+            f"result: transferred to {outcome.target} ({outcome.reason}){after}",
+            EXIT_OK,
+        )
+    if outcome.kind == "hungup":
+        return f"result: hung up ({outcome.reason}){after}", EXIT_OK
+    return f"result: failed ({outcome.reason}){after}", EXIT_CALL_FAILED
+
+
+def simulation_report(simulation: Simulation, config: Config, path: str) -> Tuple[List[str], int]:
+    """
+    Everything ``ivr simulate`` prints, and its exit code.
+    """
+    caller = simulation.caller
+    speed = simulation.speed
+    timing = config.timing
+    lines = [f"ivr simulate {path}: one call against the local platform emulator"]
+    profile = "" if caller.profile is None else " " + json.dumps(dict(caller.profile))
+    lines.append(f"caller: {caller.external_id}; profile {caller.origin}{profile}")
+    lines.append("keys: " + (", ".join(simulation.tokens) or "(none: a silent caller)"))
+    if speed == 1:
+        lines.append("times: in seconds, real time (--speed 1)")
+    else:
+        lines.append(
+            f"times: in configured seconds; the call ran {speed:g}x faster (--speed {speed:g}):"
+        )
+        lines.append(
+            f"  no-input, confirmation and inter-digit timeouts were divided by {speed:g}; "
+            "the token, profile lookup and connection were not"
+        )
+    lines.append(
+        f"the caller acts {min(REACTION, timing.no_input_timeout / 4):g}s after the last prompt "
+        f"arrives; prompts are relative to {config.menu.audio_base_url}"
+    )
+    lines.append("")
+    lines.extend(timeline_lines(simulation, config.menu.audio_base_url))
+    lines.append("")
+    result, code = describe_outcome(simulation)
+    lines.append(result)
+    violations = simulation.record.violations
+    if violations:
+        lines.append("the platform saw contract violations: " + "; ".join(violations))
+        code = EXIT_CALL_FAILED
+    return lines, code
+
+
+def load_for_simulate(path: str, environ: Mapping[str, str]) -> Config:
+    """
+    Load a configuration for a simulation: the environment may change the
+    audio URL and the rest, but not where the platform is nor the
+    credentials (the simulation has its own).
+
+    :raises ConfigError: the configuration is bad
+    """
+    env = {k: v for k, v in environ.items() if k not in _PLATFORM_VARIABLES}
+    env["CLIENT_ID"] = SIMULATED_CLIENT_ID
+    env["CLIENT_SECRET"] = "placeholder"
+    config = load_config(path, env)
+    from .service import check_scenario
+
+    check_scenario(config)
+    return config
+
+
+def run_simulate(
+    args: argparse.Namespace, environ: Mapping[str, str], out: IO[str], err: IO[str]
+) -> int:
+    """
+    ``ivr simulate``: runs the global reactor.
+
+    :raises UsageError: a bad argument
+    :raises ConfigError: the configuration is bad
+    """
+    tokens = parse_keys(args.keys)
+    if not (args.speed >= 1 and args.speed <= 1000):
+        raise UsageError("--speed: must be a number from 1 to 1000")
+    if not args.max_time > 0:
+        raise UsageError("--max-time: must be a number of seconds greater than zero")
+    config = load_for_simulate(args.config, environ)
+    caller = choose_caller(config, args.profile, args.external_id)
+
+    from twisted.internet.task import react
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    level = LogLevel.info if args.verbose else LogLevel.error
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=level)]
+            )
+        ],
+        redirectStandardIO=False,
+    )
+    results: List[Simulation] = []
+
+    def run(reactor: Any) -> Deferred[None]:
+        d = simulate(reactor, config, caller, tokens, speed=args.speed, max_time=args.max_time)
+        return d.addCallback(results.append)
+
+    try:
+        react(run)
+    except SystemExit as e:
+        if e.code not in (0, None) or not results:
+            print("ivr simulate: the simulation broke (see the log above)", file=err)
+            return EXIT_CALL_FAILED
+    lines, code = simulation_report(results[0], config, args.config)
+    for line in lines:
+        print(line, file=out)
+    return code
