@@ -397,3 +397,24 @@ class IntakeTests(ServiceTestCase):
         self.assertEqual(response.code, 503)
         body = yield response.content()
         self.assertNotIn(b"s3cret", body)
+
+
+class HostFromConfigTests(ServiceTestCase):
+    @inlineCallbacks
+    def test_intake_cannot_redirect_the_connection(self) -> Any:
+        """Extra fields naming another host are ignored: the token goes only to the configured platform."""
+        record = self.platform.expect_call("call-h", "CRM-PREMIUM", ["menu", "press:1"])
+        response = yield self.post(
+            {
+                "callControlId": "call-h",
+                "externalId": "CRM-PREMIUM",
+                "websocketUrl": "ws://127.0.0.2:9/api/v2/callcontrol/websocket",
+                "api_url": "http://127.0.0.2:9",
+                "target": "ext:attacker",
+            }
+        )
+        self.assertEqual(response.code, 202)
+        yield response.content()
+        yield record.when_finished()
+        self.assertEqual(record.transfer_target, "ext:transfer_premium")
+        self.assertEqual(self.platform.stats.ws_upgrades, 1)
