@@ -6,6 +6,7 @@ it, the embedded local platform with its scripted calls.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any, Mapping, Optional
 
@@ -30,6 +31,16 @@ from .metrics import Metrics, MetricsResource
 from .protocol import CLOSE_GRACE
 from .oauth import TokenSource
 from .profiles import ExternalContactsClient, ProfileClient
+
+
+def freeze_startup_objects() -> None:
+    """
+    Move everything allocated while starting (modules, config, menus) out of
+    the garbage collector's view: collections then only walk per-call
+    objects, which saves several percent of CPU under load.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def idle_or_timeout(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[Any]:
@@ -130,6 +141,7 @@ class IVRService(Service):
             if self.reactor.running:
                 self.reactor.stop()
 
+        self._started.addCallback(lambda _: freeze_startup_objects())
         self._started.addErrback(failed)
 
     def reload(self, environ: Optional[Mapping[str, str]] = None) -> bool:
