@@ -347,8 +347,9 @@ class CallRegistry:
         target = f" to {outcome.target}" if outcome.target else ""
         self.log.info(
             "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
-            "profile {profile}, {menu} menu, keys [{keys}]: {timeline}",
+            "caller {caller}, profile {profile}, {menu} menu, keys [{keys}]: {timeline}",
             call_control_id=runner.call_control_id,
+            caller=runner.caller,
             kind=outcome.kind,
             target=target,
             reason=outcome.reason,
