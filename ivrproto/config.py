@@ -81,6 +81,8 @@ class IntakeConfig:
     :ivar signature_tolerance: seconds a signed request's timestamp may be off
     :ivar drain_deadline: seconds after SIGTERM before calls still in a menu
         are transferred to the operator
+    :ivar max_loop_lag: seconds the reactor may run late before new calls
+        are refused (503) to protect the calls in progress
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -90,6 +92,7 @@ class IntakeConfig:
     secret: Optional[str] = attrs.field(default=None, repr=False)
     signature_tolerance: float = 300.0
     drain_deadline: float = 25.0
+    max_loop_lag: float = 0.1
 
 
 @attrs.frozen
@@ -411,6 +414,7 @@ def parse_config(
         drain_deadline=intake.positive(
             "drain_deadline", intake_defaults.drain_deadline, allow_zero=True
         ),
+        max_loop_lag=intake.positive("max_loop_lag", intake_defaults.max_loop_lag),
     )
     intake.finish()
 

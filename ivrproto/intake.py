@@ -72,11 +72,13 @@ class CallsResource(Resource):
         registry: CallRegistry,
         is_draining: Callable[[], bool],
         signatures: Optional[SignatureCheck] = None,
+        is_overloaded: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.is_draining = is_draining
         self.signatures = signatures
+        self.is_overloaded = is_overloaded
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -92,6 +94,9 @@ class CallsResource(Resource):
         if self.is_draining():
             request.setHeader(b"retry-after", b"5")
             return _json(request, 503, {"error": "draining: not taking new calls"})
+        if self.is_overloaded():
+            request.setHeader(b"retry-after", b"1")
+            return _json(request, 503, {"error": "overloaded: try another instance"})
         raw = request.content.read()
         now = self.registry.context.reactor.seconds()
         if self.signatures is not None:
@@ -250,6 +255,7 @@ def make_site(
     stats: Optional[Callable[[], dict[str, Any]]] = None,
     extra: Optional[dict[bytes, Resource]] = None,
     signatures: Optional[SignatureCheck] = None,
+    is_overloaded: Callable[[], bool] = lambda: False,
 ) -> Site:
     """
     The intake's web site.
@@ -257,7 +263,7 @@ def make_site(
     root = Resource()
     v1 = Resource()
     root.putChild(b"v1", v1)
-    v1.putChild(b"calls", CallsResource(registry, is_draining, signatures))
+    v1.putChild(b"calls", CallsResource(registry, is_draining, signatures, is_overloaded))
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())

@@ -75,6 +75,11 @@ class _StatsCollector:
         active = GaugeMetricFamily("ivr_calls_active", "Calls in progress.")
         active.add_metric([], calls["active"])
         yield active
+        lag = GaugeMetricFamily(
+            "ivr_reactor_lag_seconds", "How late the reactor runs timers (smoothed)."
+        )
+        lag.add_metric([], stats.get("loop_lag", 0.0))
+        yield lag
         draining = GaugeMetricFamily("ivr_draining", "1 while the service drains.")
         draining.add_metric([], 1 if stats.get("draining") else 0)
         yield draining

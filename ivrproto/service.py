@@ -28,6 +28,7 @@ from ._retry import RetryBudget
 from .intake import make_site
 from .lookup import ProfileLookup
 from .metrics import Metrics, MetricsResource
+from .overload import LoopLag
 from .protocol import CLOSE_GRACE
 from .oauth import TokenSource
 from .profiles import ExternalContactsClient, ProfileClient
@@ -114,6 +115,7 @@ class IVRService(Service):
         self.intake_address: Any = None
         self.draining = False
         self.metrics: Optional[Metrics] = None
+        self.loop_lag: Optional[LoopLag] = None
         self.scenario_done: Optional[Deferred[Any]] = None
         self._started: Optional[Deferred[None]] = None
 
@@ -310,6 +312,7 @@ class IVRService(Service):
             self.config.intake.max_body,
             stats=self.stats,
             extra={b"metrics": MetricsResource(self.metrics)},
+            is_overloaded=lambda: self.loop_lag.overloaded,
             signatures=(
                 None
                 if self.config.intake.secret is None
@@ -319,6 +322,8 @@ class IVRService(Service):
                 )
             ),
         )
+        self.loop_lag = LoopLag(self.reactor, limit=self.config.intake.max_loop_lag)
+        self.loop_lag.start()
         endpoint = serverFromString(self.reactor, self.intake_description)
         self.port = yield endpoint.listen(site)
         self.intake_address = self.port.getHost()
@@ -366,6 +371,7 @@ class IVRService(Service):
         assert self.lookup is not None and self.source is not None
         return {
             "draining": self.draining,
+            "loop_lag": round(self.loop_lag.lag, 4) if self.loop_lag is not None else 0.0,
             "calls": {"active": len(self.registry.active), **self.registry.totals},
             "fallbacks": dict(self.registry.fallbacks),
             "closes": dict(self.registry.closes),
@@ -392,6 +398,8 @@ class IVRService(Service):
             waits.append(platform.stop())
         if self.registry is not None:
             self.registry.clear_timers()
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         if self.lookup is not None:
             self.lookup.stop()
         if self.source is not None:

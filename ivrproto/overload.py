@@ -1,0 +1,53 @@
+"""
+Load shedding.  Past what one process can carry, accepting more calls makes
+every call late, and then every call fails (handshakes and budgets time out
+behind a queue of work).  The intake refuses new calls instead, cheaply and
+with ``Retry-After``, while the reactor runs late, so that the calls already
+accepted still finish well.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+class LoopLag:
+    """
+    Measures how late the reactor runs a timer, smoothed.
+
+    :param interval: seconds between probes
+    :param limit: lag, in seconds, past which the process counts as overloaded
+    """
+
+    def __init__(self, reactor: IReactorTime, interval: float = 0.05, limit: float = 0.1) -> None:
+        self._reactor = reactor
+        self.interval = interval
+        self.limit = limit
+        self.lag = 0.0
+        self._expected = 0.0
+        self._call: Optional[IDelayedCall] = None
+
+    @property
+    def overloaded(self) -> bool:
+        return self.lag > self.limit
+
+    def start(self) -> None:
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _schedule(self) -> None:
+        self._expected = self._reactor.seconds() + self.interval
+        self._call = self._reactor.callLater(self.interval, self._probe)
+
+    def _probe(self) -> None:
+        late = max(0.0, self._reactor.seconds() - self._expected)
+        # Rise at once, fall smoothly: one late turn is enough to start
+        # shedding, a few prompt ones to stop.
+        self.lag = late if late > self.lag else 0.7 * self.lag + 0.3 * late
+        self._schedule()
