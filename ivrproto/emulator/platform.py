@@ -734,11 +734,17 @@ class Platform:
             raise ValueError("close_after_transfer must not be negative")
         self._reactor = reactor
         self._clients = dict(clients)
-        self._profiles: dict[str, dict[str, Any]] = {}
-        for external_id, attributes in profiles.items():
-            if not isinstance(external_id, str) or not isinstance(attributes, Mapping):
-                raise TypeError("profiles maps external ids (str) to attribute objects")
-            self._profiles[external_id] = dict(attributes)
+        self._profiles: Mapping[str, Mapping[str, Any]]
+        if isinstance(profiles, dict):
+            self._profiles = {}
+            for external_id, attributes in profiles.items():
+                if not isinstance(external_id, str) or not isinstance(attributes, Mapping):
+                    raise TypeError("profiles maps external ids (str) to attribute objects")
+                self._profiles[external_id] = dict(attributes)
+        else:
+            # Any other mapping is used as it is: a load generator can make
+            # profiles on demand instead of holding millions of them.
+            self._profiles = profiles
         self.token_ttl = int(token_ttl)
         self._client_scopes: dict[str, frozenset[str]] = {}
         for client_id, scopes in (client_scopes or {}).items():
@@ -821,6 +827,15 @@ class Platform:
         The Call Control WebSocket URL, once listening.
         """
         return "ws" + self.base_url[4:] + WEBSOCKET_PATH.decode("ascii")
+
+    def forget(self, call_id: str) -> None:
+        """
+        Drop the record of a finished call (long load runs keep memory
+        bounded this way).
+        """
+        record = self._calls.get(call_id)
+        if record is not None and record.finished:
+            del self._calls[call_id]
 
     @property
     def calls(self) -> Mapping[str, CallRecord]:
