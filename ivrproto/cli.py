@@ -364,7 +364,7 @@ def parse_keys(text: str) -> Tuple[str, ...]:
     """
     if not text.strip():
         return ()
-    tokens = []
+    tokens: list[Any] = []
     for raw in text.split(","):
         token = raw.strip()
         if token.lower() in ("timeout", "hangup"):

@@ -52,6 +52,7 @@ def capped_request(max_body: int) -> Type[Request]:
         def handleContentChunk(self, data: bytes) -> None:
             if self.too_large:
                 return
+            assert self.content is not None
             if self.content.tell() + len(data) > max_body:
                 self.too_large = True
                 return
@@ -97,6 +98,7 @@ class CallsResource(Resource):
         if self.is_overloaded():
             request.setHeader(b"retry-after", b"1")
             return _json(request, 503, {"error": "overloaded: try another instance"})
+        assert request.content is not None
         raw = request.content.read()
         now = self.registry.context.reactor.seconds()
         if self.signatures is not None:
@@ -243,7 +245,7 @@ class _QuietSite(Site):
     calls a second, formatting it costs more than handling the request).
     """
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         pass
 
 

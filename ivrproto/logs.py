@@ -31,7 +31,7 @@ def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
         "time": round(event.get("log_time", 0.0), 6),
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
-        "message": formatEvent(event),
+        "message": formatEvent(dict(event)),
     }
     call_control_id = event.get("call_control_id")
     if isinstance(call_control_id, str):

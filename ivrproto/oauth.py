@@ -430,12 +430,12 @@ class TokenSource:
             )
 
         status: int = response.code
+        body: Optional[bytes] = None
+        body_error: Optional[BodyError] = None
         try:
             body = await read_body(self._reactor, response, self._timeout, self._max_body)
         except BodyError as e:
-            body, body_error = None, e
-        else:
-            body_error = None
+            body_error = e
 
         if status == 200:
             if body is None:

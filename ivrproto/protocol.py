@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Optional, Protocol as TypingProtocol
+from typing import Any, Optional, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -254,7 +254,7 @@ class CallControlFactory(WebSocketClientFactory):
     :param token: the bearer token sent on the upgrade
     """
 
-    protocol = CallControlProtocol
+    protocol = CallControlProtocol  # type: ignore[assignment]
     noisy = False
     log = QuietAutobahnLog(Logger(namespace="ivrproto.protocol.autobahn"))
 
@@ -334,4 +334,5 @@ def connect_call_control(
         endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
     if parts.scheme == "wss":
         endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-    return endpoint.connect(factory)
+    connecting: Deferred[Any] = endpoint.connect(factory)
+    return connecting

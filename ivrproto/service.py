@@ -31,7 +31,7 @@ from .metrics import Metrics, MetricsResource
 from .overload import LoopLag
 from .protocol import CLOSE_GRACE
 from .oauth import TokenSource
-from .profiles import ExternalContactsClient, ProfileClient
+from .profiles import ExternalContactsClient, ProfileClient, _ProfileSource
 
 
 def freeze_startup_objects() -> None:
@@ -49,7 +49,12 @@ def idle_or_timeout(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[
     ``d``, or ``None`` after ``seconds`` if it has not fired by then.
     """
     result: Deferred[Any] = Deferred()
-    timer = reactor.callLater(seconds, lambda: result.called or result.callback(None))
+
+    def timed_out() -> None:
+        if not result.called:
+            result.callback(None)
+
+    timer = reactor.callLater(seconds, timed_out)
 
     def done(value: Any) -> None:
         if timer.active():
@@ -108,7 +113,7 @@ class IVRService(Service):
         self.platform: Any = None
         self.pool: Optional[HTTPConnectionPool] = None
         self.tokens: Optional[TokenSource] = None
-        self.source: Optional[ProfileClient] = None
+        self.source: Optional[_ProfileSource] = None
         self.lookup: Optional[ProfileLookup] = None
         self.registry: Optional[CallRegistry] = None
         self.port: Optional[IListeningPort] = None
@@ -261,25 +266,31 @@ class IVRService(Service):
             refresh_margin=timing.token_refresh_margin,
         )
         profiles = self.config.profiles
-        source_options = dict(
-            timeout=timing.request_timeout, retry_budget=RetryBudget(self.reactor)
-        )
+        retry_budget = RetryBudget(self.reactor)
+        source: _ProfileSource
         if profiles.source == "external-contacts":
-            self.source = ExternalContactsClient(
+            source = ExternalContactsClient(
                 self.reactor,
                 http,
                 platform_config.api_url,
                 self.tokens,
                 lookup_type=profiles.lookup_type,
-                **source_options,
+                timeout=timing.request_timeout,
+                retry_budget=retry_budget,
             )
         else:
-            self.source = ProfileClient(
-                self.reactor, http, platform_config.api_url, self.tokens, **source_options
+            source = ProfileClient(
+                self.reactor,
+                http,
+                platform_config.api_url,
+                self.tokens,
+                timeout=timing.request_timeout,
+                retry_budget=retry_budget,
             )
+        self.source = source
         self.lookup = ProfileLookup(
             self.reactor,
-            self.source,
+            source,
             ttl=profiles.cache_ttl,
             negative_ttl=profiles.negative_ttl,
             max_entries=profiles.cache_size,
@@ -312,7 +323,7 @@ class IVRService(Service):
             self.config.intake.max_body,
             stats=self.stats,
             extra={b"metrics": MetricsResource(self.metrics)},
-            is_overloaded=lambda: self.loop_lag.overloaded,
+            is_overloaded=lambda: self.loop_lag is not None and self.loop_lag.overloaded,
             signatures=(
                 None
                 if self.config.intake.secret is None

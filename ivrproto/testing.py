@@ -283,7 +283,7 @@ class ScriptedPlatformFactory(WebSocketServerFactory):
     :param script: how the handshake is answered
     """
 
-    protocol = ScriptedPlatformProtocol
+    protocol = ScriptedPlatformProtocol  # type: ignore[assignment]
     log = QuietAutobahnLog(Logger(namespace="ivrproto.testing.autobahn"))
 
     def __init__(self, clock: IReactorTime, script: PlatformScript = PlatformScript()) -> None:
@@ -334,4 +334,4 @@ def connect_in_memory(
         FakeTransport(client, False, client_address, server_address),
         clock=clock,
     )
-    return client, platform, pump
+    return client, platform, pump  # type: ignore[return-value]

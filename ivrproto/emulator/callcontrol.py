@@ -730,7 +730,7 @@ class CallControlServerFactory(WebSocketServerFactory):
     Builds :class:`CallControlServerProtocol` for one :class:`Platform`.
     """
 
-    protocol = CallControlServerProtocol
+    protocol = CallControlServerProtocol  # type: ignore[assignment]
     log = QuietAutobahnLog(Logger(namespace="ivrproto.emulator.autobahn"))
 
     def __init__(self, platform: Platform, reactor: Any) -> None:

@@ -377,6 +377,7 @@ class _TokenResource(Resource):
                 request, 400, "invalid_request",
                 "Content-Type must be application/x-www-form-urlencoded",
             )
+        assert request.content is not None
         request.content.seek(0)
         raw = request.content.read(MAX_FORM_BODY + 1)
         if len(raw) > MAX_FORM_BODY:
@@ -571,6 +572,7 @@ class _ContactsResource(Resource):
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0]
         if content_type.strip().lower() != b"application/json":
             return _api_error(request, 400, "Content-Type must be application/json")
+        assert request.content is not None
         request.content.seek(0)
         raw = request.content.read(MAX_FORM_BODY + 1)
         if len(raw) > MAX_FORM_BODY:
@@ -662,7 +664,7 @@ class _QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         pass
 
     def startFactory(self) -> None:
@@ -807,10 +809,10 @@ class Platform:
                 host = "::1"
             if ":" in host:
                 host = f"[{host}]"
-            self._base_url = f"http://{host}:{address.port}"
+            self._base_url = f"http://{host}:{address.port}"  # type: ignore[attr-defined]
             return port
 
-        return endpoint.listen(self._tracker).addCallback(listening)
+        return endpoint.listen(self._tracker).addCallback(listening)  # type: ignore[union-attr]
 
     @property
     def base_url(self) -> str:
@@ -872,7 +874,7 @@ class Platform:
         if existing is not None and not existing.finished:
             raise ValueError(f"call {call_id!r} is already expected")
         record = CallRecord(
-            call_id, external_id, tuple(script), handshake, steps=steps
+            call_id, external_id, tuple(script), handshake, steps=steps  # type: ignore[arg-type]
         )
         self._calls[call_id] = record
         return record
@@ -959,7 +961,7 @@ class Platform:
     ) -> Union[bytes, int]:
         if fault.delay <= 0:
             return self._fault_answer(request, fault, normal)
-        gone = []
+        gone: list[Any] = []
 
         def answer() -> None:
             self._timers.discard(timer)
@@ -990,7 +992,7 @@ class Platform:
         if fault.status is None:
             return normal(request)
         if fault.status == 0:
-            request.channel.transport.abortConnection()
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
             return NOT_DONE_YET
         request.setResponseCode(fault.status)
         body = fault.body
