@@ -498,9 +498,11 @@ class TokenSource:
             isinstance(expires_in, bool)
             or not isinstance(expires_in, (int, float))
             or not math.isfinite(expires_in)
-            or expires_in <= 0
+            or expires_in < 0
         ):
-            raise _malformed(url, "expires_in missing or not a positive number")
+            # 0 is allowed: the token serves the calls waiting for it, and
+            # the next call fetches another.
+            raise _malformed(url, "expires_in missing or not a number of seconds")
         now = self._reactor.seconds()
         lifetime = float(expires_in)
         token = AccessToken(value=value, expires_at=now + lifetime)

@@ -55,8 +55,10 @@ _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
 #: Seconds a closed connection may take to go away before it is dropped.
 CLOSE_GRACE = 3.0
 
-#: Frames larger than this are refused (events are small JSON objects).
-MAX_MESSAGE_SIZE = 64 * 1024
+#: Frames larger than this end the connection.  Control frames are small,
+#: but ``media`` events carry audio of any size and must be ignored, not
+#: refused: the bound only keeps a broken peer from exhausting memory.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class CallControlListener(TypingProtocol):

@@ -187,6 +187,7 @@ class SessionCore:
     collect: Optional[Collect] = None
     digits: str = ""
     collected: dict[str, str] = attrs.Factory(dict)
+    early_keys: List[str] = attrs.Factory(list)
     outcome: Optional[Outcome] = None
     started_at: float = 0.0
     timeline: List[tuple[float, str]] = attrs.Factory(list)
@@ -218,6 +219,15 @@ class SessionCore:
         self.attributes = attributes
         self.menu = self.book.menu_for(attributes)
         self.note(f"profile {how}; {'default' if self.menu.is_default else 'profile'} menu")
+
+    def replay_early_keys(self, session: "CallSession") -> None:
+        """
+        Hand the keys pressed before the menu was offered to the menu (they
+        run once this transition is over).
+        """
+        keys, self.early_keys = self.early_keys, []
+        for digit in keys:
+            session.digit_received(digit)
 
     # -- the menu ----------------------------------------------------------
 
@@ -421,6 +431,7 @@ def _profile_second(
 ) -> None:
     core.choose_menu(attributes, how)
     core.send_menu()
+    core.replay_early_keys(session)
 
 
 @awaiting_profile.upon(CallSession.profile_budget_spent).to(in_menu)
@@ -428,6 +439,7 @@ def _budget_second(session: CallSession, core: SessionCore) -> None:
     core.budget_timer = None
     core.choose_menu(None, "timed-out")
     core.send_menu()
+    core.replay_early_keys(session)
 
 
 @awaiting_connection.upon(CallSession.connected).to(in_menu)
@@ -469,8 +481,9 @@ def _digit(session: CallSession, core: SessionCore, digit: str) -> None:
         core.chosen = digit
         core.perform(session, action, "selected")
     elif core.invalid_input():
+        # The no-input timer keeps running from the last menu prompt
+        # (contract section 3, item 8): an invalid key does not restart it.
         core.play(core.book.invalid_url(core.menu), core.menu.keys)
-        core.restart_input_timer()
     else:
         session.give_up("invalid-input")
 
@@ -572,8 +585,16 @@ def _confirmed(session: CallSession, core: SessionCore) -> None:
 
 # Keys while confirming are not listened for (DTMF is disabled); keys before
 # the menu exists have nothing to select.
-for _state in (awaiting_profile, confirming, ended):
+for _state in (confirming, ended):
     _state.upon(CallSession.digit_received).loop().returns(None)
+
+
+# A key pressed after connected but before the menu could be offered (the
+# profile is still on its way) is kept, and handled once the menu is out:
+# "a key pressed at any time" counts (contract section 3, item 8).
+@awaiting_profile.upon(CallSession.digit_received).loop()
+def _early_key(session: CallSession, core: SessionCore, digit: str) -> None:
+    core.early_keys.append(digit)
 
 
 # --- the end of a call -------------------------------------------------------
@@ -584,7 +605,7 @@ for _state in LIVE:
     @_state.upon(CallSession.hangup_received).to(ended)
     def _hangup(session: CallSession, core: SessionCore, reason: Optional[str]) -> None:
         core.port.close()
-        core.end(Outcome("hungup", reason or "caller"))
+        core.end(Outcome("hungup", reason or "unspecified"))
 
     @_state.upon(CallSession.connection_lost).to(ended)
     def _lost(session: CallSession, core: SessionCore, reason: str) -> None:

@@ -346,7 +346,9 @@ class IntakeTests(ServiceTestCase):
         self.assertEqual(content["field"], "callControlId")
         content = yield self.expect_status(400, {"callControlId": "c-1", "externalId": ["x"]})
         self.assertEqual(content["field"], "externalId")
-        yield self.expect_status(400, {"callControlId": "../../etc", "externalId": "x"})
+        yield self.expect_status(400, {"callControlId": "", "externalId": "x"})
+        yield self.expect_status(400, {"callControlId": "c\x00-1", "externalId": "x"})
+        yield self.expect_status(400, {"callControlId": "c" * 257, "externalId": "x"})
         yield self.expect_status(400, {"callControlId": "c-1", "externalId": "a\nb"})
         self.assertEqual(self.service.registry.active, {})
 
