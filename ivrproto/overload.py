@@ -47,7 +47,7 @@ class LoopLag:
 
     def _probe(self) -> None:
         late = max(0.0, self._reactor.seconds() - self._expected)
-        # Rise at once, fall smoothly: one late turn is enough to start
-        # shedding, a few prompt ones to stop.
-        self.lag = late if late > self.lag else 0.7 * self.lag + 0.3 * late
+        # Smoothed, so that one stall (a garbage collection) does not shed
+        # calls, while a reactor that keeps running late does.
+        self.lag = 0.7 * self.lag + 0.3 * late
         self._schedule()

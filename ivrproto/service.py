@@ -323,7 +323,7 @@ class IVRService(Service):
             self.config.intake.max_body,
             stats=self.stats,
             extra={b"metrics": MetricsResource(self.metrics)},
-            is_overloaded=lambda: self.loop_lag is not None and self.loop_lag.overloaded,
+            is_overloaded=self.overloaded,
             signatures=(
                 None
                 if self.config.intake.secret is None
@@ -372,6 +372,21 @@ class IVRService(Service):
             return records
 
         return d.addCallback(done)
+
+    #: Calls in progress below which the intake never sheds: a late reactor
+    #: with few calls is a stall, not overload.
+    shed_floor = 8
+
+    def overloaded(self) -> bool:
+        """
+        Whether new calls should be refused to protect those in progress.
+        """
+        return (
+            self.loop_lag is not None
+            and self.loop_lag.overloaded
+            and self.registry is not None
+            and len(self.registry.active) >= self.shed_floor
+        )
 
     def stats(self) -> dict[str, Any]:
         """
