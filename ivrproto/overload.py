@@ -47,7 +47,9 @@ class LoopLag:
 
     def _probe(self) -> None:
         late = max(0.0, self._reactor.seconds() - self._expected)
-        # Smoothed, so that one stall (a garbage collection) does not shed
-        # calls, while a reactor that keeps running late does.
-        self.lag = 0.7 * self.lag + 0.3 * late
+        # Rise at once, fall smoothly: one late turn starts shedding, a few
+        # prompt ones stop it (waiting for the average to rise lets a queue
+        # build that makes every accepted call late).  A stall with few
+        # calls in progress is not overload: see IVRService.overloaded.
+        self.lag = late if late > self.lag else 0.7 * self.lag + 0.3 * late
         self._schedule()

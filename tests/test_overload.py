@@ -28,23 +28,13 @@ class LoopLagTests(SynchronousTestCase):
         lag.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_one_stall_is_not_overload(self) -> None:
-        """A single late turn (a garbage collection) does not count as overload."""
+    def test_late_then_recovering(self) -> None:
+        """A late turn starts shedding at once; prompt turns end it."""
         clock = Clock()
         lag = LoopLag(clock, interval=0.05, limit=0.1)
         lag.start()
         clock.advance(0.3)  # the probe runs 0.25 s late
-        self.assertAlmostEqual(lag.lag, 0.075)
-        self.assertFalse(lag.overloaded)
-        lag.stop()
-
-    def test_late_then_recovering(self) -> None:
-        """A reactor that keeps running late is overloaded; prompt turns end it."""
-        clock = Clock()
-        lag = LoopLag(clock, interval=0.05, limit=0.1)
-        lag.start()
-        for _ in range(3):
-            clock.advance(0.25)  # each probe 0.2 s late
+        self.assertAlmostEqual(lag.lag, 0.25)
         self.assertTrue(lag.overloaded)
         for _ in range(4):
             clock.advance(0.05)
