@@ -169,6 +169,25 @@ def retry_after_jitter(delay: float, random: Callable[[], float]) -> float:
     return delay + max(0.0, random()) * min(1.0, delay * 0.1)
 
 
+def throttled_delay(
+    response: Any,
+    now: float,
+    cap: float,
+    random: Callable[[], float],
+    backoff: Callable[[], float],
+) -> float:
+    """
+    How long to wait before retrying a throttled request: the response's
+    ``Retry-After`` (either form, capped, with :func:`retry_after_jitter`),
+    or ``backoff()`` when it has none that can be read.
+
+    :param now: the current time in seconds since the epoch
+    """
+    values = response.headers.getRawHeaders(b"Retry-After")
+    delay = parse_retry_after(values[0] if values else None, now, cap)
+    return backoff() if delay is None else retry_after_jitter(delay, random)
+
+
 class RetryBudget:
     """
     How many retries a group of clients may make: at most ``ratio`` of the

@@ -33,11 +33,10 @@ from ivrproto._retry import (
     Cancelled,
     describe_request_failure,
     full_jitter,
-    parse_retry_after,
     read_body,
-    retry_after_jitter,
     run_cancellable,
     sleep,
+    throttled_delay,
 )
 from ivrproto.errors import TokenError
 
@@ -452,16 +451,13 @@ class TokenSource:
         error_code = _error_code(payload)
 
         if status == 429 or (status == 400 and _is_rate_limited(payload)):
-            retry_after = response.headers.getRawHeaders(b"Retry-After")
-            delay = parse_retry_after(
-                retry_after[0] if retry_after else None,
+            delay = throttled_delay(
+                response,
                 self._reactor.seconds(),
                 self._retry_after_cap,
+                self._random,
+                lambda: self._backoff(attempt),
             )
-            if delay is None:
-                delay = self._backoff(attempt)
-            else:
-                delay = retry_after_jitter(delay, self._random)
             raise _Retry(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
             raise TokenError(

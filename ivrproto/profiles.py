@@ -33,11 +33,10 @@ from ivrproto._retry import (
     RetryBudget,
     describe_request_failure,
     full_jitter,
-    parse_retry_after,
     read_body,
-    retry_after_jitter,
     run_cancellable,
     sleep,
+    throttled_delay,
 )
 from ivrproto.errors import ProfileError, TokenError
 
@@ -497,16 +496,13 @@ class _ProfileSource:
         if status == 403:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
-            values = response.headers.getRawHeaders(b"Retry-After")
-            delay = parse_retry_after(
-                values[0] if values else None,
+            delay = throttled_delay(
+                response,
                 self._reactor.seconds(),
                 self._retry_after_cap,
+                self._random,
+                lambda: self._backoff(attempt),
             )
-            if delay is None:
-                delay = self._backoff(attempt)
-            else:
-                delay = retry_after_jitter(delay, self._random)
             raise _Retry(ProfileError(endpoint, status, "rate limited"), delay)
         if 500 <= status <= 599:
             raise _Retry(
@@ -525,26 +521,7 @@ class ProfileClient(_ProfileSource):
     ``GET {api_url}/api/v2/profiles/external/{externalId}``.  Its
     :attr:`endpoint` has a placeholder in place of the external id.
 
-    :param reactor: the clock for timeouts, deadlines and backoff
-    :param http: a treq-like HTTP client (``treq.client.HTTPClient`` or
-        ``treq.testing.StubTreq``)
-    :param api_url: the REST base URL (``https://api.<region domain>``)
-    :param tokens: where access tokens come from (a
-        :class:`ivrproto.oauth.TokenSource`, or anything with its
-        ``get_token`` and ``invalidate``)
-    :param timeout: seconds allowed for the response headers, and again for
-        the body, of each request
-    :param max_attempts: requests per lookup for 429s and transient
-        failures, the first included (the one retry after a 401 is extra)
-    :param backoff_base: backoff bound after the first transient failure
-    :param backoff_cap: largest backoff bound
-    :param retry_after_cap: longest ``Retry-After`` wait honoured (a little
-        jitter, at most a second, is added to it)
-    :param retry_budget: the budget retries are drawn from; share one
-        between the clients of a process.  ``None`` makes a private one
-        with the defaults of :class:`RetryBudget`.
-    :param max_body: largest response body accepted, in bytes
-    :param random: returns a float in [0, 1), for jitter
+    Its parameters are those of :class:`_ProfileSource`.
     """
 
     _forbidden_reason = "forbidden: the access token lacks the profile:read scope"
