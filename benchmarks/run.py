@@ -475,6 +475,9 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
                 "--config",
                 str(config),
             ]
+            if getattr(o, "service", "ivr") == "floor":
+                # the same call with the same libraries and nothing of ivrproto
+                argv = [sys.executable, str(HERE / "floor.py"), str(port)]
             env = child_env(
                 {
                     "GENESYS_BASE_URL": emus[i % emulators].url or "",
@@ -1083,6 +1086,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.add_argument("--keep-logs", action="store_true",
                        help="keep the service and emulator logs and configs in --out")
         p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--service", choices=("ivr", "floor"), default="ivr",
+                       help="floor: benchmarks/floor.py, the least code that carries the "
+                       "same call on the same libraries, in place of twistd ivr")
 
     rate = sub.add_parser("rate", help="full calls at a fixed rate")
     rate.add_argument("--rate", type=float, default=100.0, help="calls per second offered")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Callable, Dict, Optional, Protocol
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Optional, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -292,7 +293,10 @@ class CallRegistry:
         self.retention = retention
         self.active: Dict[str, CallRunner] = {}
         self.ended: Dict[str, CallRecord] = {}
-        self._expiry: Dict[str, IDelayedCall] = {}
+        # (expiry time, id, record) in the order the calls ended: expired
+        # records are dropped as calls end and when one is looked up, so an
+        # ended call costs no reactor timer
+        self._expiry: Deque[tuple[float, str, CallRecord]] = deque()
         self._on_call_ended = on_call_ended
         self._waiters: Dict[str, list[Deferred[CallRecord]]] = {}
         self.totals: Dict[str, int] = {}
@@ -360,10 +364,10 @@ class CallRegistry:
             timeline=describe_timeline(core),
         )
         if self.retention > 0:
+            now = self.context.reactor.seconds()
+            self._expire(now)
             self.ended[runner.call_control_id] = record
-            self._expiry[runner.call_control_id] = self.context.reactor.callLater(
-                self.retention, self._expire, runner.call_control_id
-            )
+            self._expiry.append((now + self.retention, runner.call_control_id, record))
         if self._on_call_ended is not None:
             self._on_call_ended(record)
         for waiter in self._waiters.pop(runner.call_control_id, []):
@@ -419,6 +423,7 @@ class CallRegistry:
         A Deferred that fires with the call's record when it ends (at once
         if it has ended and is still retained).
         """
+        self._expire(self.context.reactor.seconds())
         record = self.ended.get(call_control_id)
         if record is not None and call_control_id not in self.active:
             return succeed(record)
@@ -426,14 +431,14 @@ class CallRegistry:
         self._waiters.setdefault(call_control_id, []).append(d)
         return d
 
-    def _expire(self, call_control_id: str) -> None:
-        self._expiry.pop(call_control_id, None)
-        self.ended.pop(call_control_id, None)
+    def _expire(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, call_control_id, record = expiry.popleft()
+            if self.ended.get(call_control_id) is record:
+                del self.ended[call_control_id]
 
     def _forget(self, call_control_id: str) -> None:
-        timer = self._expiry.pop(call_control_id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
         self.ended.pop(call_control_id, None)
 
     def describe(self, call_control_id: str) -> Optional[dict[str, Any]]:
@@ -448,14 +453,12 @@ class CallRegistry:
                 "profile": runner.core.profile,
                 "keys": list(runner.core.keys),
             }
+        self._expire(self.context.reactor.seconds())
         record = self.ended.get(call_control_id)
         return None if record is None else record.to_json()
 
     def clear_timers(self) -> None:
         """
-        Cancel the retention timers (at shutdown).
+        Nothing to cancel at shutdown: retention keeps no reactor timers
+        (ended calls expire as later calls end or are looked up).
         """
-        for timer in self._expiry.values():
-            if timer.active():
-                timer.cancel()
-        self._expiry.clear()

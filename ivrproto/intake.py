@@ -13,6 +13,7 @@ import json
 from typing import Any, Callable, Optional, Type
 from urllib.parse import quote
 
+import orjson
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .calls import CallRegistry
+from .messages import loads_json
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: The platform issues call ids, and the contract only says "str": any
@@ -36,7 +38,10 @@ def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body).encode("utf-8")
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # a type orjson does not know: the standard library's answer
+        return json.dumps(body).encode("utf-8")
 
 
 def capped_request(max_body: int) -> Type[Request]:
@@ -121,7 +126,7 @@ class CallsResource(Resource):
                 self.log.warn("intake request refused: {problem}", problem=problem)
                 return _json(request, 401, {"error": problem})
         try:
-            body = json.loads(raw)
+            body = loads_json(raw)
         except (ValueError, UnicodeDecodeError):
             return _json(request, 400, {"error": "body is not valid JSON"})
         if not isinstance(body, dict):

@@ -7,6 +7,7 @@ session.  Embed it in your own Twisted code with :func:`connect_call_control`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any, Optional, Protocol as TypingProtocol
@@ -299,6 +300,23 @@ class CallControlFactory(WebSocketClientFactory):
         return f"<CallControlFactory {self.url} {self.call_control_id!r}>"
 
 
+@functools.lru_cache(maxsize=16)
+def _websocket_target(url: str) -> tuple[bool, str, int, bool]:
+    """
+    ``(TLS?, host, port, host is an IP address?)`` for a Call Control URL
+    (the same for every call: worked out once).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "wss":
+        port = parts.port or 443
+    elif parts.scheme == "ws" and is_loopback_host(host):
+        port = parts.port or 80
+    else:
+        raise ValueError("Call Control needs wss:// (ws:// only for loopback hosts)")
+    return parts.scheme == "wss", host, port, _is_ip_literal(host)
+
+
 def connect_call_control(
     reactor: IReactorTCP,
     url: str,
@@ -317,24 +335,17 @@ def connect_call_control(
     :return: fires with the protocol once TCP (and TLS) is up; the handshake's
         result is reported to ``listener``
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "wss":
-        port = parts.port or 443
-    elif parts.scheme == "ws" and is_loopback_host(host):
-        port = parts.port or 80
-    else:
-        raise ValueError("Call Control needs wss:// (ws:// only for loopback hosts)")
+    secure, host, port, ip_literal = _websocket_target(url)
     factory = CallControlFactory(reactor, url, token, call_control_id, listener, **options)  # type: ignore[arg-type]
     endpoint: IStreamClientEndpoint
-    if _is_ip_literal(host):
+    if ip_literal:
         # No name to resolve: skip HostnameEndpoint's resolver round and
         # connection racing, which cost more than the rest of the connect.
         kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         endpoint = kind(reactor, host, port, timeout=connect_timeout)
     else:
         endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-    if parts.scheme == "wss":
+    if secure:
         endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
     connecting: Deferred[Any] = endpoint.connect(factory)
     return connecting

@@ -267,3 +267,56 @@ class MetricsTests(ServiceTestCase):
         self.assertRegex(text, r"ivr_token_requests_total [1-9]")
         self.assertNotIn("CRM-", text)
         self.assertNotIn("call-a", text)
+
+
+class RetentionTests(SynchronousTestCase):
+    def _registry(self, clock: Clock, retention: float) -> CallRegistry:
+        config = load_config(SEED, {"CLIENT_ID": "a", "CLIENT_SECRET": "b"})
+        source = _FlakySource(clock)
+        lookup = ProfileLookup(clock, source, rate_per_minute=60_000, breaker_failures=1000)
+
+        def connect(reactor: Any, url: str, token: str, call_id: str, listener: Any, **kw: Any) -> Any:
+            connection = _Connection()
+            listener.connected(connection)
+            return succeed(connection)
+
+        context = CallContext(
+            reactor=clock, tokens=_Tokens(), profiles=lookup, book=config.menu,
+            timing=config.timing, websocket_url="ws://127.0.0.1:1/x", log_key=b"k", connect=connect,
+        )
+        return CallRegistry(context, max_active=100, retention=retention)
+
+    def test_ended_calls_visible_for_the_retention_without_timers(self) -> None:
+        """An ended call is described for `retention` seconds, then forgotten; no reactor timer per call."""
+        clock = Clock()
+        registry = self._registry(clock, retention=30.0)
+        first = registry.start_call("call-1", "CRM-4")
+        clock.advance(0.1)
+        first.session.hangup_received("caller")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10)
+        second = registry.start_call("call-2", "CRM-5")
+        clock.advance(0.1)
+        second.session.hangup_received("caller")
+        self.assertEqual(registry.describe("call-1")["state"], "ended")
+        ended = []
+        registry.when_ended("call-1").addCallback(ended.append)
+        self.assertEqual(ended[0].outcome.kind, "hungup")
+        clock.advance(20)
+        self.assertIsNone(registry.describe("call-1"))
+        self.assertEqual(registry.describe("call-2")["state"], "ended")
+        clock.advance(10)
+        self.assertIsNone(registry.describe("call-2"))
+        self.assertEqual(registry.ended, {})
+
+    def test_a_reused_id_keeps_its_newest_record(self) -> None:
+        """A call id that ends twice: the first record's expiry does not drop the second."""
+        clock = Clock()
+        registry = self._registry(clock, retention=30.0)
+        registry.start_call("call-1", "CRM-4").session.hangup_received(None)
+        clock.advance(20)
+        registry.start_call("call-1", "CRM-5").session.hangup_received("again")
+        clock.advance(15)  # past the first record's expiry, not the second's
+        described = registry.describe("call-1")
+        self.assertIsNotNone(described)
+        self.assertEqual(described["outcome"]["reason"], "again")
