@@ -412,6 +412,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
         "services": services,
         "emulators": emulators,
         "placement": how,
+        "service": getattr(o, "service", "ivr"),
     }
     deadline = time.monotonic() + o.warmup + o.duration + o.drain_timeout + 120
     if mode == "live":
@@ -957,6 +958,9 @@ def table(run: dict[str, Any]) -> str:
     lines.append(f"== {run['label']}: {run['services']} service process(es), "
                  f"{run['emulators']} emulator process(es)")
     lines.append(f"   placement: {run['placement']}")
+    if run.get("service") == "floor":
+        lines.append("   service: benchmarks/floor.py (the same call on the same libraries, "
+                     "nothing of ivrproto), not twistd ivr")
     rows: list[tuple[str, str]] = []
     if mode == "rate":
         rows.append(("offered", f"{fmt(run['offered_rate'])} calls/s ({run['offered']} calls in "

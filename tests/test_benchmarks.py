@@ -99,3 +99,23 @@ class RateSmokeTests(TestCase):
         self.assertEqual(run["token_requests"], 0)
         self.assertEqual(set(run["processes"]), {"service0", "emulator0"})
         self.assertGreater(run["service_peak_rss_kb"], 0)
+
+    def test_floor(self) -> None:
+        """
+        ``--service floor`` runs benchmarks/floor.py in place of the service:
+        the same calls go through in full, and the table says which ran.
+        """
+        done = self.run_benchmark(
+            "rate", "--rate", "20", "--duration", "2", "--warmup", "0.5",
+            "--drain-timeout", "5", "--name", "floor", "--service", "floor",
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("service: benchmarks/floor.py", done.stdout)
+        files = list(Path(self.out).glob("floor-*.json"))
+        self.assertEqual(len(files), 1, done.stdout)
+        run = json.loads(files[0].read_text())["runs"][0]
+        self.assertEqual(run["service"], "floor")
+        self.assertEqual(run["error_count"], 0, run["errors"])
+        self.assertEqual(run["completed_ok"], 40)
+        self.assertEqual(run["outcomes"], {"transferred": 40})
+        self.assertEqual(run["latency_ms"]["dtmf_to_next_command"]["count"], 40)
