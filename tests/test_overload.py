@@ -41,60 +41,6 @@ class LoopLagTests(SynchronousTestCase):
         self.assertFalse(lag.overloaded)
         lag.stop()
 
-    def test_garbage_collection_is_not_overload(self) -> None:
-        """A turn late only because the garbage collector ran does not count as lag."""
-        clock = Clock()
-        now = [0.0]
-        lag = LoopLag(clock, interval=0.05, limit=0.1, timer=lambda: now[0])
-        lag.start()
-        self.addCleanup(lag.stop)
-        # a 0.6 s collection, then the probe runs 0.6 s late
-        lag.gc_callback("start", {"generation": 2})
-        now[0] += 0.6
-        lag.gc_callback("stop", {"generation": 2})
-        clock.advance(0.65)
-        self.assertAlmostEqual(lag.lag, 0.0)
-        self.assertFalse(lag.overloaded)
-        # the backlog the pause left makes the next turns late: forgiven up
-        # to the pause's length again
-        clock.advance(0.35)  # late 0.3
-        self.assertAlmostEqual(lag.lag, 0.0)
-        clock.advance(0.35)  # late 0.3: the rest of the 0.6 s
-        self.assertAlmostEqual(lag.lag, 0.0)
-        # past that, lateness counts again: overload
-        clock.advance(0.3)
-        self.assertAlmostEqual(lag.lag, 0.25)
-        self.assertTrue(lag.overloaded)
-
-    def test_forgiveness_fades(self) -> None:
-        """What a collection leaves unforgiven fades over prompt turns."""
-        clock = Clock()
-        now = [0.0]
-        lag = LoopLag(clock, interval=0.05, limit=0.1, timer=lambda: now[0])
-        lag.start()
-        self.addCleanup(lag.stop)
-        lag.gc_callback("start", {"generation": 2})
-        now[0] += 0.5
-        lag.gc_callback("stop", {"generation": 2})
-        clock.advance(0.55)  # late 0.5, forgiven; 0.5 left
-        for _ in range(20):
-            clock.advance(0.05)  # prompt turns
-        clock.advance(0.3)  # late 0.25: hardly anything left to forgive
-        self.assertGreater(lag.lag, 0.24)
-        self.assertTrue(lag.overloaded)
-
-    def test_hooked_into_the_collector_while_started(self) -> None:
-        """start() hooks gc.callbacks (a real collection is timed); stop() unhooks."""
-        import gc
-
-        lag = LoopLag(Clock())
-        lag.start()
-        self.assertIn(lag.gc_callback, gc.callbacks)
-        gc.collect()
-        self.assertGreater(lag.gc_seconds, 0.0)
-        lag.stop()
-        self.assertNotIn(lag.gc_callback, gc.callbacks)
-
 
 class ShedTests(ServiceTestCase):
     @inlineCallbacks
