@@ -15,7 +15,7 @@ import math
 import re
 from email.utils import parsedate_to_datetime
 from datetime import timezone
-from typing import Any, Callable, Coroutine, Optional, TypeVar, Union
+from typing import Any, Callable, Coroutine, Generic, Optional, TypeVar, Union
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import (
@@ -39,6 +39,7 @@ __all__ = [
     "BodyIncomplete",
     "Cancelled",
     "RetryBudget",
+    "RetryLater",
     "parse_retry_after",
     "full_jitter",
     "retry_after_jitter",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+E = TypeVar("E", bound=Exception)
 
 # RFC 9110 section 10.2.3 allows only 1*DIGIT; a fractional number of
 # seconds is accepted too, since reading it as a delay is harmless.
@@ -57,6 +59,19 @@ _DELAY_SECONDS = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
 # 2 ** 62 seconds is far beyond any cap; bounding the exponent keeps the
 # float conversion from overflowing on absurd attempt numbers.
 _MAX_EXPONENT = 62
+
+
+class RetryLater(Exception, Generic[E]):
+    """
+    Internal to the clients: an attempt failed in a way worth retrying.
+
+    :ivar error: the error to raise if no attempt is left
+    :ivar delay: how long to wait before the next attempt
+    """
+
+    def __init__(self, error: E, delay: float) -> None:
+        self.error = error
+        self.delay = delay
 
 
 class BodyError(Exception):

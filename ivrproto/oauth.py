@@ -31,6 +31,7 @@ from ivrproto._retry import (
     BodyError,
     BodyTooLarge,
     Cancelled,
+    RetryLater,
     describe_request_failure,
     full_jitter,
     read_body,
@@ -92,19 +93,6 @@ def basic_auth_header(client_id: str, client_secret: str) -> bytes:
     """
     pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
     return b"Basic " + base64.b64encode(pair.encode("ascii"))
-
-
-class _Retry(Exception):
-    """
-    Internal: this attempt failed in a way worth retrying.
-
-    :ivar error: the error to raise if no attempt is left
-    :ivar delay: how long to wait before the next attempt
-    """
-
-    def __init__(self, error: TokenError, delay: float) -> None:
-        self.error = error
-        self.delay = delay
 
 
 class TokenSource:
@@ -365,7 +353,7 @@ class TokenSource:
         while True:
             try:
                 return await self._attempt(cancelled, attempt)
-            except _Retry as retry:
+            except RetryLater as retry:
                 if cancelled:
                     # The cancellation surfaced as a request failure.
                     raise CancelledError()
@@ -394,7 +382,8 @@ class TokenSource:
     async def _attempt(self, cancelled: Cancelled, attempt: int) -> AccessToken:
         """
         One token request.  Returns the token, raises :class:`TokenError`
-        for a final failure or :class:`_Retry` for one worth retrying.
+        for a final failure or :class:`~ivrproto._retry.RetryLater` for one worth
+        retrying.
 
         :param attempt: how many attempts of this fetch failed before
         """
@@ -418,12 +407,12 @@ class TokenSource:
         except CancelledError:
             if cancelled:
                 raise
-            raise _Retry(
+            raise RetryLater(
                 TokenError(url, None, f"timed out after {self._timeout:g}s", True),
                 self._backoff(attempt),
             )
         except Exception as e:
-            raise _Retry(
+            raise RetryLater(
                 TokenError(url, None, describe_request_failure(e, self._timeout), True),
                 self._backoff(attempt),
             )
@@ -441,7 +430,7 @@ class TokenSource:
                 assert body_error is not None
                 if isinstance(body_error, BodyTooLarge):
                     raise TokenError(url, status, body_error.reason, retryable=False)
-                raise _Retry(
+                raise RetryLater(
                     TokenError(url, status, body_error.reason, True),
                     self._backoff(attempt),
                 )
@@ -458,7 +447,7 @@ class TokenSource:
                 self._random,
                 lambda: self._backoff(attempt),
             )
-            raise _Retry(TokenError(url, status, "rate limited", True), delay)
+            raise RetryLater(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
             raise TokenError(
                 url,
@@ -472,7 +461,7 @@ class TokenSource:
                 url, status, f"request refused: {error_code or 'bad request'}", False
             )
         if 500 <= status <= 599:
-            raise _Retry(
+            raise RetryLater(
                 TokenError(url, status, "server error", True), self._backoff(attempt)
             )
         raise TokenError(url, status, "unexpected HTTP status", retryable=False)

@@ -30,6 +30,7 @@ from ivrproto._retry import (
     BodyError,
     BodyTooLarge,
     Cancelled,
+    RetryLater,
     RetryBudget,
     describe_request_failure,
     full_jitter,
@@ -161,16 +162,6 @@ class ProfileStats:
     retries: int = 0
     past_deadline: int = 0
     budget_spent: int = 0
-
-
-class _Retry(Exception):
-    """
-    Internal: this attempt failed in a way worth retrying.
-    """
-
-    def __init__(self, error: ProfileError, delay: float) -> None:
-        self.error = error
-        self.delay = delay
 
 
 class _Refused(Exception):
@@ -401,7 +392,7 @@ class _ProfileSource:
                 refused_once = True
                 self.stats.retries += 1
                 self.log.info("access token refused; retrying once with a new one")
-            except _Retry as retry:
+            except RetryLater as retry:
                 if cancelled:
                     # The cancellation surfaced as a request failure.
                     raise CancelledError()
@@ -443,8 +434,8 @@ class _ProfileSource:
     ) -> Optional[Profile]:
         """
         One request.  Returns the answer, raises :class:`ProfileError` for
-        a final failure, :class:`_Refused` on a 401 or :class:`_Retry` for
-        a failure worth retrying.
+        a final failure, :class:`_Refused` on a 401 or
+        :class:`~ivrproto._retry.RetryLater` for a failure worth retrying.
         """
         endpoint = self.endpoint
         timeout = self._timeout
@@ -462,12 +453,12 @@ class _ProfileSource:
         except CancelledError:
             if cancelled:
                 raise
-            raise _Retry(
+            raise RetryLater(
                 ProfileError(endpoint, None, f"timed out after {timeout:g}s"),
                 self._backoff(attempt),
             )
         except Exception as e:
-            raise _Retry(
+            raise RetryLater(
                 ProfileError(endpoint, None, describe_request_failure(e, timeout)),
                 self._backoff(attempt),
             )
@@ -487,7 +478,7 @@ class _ProfileSource:
                 error = ProfileError(endpoint, status, body_error.reason)
                 if isinstance(body_error, BodyTooLarge):
                     raise error
-                raise _Retry(error, self._backoff(attempt))
+                raise RetryLater(error, self._backoff(attempt))
             return self._parse(body, external_id)
         if status == 404:
             return None
@@ -503,9 +494,9 @@ class _ProfileSource:
                 self._random,
                 lambda: self._backoff(attempt),
             )
-            raise _Retry(ProfileError(endpoint, status, "rate limited"), delay)
+            raise RetryLater(ProfileError(endpoint, status, "rate limited"), delay)
         if 500 <= status <= 599:
-            raise _Retry(
+            raise RetryLater(
                 ProfileError(endpoint, status, "server error"), self._backoff(attempt)
             )
         raise ProfileError(endpoint, status, "unexpected HTTP status")

@@ -351,25 +351,45 @@ def _only(request: Request, methods: tuple[bytes, ...]) -> Optional[bytes]:
     return _api_error(request, 405, "method not allowed")
 
 
-class _TokenResource(Resource):
+class _PlatformResource(Resource):
+    """
+    One endpoint of the emulated platform: its methods (others get 405),
+    a request counter in :class:`PlatformStats`, and the faults set for it
+    (see :class:`Faults`); :meth:`_answer` answers a request that passed.
+    """
+
     isLeaf = True
+    #: the methods served (HEAD is answered as GET, without the body)
+    methods: tuple[bytes, ...] = (b"POST",)
+    #: the ``PlatformStats`` field that counts the requests
+    counter: str
+    #: the ``Faults`` kind that applies
+    fault_kind: str
 
     def __init__(self, platform: Platform) -> None:
         super().__init__()
         self._platform = platform
 
     def render(self, request: Request) -> Union[bytes, int]:
-        return _only(request, (b"POST",)) or super().render(request)
-
-    def render_POST(self, request: Request) -> Union[bytes, int]:
+        refusal = _only(request, self.methods)
+        if refusal is not None:
+            return refusal
         platform = self._platform
-        platform.stats.token_requests += 1
-        fault = platform.faults._take("token")
+        setattr(platform.stats, self.counter, getattr(platform.stats, self.counter) + 1)
+        fault = platform.faults._take(self.fault_kind)
         if fault is not None:
-            return platform._answer_fault(request, fault, self._issue)
-        return self._issue(request)
+            return platform._answer_fault(request, fault, self._answer)
+        return self._answer(request)
 
-    def _issue(self, request: Request) -> bytes:
+    def _answer(self, request: Request) -> bytes:
+        raise NotImplementedError
+
+
+class _TokenResource(_PlatformResource):
+    counter = "token_requests"
+    fault_kind = "token"
+
+    def _answer(self, request: Request) -> bytes:
         platform = self._platform
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0]
         if content_type.strip().lower() != b"application/x-www-form-urlencoded":
@@ -484,26 +504,16 @@ def _client_credentials(
     return (body_id, body_secret)
 
 
-class _ProfileResource(Resource):
-    isLeaf = True
+class _ProfileResource(_PlatformResource):
+    methods = (b"GET", b"HEAD")
+    counter = "profile_requests"
+    fault_kind = "profile"
 
     def __init__(self, platform: Platform, external_id: Optional[str]) -> None:
-        super().__init__()
-        self._platform = platform
+        super().__init__(platform)
         self._external_id = external_id
 
-    def render(self, request: Request) -> Union[bytes, int]:
-        return _only(request, (b"GET", b"HEAD")) or super().render(request)
-
-    def render_GET(self, request: Request) -> Union[bytes, int]:
-        platform = self._platform
-        platform.stats.profile_requests += 1
-        fault = platform.faults._take("profile")
-        if fault is not None:
-            return platform._answer_fault(request, fault, self._lookup)
-        return self._lookup(request)
-
-    def _lookup(self, request: Request) -> bytes:
+    def _answer(self, request: Request) -> bytes:
         platform = self._platform
         status = platform._check_bearer(_bearer_of(request), ("profile:read",))
         if status == 401:
@@ -535,7 +545,7 @@ def _contact_id(value: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:ivrproto-emulator:contact:" + value))
 
 
-class _ContactsResource(Resource):
+class _ContactsResource(_PlatformResource):
     """
     ``POST /api/v2/externalcontacts/identifierlookup/contacts``: the
     External Contacts identifier lookup, answered from the profiles fixture
@@ -544,24 +554,10 @@ class _ContactsResource(Resource):
     ``externalcontacts`` permissions; here the token needs ``profile:read``.
     """
 
-    isLeaf = True
+    counter = "contact_requests"
+    fault_kind = "contacts"
 
-    def __init__(self, platform: Platform) -> None:
-        super().__init__()
-        self._platform = platform
-
-    def render(self, request: Request) -> Union[bytes, int]:
-        return _only(request, (b"POST",)) or super().render(request)
-
-    def render_POST(self, request: Request) -> Union[bytes, int]:
-        platform = self._platform
-        platform.stats.contact_requests += 1
-        fault = platform.faults._take("contacts")
-        if fault is not None:
-            return platform._answer_fault(request, fault, self._lookup)
-        return self._lookup(request)
-
-    def _lookup(self, request: Request) -> bytes:
+    def _answer(self, request: Request) -> bytes:
         platform = self._platform
         status = platform._check_bearer(_bearer_of(request), ("profile:read",))
         if status == 401:
