@@ -456,9 +456,3 @@ class CallRegistry:
         self._expire(self.context.reactor.seconds())
         record = self.ended.get(call_control_id)
         return None if record is None else record.to_json()
-
-    def clear_timers(self) -> None:
-        """
-        Nothing to cancel at shutdown: retention keeps no reactor timers
-        (ended calls expire as later calls end or are looked up).
-        """

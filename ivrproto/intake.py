@@ -21,7 +21,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .calls import CallRegistry
-from .messages import loads_json
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: The platform issues call ids, and the contract only says "str": any
@@ -32,6 +31,20 @@ MAX_EXTERNAL_ID = 256
 
 def _printable(value: object, limit: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+def _loads_body(data: bytes) -> Any:
+    """
+    An intake body as JSON: through orjson first (about 8x faster on small
+    bodies), and whatever orjson refuses (NaN, nesting deeper than 1024...)
+    through :func:`json.loads`, so that what is accepted, and the errors,
+    stay the standard library's.  (orjson reads integers beyond 64 bits as
+    floats: the intake's fields are strings.)
+    """
+    try:
+        return orjson.loads(data)
+    except ValueError:
+        return json.loads(data)
 
 
 def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
@@ -126,7 +139,7 @@ class CallsResource(Resource):
                 self.log.warn("intake request refused: {problem}", problem=problem)
                 return _json(request, 401, {"error": problem})
         try:
-            body = loads_json(raw)
+            body = _loads_body(raw)
         except (ValueError, UnicodeDecodeError):
             return _json(request, 400, {"error": "body is not valid JSON"})
         if not isinstance(body, dict):

@@ -422,8 +422,6 @@ class IVRService(Service):
         if self.platform is not None:
             platform, self.platform = self.platform, None
             waits.append(platform.stop())
-        if self.registry is not None:
-            self.registry.clear_timers()
         if self.loop_lag is not None:
             self.loop_lag.stop()
         if self.lookup is not None:
