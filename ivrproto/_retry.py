@@ -39,7 +39,9 @@ __all__ = [
     "BodyIncomplete",
     "Cancelled",
     "RetryBudget",
+    "Answer",
     "RetryLater",
+    "send",
     "parse_retry_after",
     "full_jitter",
     "retry_after_jitter",
@@ -518,3 +520,76 @@ def run_cancellable(
 
     inner.addBoth(done)
     return outer
+
+
+class Answer:
+    """
+    What :func:`send` got: the response, and its body or why the body could
+    not be read within its bounds.
+    """
+
+    __slots__ = ("response", "status", "body", "body_error")
+
+    def __init__(self, response: Any, body: Optional[bytes], body_error: Optional[BodyError]) -> None:
+        self.response = response
+        self.status: int = response.code
+        self.body = body
+        self.body_error = body_error
+
+    def body_or_retry(self, error: Callable[[str, bool], E], backoff: Callable[[], float]) -> bytes:
+        """
+        The body of an answer that must have one: raises ``error(reason,
+        False)`` for a body over its size bound (asking again gets the same
+        body) and :class:`RetryLater` with ``error(reason, True)`` for one
+        that timed out or broke off.
+        """
+        if self.body is not None:
+            return self.body
+        assert self.body_error is not None
+        if isinstance(self.body_error, BodyTooLarge):
+            raise error(self.body_error.reason, False)
+        raise RetryLater(error(self.body_error.reason, True), backoff())
+
+
+async def send(
+    http: Any,
+    reactor: IReactorTime,
+    cancelled: Cancelled,
+    method: str,
+    url: str,
+    *,
+    headers: Any,
+    data: Optional[bytes],
+    timeout: float,
+    max_body: int,
+    failed: Callable[[str], E],
+    backoff: Callable[[], float],
+) -> Answer:
+    """
+    One HTTP request through treq, with a timeout, no redirects, and the
+    body read within ``timeout`` and ``max_body``.  A request that gets no
+    answer raises :class:`RetryLater` with ``failed(reason)`` after
+    ``backoff()`` seconds; a cancellation by the caller is re-raised.
+    """
+    try:
+        response = await http.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            reactor=reactor,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+    except CancelledError:
+        if cancelled:
+            raise
+        raise RetryLater(failed(f"timed out after {timeout:g}s"), backoff())
+    except Exception as e:
+        raise RetryLater(failed(describe_request_failure(e, timeout)), backoff())
+    try:
+        body: Optional[bytes] = await read_body(reactor, response, timeout, max_body)
+    except BodyError as e:
+        return Answer(response, None, e)
+    return Answer(response, body, None)

@@ -18,6 +18,7 @@ import base64
 import json
 import math
 import random as _random
+from functools import partial
 from typing import Any, Callable, Optional
 from urllib.parse import quote_plus, urlencode
 
@@ -28,13 +29,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ivrproto._retry import (
-    BodyError,
-    BodyTooLarge,
     Cancelled,
     RetryLater,
-    describe_request_failure,
+    send,
     full_jitter,
-    read_body,
     run_cancellable,
     sleep,
     throttled_delay,
@@ -389,52 +387,32 @@ class TokenSource:
         """
         url = self._token_url
         self.stats.requests += 1
-        try:
-            response = await self._http.request(
-                "POST",
-                url,
-                data=self._body,
-                headers={
-                    b"Content-Type": [b"application/x-www-form-urlencoded"],
-                    b"Accept": [b"application/json"],
-                    b"Authorization": [self._authorization],
-                },
-                timeout=self._timeout,
-                reactor=self._reactor,
-                allow_redirects=False,
-                unbuffered=True,
-            )
-        except CancelledError:
-            if cancelled:
-                raise
-            raise RetryLater(
-                TokenError(url, None, f"timed out after {self._timeout:g}s", True),
-                self._backoff(attempt),
-            )
-        except Exception as e:
-            raise RetryLater(
-                TokenError(url, None, describe_request_failure(e, self._timeout), True),
-                self._backoff(attempt),
-            )
-
-        status: int = response.code
-        body: Optional[bytes] = None
-        body_error: Optional[BodyError] = None
-        try:
-            body = await read_body(self._reactor, response, self._timeout, self._max_body)
-        except BodyError as e:
-            body_error = e
-
+        backoff = partial(self._backoff, attempt)
+        answer = await send(
+            self._http,
+            self._reactor,
+            cancelled,
+            "POST",
+            url,
+            headers={
+                b"Content-Type": [b"application/x-www-form-urlencoded"],
+                b"Accept": [b"application/json"],
+                b"Authorization": [self._authorization],
+            },
+            data=self._body,
+            timeout=self._timeout,
+            max_body=self._max_body,
+            failed=lambda reason: TokenError(url, None, reason, True),
+            backoff=backoff,
+        )
+        response, status, body = answer.response, answer.status, answer.body
         if status == 200:
-            if body is None:
-                assert body_error is not None
-                if isinstance(body_error, BodyTooLarge):
-                    raise TokenError(url, status, body_error.reason, retryable=False)
-                raise RetryLater(
-                    TokenError(url, status, body_error.reason, True),
-                    self._backoff(attempt),
-                )
-            return self._parse_token(url, body)
+            return self._parse_token(
+                url,
+                answer.body_or_retry(
+                    lambda reason, retryable: TokenError(url, status, reason, retryable), backoff
+                ),
+            )
 
         payload = _json_object(body) if body is not None else None
         error_code = _error_code(payload)
@@ -445,7 +423,7 @@ class TokenSource:
                 self._reactor.seconds(),
                 self._retry_after_cap,
                 self._random,
-                lambda: self._backoff(attempt),
+                backoff,
             )
             raise RetryLater(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
@@ -461,9 +439,7 @@ class TokenSource:
                 url, status, f"request refused: {error_code or 'bad request'}", False
             )
         if 500 <= status <= 599:
-            raise RetryLater(
-                TokenError(url, status, "server error", True), self._backoff(attempt)
-            )
+            raise RetryLater(TokenError(url, status, "server error", True), backoff())
         raise TokenError(url, status, "unexpected HTTP status", retryable=False)
 
     def _parse_token(self, url: str, body: bytes) -> AccessToken:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random as _random
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import quote
@@ -27,14 +28,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ivrproto._retry import (
-    BodyError,
-    BodyTooLarge,
     Cancelled,
     RetryLater,
+    send,
     RetryBudget,
-    describe_request_failure,
     full_jitter,
-    read_body,
     run_cancellable,
     sleep,
     throttled_delay,
@@ -438,48 +436,26 @@ class _ProfileSource:
         :class:`~ivrproto._retry.RetryLater` for a failure worth retrying.
         """
         endpoint = self.endpoint
-        timeout = self._timeout
-        try:
-            response = await self._http.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.data,
-                timeout=timeout,
-                reactor=self._reactor,
-                allow_redirects=False,
-                unbuffered=True,
-            )
-        except CancelledError:
-            if cancelled:
-                raise
-            raise RetryLater(
-                ProfileError(endpoint, None, f"timed out after {timeout:g}s"),
-                self._backoff(attempt),
-            )
-        except Exception as e:
-            raise RetryLater(
-                ProfileError(endpoint, None, describe_request_failure(e, timeout)),
-                self._backoff(attempt),
-            )
-
-        status: int = response.code
-        try:
-            body: Optional[bytes] = await read_body(
-                self._reactor, response, timeout, self._max_body
-            )
-            body_error: Optional[BodyError] = None
-        except BodyError as e:
-            body, body_error = None, e
-
+        backoff = partial(self._backoff, attempt)
+        answer = await send(
+            self._http,
+            self._reactor,
+            cancelled,
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.data,
+            timeout=self._timeout,
+            max_body=self._max_body,
+            failed=lambda reason: ProfileError(endpoint, None, reason),
+            backoff=backoff,
+        )
+        status = answer.status
         if status == 200:
-            if body is None:
-                assert body_error is not None
-                error = ProfileError(endpoint, status, body_error.reason)
-                if isinstance(body_error, BodyTooLarge):
-                    raise error
-                raise RetryLater(error, self._backoff(attempt))
-            return self._parse(body, external_id)
+            return self._parse(
+                answer.body_or_retry(lambda reason, _: ProfileError(endpoint, status, reason), backoff),
+                external_id,
+            )
         if status == 404:
             return None
         if status == 401:
@@ -488,17 +464,15 @@ class _ProfileSource:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
             delay = throttled_delay(
-                response,
+                answer.response,
                 self._reactor.seconds(),
                 self._retry_after_cap,
                 self._random,
-                lambda: self._backoff(attempt),
+                backoff,
             )
             raise RetryLater(ProfileError(endpoint, status, "rate limited"), delay)
         if 500 <= status <= 599:
-            raise RetryLater(
-                ProfileError(endpoint, status, "server error"), self._backoff(attempt)
-            )
+            raise RetryLater(ProfileError(endpoint, status, "server error"), backoff())
         raise ProfileError(endpoint, status, "unexpected HTTP status")
 
 
