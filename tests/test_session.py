@@ -24,8 +24,11 @@ PREMIUM_TICKETS = {"membership_level": "premium", "open_tickets": 2}
 class RecordingPort:
     """
     A CallPort that records what the session asks of it.
+
+    :ivar audio: the prompts' base URL, left out by :meth:`plays`
     """
 
+    audio: str = AUDIO
     lookups: int = 0
     opens: int = 0
     sent: List[Any] = attrs.Factory(list)
@@ -52,10 +55,17 @@ class RecordingPort:
         self.outcomes.append(outcome)
 
     def plays(self) -> List[str]:
-        return [c.audio[len(AUDIO):] for c in self.sent if isinstance(c, Play)]
+        return [c.audio[len(self.audio):] for c in self.sent if isinstance(c, Play)]
 
     def transfers(self) -> List[str]:
         return [c.target for c in self.sent if isinstance(c, Transfer)]
+
+    def take(self) -> List[Any]:
+        """
+        What was sent since the last call, and forget it.
+        """
+        sent, self.sent = self.sent, []
+        return sent
 
 
 TIMING = Timing(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 from typing import Any, List, Mapping, Optional
 
-import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +16,8 @@ from ivrproto.config import Timing
 from ivrproto.menu import parse_menu
 from ivrproto.messages import Hangup, Play, Transfer
 from ivrproto.session import CallSession, Outcome, SessionCore, new_session
+
+from .test_session import RecordingPort
 
 AUDIO = "https://example.com/a/"
 DIGITS = tuple("0123456789")
@@ -123,51 +124,6 @@ def _table(**billing: Any) -> dict[str, Any]:
     return table
 
 
-@attrs.define
-class RecordingPort:
-    """
-    A CallPort that records what the session asks of it.
-    """
-
-    lookups: int = 0
-    opens: int = 0
-    sent: List[Any] = attrs.Factory(list)
-    closes: int = 0
-    aborts: int = 0
-    outcomes: List[Outcome] = attrs.Factory(list)
-
-    def lookup_profile(self) -> None:
-        self.lookups += 1
-
-    def open_connection(self) -> None:
-        self.opens += 1
-
-    def send(self, command: Any) -> None:
-        self.sent.append(command)
-
-    def close(self) -> None:
-        self.closes += 1
-
-    def abort(self) -> None:
-        self.aborts += 1
-
-    def finished(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-
-    def plays(self) -> List[str]:
-        return [c.audio[len(AUDIO):] for c in self.sent if isinstance(c, Play)]
-
-    def transfers(self) -> List[str]:
-        return [c.target for c in self.sent if isinstance(c, Transfer)]
-
-    def take(self) -> List[Any]:
-        """
-        What was sent since the last call, and forget it.
-        """
-        sent, self.sent = self.sent, []
-        return sent
-
-
 def _menu(prompts: List[str], keys: tuple[str, ...]) -> List[Play]:
     return [Play("call-1", AUDIO + p, True, keys) for p in prompts]
 
@@ -175,7 +131,7 @@ def _menu(prompts: List[str], keys: tuple[str, ...]) -> List[Play]:
 class MenuSessionTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.port = RecordingPort()
+        self.port = RecordingPort(audio=AUDIO)
         self.session: Optional[CallSession] = None
 
     def live(
@@ -827,7 +783,7 @@ class TransferOnceTests(MenuSessionTestCase):
         ]
         for steps, target in paths:
             with self.subTest(steps=steps):
-                self.port = RecordingPort()
+                self.port = RecordingPort(audio=AUDIO)
                 self.clock = Clock()
                 session, core = self.live()
                 for step in steps:
