@@ -7,81 +7,24 @@ from __future__ import annotations
 import base64
 import json
 from email.utils import formatdate
-from typing import Any, Callable, Optional, Union
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
-import attrs
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ivrproto.errors import TokenError
 from ivrproto.oauth import DEFAULT_SCOPE, AccessToken, TokenSource, basic_auth_header
 
+from .scripted import HANG, Answer, ScriptedResource, capture_logs, event_text, json_answer
+
 TOKEN_URL = "http://login.example.test/oauth/token"
 CLIENT_ID = "ivr-client"
 SECRET = "s3cr3t:with:colons-é"
 T0 = 1_700_000_000.0
-
-#: Answer that never comes: the request hangs.
-HANG = object()
-
-
-@attrs.frozen
-class Seen:
-    """
-    One request as the fake server saw it.
-    """
-
-    method: bytes
-    path: bytes
-    headers: dict[bytes, list[bytes]]
-    body: bytes
-
-
-Answer = Union[tuple[int, dict[bytes, bytes], bytes], object, Callable[[Request], Any]]
-
-
-class ScriptedResource(Resource):
-    """
-    Answers requests in order from a script of answers.
-    """
-
-    isLeaf = True
-
-    def __init__(self, answers: list[Answer]) -> None:
-        super().__init__()
-        self.answers = list(answers)
-        self.seen: list[Seen] = []
-        self.hanging: list[Request] = []
-
-    def render(self, request: Request) -> Any:
-        self.seen.append(
-            Seen(
-                method=request.method,
-                path=request.uri,
-                headers=dict(request.requestHeaders.getAllRawHeaders()),
-                body=request.content.read(),
-            )
-        )
-        if not self.answers:
-            request.setResponseCode(599)
-            return b"script exhausted"
-        answer = self.answers.pop(0)
-        if answer is HANG:
-            self.hanging.append(request)
-            return NOT_DONE_YET
-        if callable(answer):
-            return answer(request)
-        code, headers, body = answer  # type: ignore[misc]
-        request.setResponseCode(code)
-        for name, value in headers.items():
-            request.setHeader(name, value)
-        return body
 
 
 def token_answer(value: str = "tok-1", expires_in: Any = 3600) -> Answer:
@@ -90,33 +33,6 @@ def token_answer(value: str = "tok-1", expires_in: Any = 3600) -> Answer:
     """
     body = {"access_token": value, "token_type": "bearer", "expires_in": expires_in}
     return (200, {b"content-type": b"application/json"}, json.dumps(body).encode())
-
-
-def json_answer(code: int, body: Any, headers: Optional[dict[bytes, bytes]] = None) -> Answer:
-    """
-    An answer with a JSON body.
-    """
-    all_headers = {b"content-type": b"application/json"}
-    all_headers.update(headers or {})
-    return (code, all_headers, json.dumps(body).encode())
-
-
-def capture_logs(case: SynchronousTestCase) -> list[dict[str, Any]]:
-    """
-    Collect every log event emitted during the test.
-    """
-    events: list[dict[str, Any]] = []
-    observer = events.append
-    globalLogPublisher.addObserver(observer)
-    case.addCleanup(globalLogPublisher.removeObserver, observer)
-    return events
-
-
-def event_text(events: list[dict[str, Any]]) -> str:
-    """
-    Everything the log events would show, formatted and raw.
-    """
-    return "\n".join(f"{formatEvent(e)} {e!r}" for e in events)
 
 
 class TokenSourceTestsMixin:

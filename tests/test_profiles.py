@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 from email.utils import formatdate
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional
 from urllib.parse import unquote
 
-import attrs
 from hypothesis import given, settings, strategies as st
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, Deferred
@@ -17,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from ivrproto._retry import RetryBudget
 from ivrproto.errors import ProfileError
@@ -35,71 +34,14 @@ from ivrproto.profiles import (
     profile_url,
 )
 
+from .scripted import HANG, Answer, ScriptedResource, json_answer
+
 API_URL = "http://api.example.test"
 ENDPOINT = API_URL + "/api/v2/profiles/external/{externalId}"
 SECRET = "client-secret-xyz"
 CALLER = "+1 555/0100?x#y%z é"
 CALLER_PATH = b"/api/v2/profiles/external/%2B1%20555%2F0100%3Fx%23y%25z%20%C3%A9"
 T0 = 1_700_000_000.0
-
-#: Answer that never comes: the request hangs.
-HANG = object()
-
-Answer = Union[tuple[int, dict[bytes, bytes], bytes], object, Callable[[Request], Any]]
-
-
-@attrs.frozen
-class Seen:
-    """
-    One request as the fake server saw it.
-    """
-
-    method: bytes
-    path: bytes
-    headers: dict[bytes, list[bytes]]
-    body: bytes = b""
-
-
-class ScriptedResource(Resource):
-    """
-    Answers requests in order from a script; an exhausted script answers
-    with ``default`` if given, else 599.
-    """
-
-    isLeaf = True
-
-    def __init__(self, answers: list[Answer], default: Optional[Callable[[], Answer]] = None) -> None:
-        super().__init__()
-        self.answers = list(answers)
-        self.default = default
-        self.seen: list[Seen] = []
-        self.hanging: list[Request] = []
-
-    def render(self, request: Request) -> Any:
-        self.seen.append(
-            Seen(
-                request.method,
-                request.uri,
-                dict(request.requestHeaders.getAllRawHeaders()),
-                request.content.read(),
-            )
-        )
-        if self.answers:
-            answer = self.answers.pop(0)
-        elif self.default is not None:
-            answer = self.default()
-        else:
-            answer = (599, {}, b"script exhausted")
-        if answer is HANG:
-            self.hanging.append(request)
-            return NOT_DONE_YET
-        if callable(answer):
-            return answer(request)
-        code, headers, body = answer  # type: ignore[misc]
-        request.setResponseCode(code)
-        for name, value in headers.items():
-            request.setHeader(name, value)
-        return body
 
 
 class Platform(Resource):
@@ -118,15 +60,6 @@ class Platform(Resource):
         if request.path == b"/oauth/token":
             return self.tokens.render(request)
         return self.profiles.render(request)
-
-
-def json_answer(code: int, body: Any, headers: Optional[dict[bytes, bytes]] = None) -> Answer:
-    """
-    An answer with a JSON body.
-    """
-    all_headers = {b"content-type": b"application/json"}
-    all_headers.update(headers or {})
-    return (code, all_headers, json.dumps(body).encode())
 
 
 def profile_answer(attributes: Any = None, **extra: Any) -> Answer:
