@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from email.utils import parsedate_to_datetime
 from datetime import timezone
 from typing import Any, Callable, Coroutine, Generic, Optional, TypeVar, Union
+
+import attrs
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import (
@@ -41,6 +44,7 @@ __all__ = [
     "RetryBudget",
     "Answer",
     "RetryLater",
+    "RetryPolicy",
     "send",
     "parse_retry_after",
     "full_jitter",
@@ -203,6 +207,39 @@ def throttled_delay(
     values = response.headers.getRawHeaders(b"Retry-After")
     delay = parse_retry_after(values[0] if values else None, now, cap)
     return backoff() if delay is None else retry_after_jitter(delay, random)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """
+    How one client retries: at most ``max_attempts`` attempts, full-jitter
+    exponential backoff between ``base`` and ``cap`` seconds, and a server's
+    ``Retry-After`` honoured up to ``retry_after_cap`` seconds.
+    """
+
+    max_attempts: int
+    base: float
+    cap: float
+    retry_after_cap: float
+    random: Callable[[], float] = attrs.field(repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def backoff(self, attempt: int) -> float:
+        """
+        The wait after ``attempt`` failures (:func:`full_jitter`).
+        """
+        return full_jitter(attempt, self.base, self.cap, self.random)
+
+    def throttled(self, response: Any, now: float, attempt: int) -> float:
+        """
+        The wait after a throttled answer (:func:`throttled_delay`).
+        """
+        return throttled_delay(
+            response, now, self.retry_after_cap, self.random, partial(self.backoff, attempt)
+        )
 
 
 class RetryBudget:

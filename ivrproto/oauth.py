@@ -31,11 +31,10 @@ from twisted.python.failure import Failure
 from ivrproto._retry import (
     Cancelled,
     RetryLater,
+    RetryPolicy,
     send,
-    full_jitter,
     run_cancellable,
     sleep,
-    throttled_delay,
 )
 from ivrproto.errors import TokenError
 
@@ -144,8 +143,7 @@ class TokenSource:
         max_body: int = 64 * 1024,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        self._retry = RetryPolicy(max_attempts, backoff_base, backoff_cap, retry_after_cap, random)
         if refused_cooldown is None:
             refused_cooldown = backoff_cap
         if not refused_cooldown >= 0:
@@ -159,13 +157,8 @@ class TokenSource:
         ).encode("ascii")
         self._timeout = timeout
         self._refresh_margin = refresh_margin
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._retry_after_cap = retry_after_cap
         self._refused_cooldown = refused_cooldown
         self._max_body = max_body
-        self._random = random
 
         self._token: Optional[AccessToken] = None
         self._refresh_at = 0.0
@@ -325,9 +318,7 @@ class TokenSource:
                 )
         cached = self._token
         if cached is not None and now < cached.expires_at:
-            delay = full_jitter(
-                self._refresh_failures, self._backoff_base, self._backoff_cap, self._random
-            )
+            delay = self._retry.backoff(self._refresh_failures)
             self._refresh_failures += 1
             self._next_refresh_at = now + delay
             self.log.warn(
@@ -356,7 +347,7 @@ class TokenSource:
                     # The cancellation surfaced as a request failure.
                     raise CancelledError()
                 attempt += 1
-                if attempt >= self._max_attempts:
+                if attempt >= self._retry.max_attempts:
                     error = retry.error
                     raise TokenError(
                         error.url,
@@ -370,12 +361,9 @@ class TokenSource:
                     reason=retry.error.reason,
                     delay=retry.delay,
                     attempt=attempt,
-                    max_attempts=self._max_attempts,
+                    max_attempts=self._retry.max_attempts,
                 )
                 await sleep(self._reactor, retry.delay)
-
-    def _backoff(self, attempt: int) -> float:
-        return full_jitter(attempt, self._backoff_base, self._backoff_cap, self._random)
 
     async def _attempt(self, cancelled: Cancelled, attempt: int) -> AccessToken:
         """
@@ -387,7 +375,7 @@ class TokenSource:
         """
         url = self._token_url
         self.stats.requests += 1
-        backoff = partial(self._backoff, attempt)
+        backoff = partial(self._retry.backoff, attempt)
         answer = await send(
             self._http,
             self._reactor,
@@ -418,13 +406,7 @@ class TokenSource:
         error_code = _error_code(payload)
 
         if status == 429 or (status == 400 and _is_rate_limited(payload)):
-            delay = throttled_delay(
-                response,
-                self._reactor.seconds(),
-                self._retry_after_cap,
-                self._random,
-                backoff,
-            )
+            delay = self._retry.throttled(response, self._reactor.seconds(), attempt)
             raise RetryLater(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
             raise TokenError(

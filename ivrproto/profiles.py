@@ -30,12 +30,11 @@ from twisted.logger import Logger
 from ivrproto._retry import (
     Cancelled,
     RetryLater,
+    RetryPolicy,
     send,
     RetryBudget,
-    full_jitter,
     run_cancellable,
     sleep,
-    throttled_delay,
 )
 from ivrproto.errors import ProfileError, TokenError
 
@@ -232,20 +231,14 @@ class _ProfileSource:
         max_body: int = 256 * 1024,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        self._retry = RetryPolicy(max_attempts, backoff_base, backoff_cap, retry_after_cap, random)
         self._reactor = reactor
         self._http = http
         self._api_url = api_url
         self._tokens = tokens
         self._timeout = timeout
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._retry_after_cap = retry_after_cap
         self._budget = RetryBudget(reactor) if retry_budget is None else retry_budget
         self._max_body = max_body
-        self._random = random
         self._endpoint = self._endpoint_of(api_url)
         self.stats = ProfileStats()
         self._in_flight: set[Deferred[Optional[Profile]]] = set()
@@ -396,7 +389,7 @@ class _ProfileSource:
                     raise CancelledError()
                 attempt += 1
                 error = retry.error
-                if attempt >= self._max_attempts:
+                if attempt >= self._retry.max_attempts:
                     raise ProfileError(
                         error.url,
                         error.status,
@@ -416,12 +409,9 @@ class _ProfileSource:
                     reason=error.reason,
                     delay=retry.delay,
                     attempt=attempt,
-                    max_attempts=self._max_attempts,
+                    max_attempts=self._retry.max_attempts,
                 )
                 await sleep(self._reactor, retry.delay)
-
-    def _backoff(self, attempt: int) -> float:
-        return full_jitter(attempt, self._backoff_base, self._backoff_cap, self._random)
 
     async def _attempt(
         self,
@@ -436,7 +426,7 @@ class _ProfileSource:
         :class:`~ivrproto._retry.RetryLater` for a failure worth retrying.
         """
         endpoint = self.endpoint
-        backoff = partial(self._backoff, attempt)
+        backoff = partial(self._retry.backoff, attempt)
         answer = await send(
             self._http,
             self._reactor,
@@ -463,13 +453,7 @@ class _ProfileSource:
         if status == 403:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
-            delay = throttled_delay(
-                answer.response,
-                self._reactor.seconds(),
-                self._retry_after_cap,
-                self._random,
-                backoff,
-            )
+            delay = self._retry.throttled(answer.response, self._reactor.seconds(), attempt)
             raise RetryLater(ProfileError(endpoint, status, "rate limited"), delay)
         if 500 <= status <= 599:
             raise RetryLater(ProfileError(endpoint, status, "server error"), backoff())
