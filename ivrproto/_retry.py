@@ -19,6 +19,8 @@ from datetime import timezone
 from typing import Any, Callable, Coroutine, Generic, Optional, TypeVar, Union
 
 import attrs
+from OpenSSL.SSL import Error as TLSError
+from service_identity import VerificationError
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import (
@@ -342,6 +344,18 @@ def sleep(reactor: IReactorTime, seconds: float) -> "Deferred[None]":
     return deferLater(reactor, max(0.0, seconds), lambda: None)
 
 
+def _describe_tls_error(error: TLSError) -> str:
+    """
+    A TLS failure in a few words, from OpenSSL's reason codes only.
+    """
+    reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    if any(
+        isinstance(r, tuple) and r[-1:] == ("certificate verify failed",) for r in reasons
+    ):
+        return "TLS refused: the server's certificate is not trusted (unknown CA, or expired)"
+    return "TLS handshake failed"
+
+
 def describe_request_failure(failure: Union[Failure, BaseException], timeout: float) -> str:
     """
     Describe why an HTTP request got no answer, in a few words that carry no
@@ -358,6 +372,10 @@ def describe_request_failure(failure: Union[Failure, BaseException], timeout: fl
         first_exc = first.value if isinstance(first, Failure) else first
         if isinstance(first_exc, CancelledError):
             return f"timed out after {timeout:g}s"
+        if isinstance(first_exc, VerificationError):
+            return "TLS refused: the server's certificate is not for this host name"
+        if isinstance(first_exc, TLSError):
+            return _describe_tls_error(first_exc)
         return "connection lost before a complete response"
     if isinstance(exc, (CancelledError, ConnectTimeoutError)):
         return f"timed out after {timeout:g}s"

@@ -43,9 +43,11 @@ from twisted.internet.interfaces import (
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import RequestTransmissionFailed
 from zope.interface import directlyProvides, implementer, providedBy
 
+from ivrproto._retry import describe_request_failure
 from ivrproto.config import load_config
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
@@ -353,6 +355,14 @@ def bad_certificates(ca: TestCA) -> dict[str, Issued]:
     }
 
 
+#: What the HTTP clients' errors say for each kind.
+REFUSED_BECAUSE = {
+    "another host name": "TLS refused: the server's certificate is not for this host name",
+    "an unknown CA": "TLS refused: the server's certificate is not trusted",
+    "an expired certificate": "TLS refused: the server's certificate is not trusted",
+}
+
+
 class TokenRequestTests(TLSTestCase):
     """
     The token request refuses a server it cannot verify before sending the
@@ -364,7 +374,8 @@ class TokenRequestTests(TLSTestCase):
         _, login = yield self.platform(bad_certificates(self.ca)[name])
         _, api = yield self.platform(self.ca.issue(["localhost"]))
         service = yield self.service(api, login)
-        yield self.assertFailure(service.tokens.get_token(), TokenError)
+        error = yield self.assertFailure(service.tokens.get_token(), TokenError)
+        self.assertIn(REFUSED_BECAUSE[name], str(error))
         self.assert_refused(login)
 
     def test_wrong_host_name(self) -> Any:
@@ -401,7 +412,8 @@ class ProfileRequestTests(TLSTestCase):
         _, api = yield self.platform(bad_certificates(self.ca)[name])
         service = yield self.service(api, login)
         token = yield service.tokens.get_token()
-        yield self.assertFailure(service.source.lookup("CRM-PREMIUM"), ProfileError)
+        error = yield self.assertFailure(service.source.lookup("CRM-PREMIUM"), ProfileError)
+        self.assertIn(REFUSED_BECAUSE[name], str(error))
         self.assert_refused(api, token.encode())
 
     def test_wrong_host_name(self) -> Any:
@@ -517,3 +529,17 @@ class CallControlTests(TLSTestCase):
         self.assertIn(b"GET " + WEBSOCKET_PATH.encode(), endpoint.plain.received)
         self.assertIn(b"Authorization: Bearer " + self.TOKEN.encode(), endpoint.plain.received)
         self.assert_no_secret(endpoint, self.TOKEN.encode())
+
+
+class TLSFailureDescriptionTests(SynchronousTestCase):
+    """
+    A TLS failure that is not about the certificate is described as such.
+    """
+
+    def test_other_handshake_failure(self) -> None:
+        "An OpenSSL error other than a refused certificate reads 'TLS handshake failed'."
+        error = SSL.Error([("SSL routines", "", "sslv3 alert handshake failure")])
+        self.assertEqual(
+            describe_request_failure(RequestTransmissionFailed([Failure(error)]), 5),
+            "TLS handshake failed",
+        )
