@@ -102,6 +102,13 @@ class Timing:
 
     :ivar max_invalid: invalid keys after which the caller goes to the
         operator; 0 for no limit (contract section 3, item 7: keep waiting)
+    :ivar token_cooldown: after a failed token fetch, calls without a token
+        fail at once for this long (doubling with each failed fetch in a
+        row); 0 turns it off
+    :ivar token_cooldown_cap: the longest such cool-down
+    :ivar token_invalidate_interval: a token refused by the platform is
+        dropped at most once per this many seconds
+    :ivar token_max_lifetime: the longest token lifetime believed
     """
 
     request_timeout: float = 5.0
@@ -112,6 +119,10 @@ class Timing:
     confirm_delay: float = 1.5
     max_invalid: int = 3
     token_refresh_margin: float = 60.0
+    token_cooldown: float = 1.0
+    token_cooldown_cap: float = 10.0
+    token_invalidate_interval: float = 5.0
+    token_max_lifetime: float = 86400.0
 
 
 LOG_FORMATS = ("text", "json")
@@ -428,11 +439,23 @@ def parse_config(
         menu_repeats=timing.count("menu_repeats", defaults.menu_repeats),
         confirm_delay=timing.positive("confirm_delay", defaults.confirm_delay, allow_zero=True),
         max_invalid=timing.count("max_invalid", defaults.max_invalid, minimum=0),
+        token_cooldown=timing.positive(
+            "token_cooldown", defaults.token_cooldown, allow_zero=True
+        ),
+        token_cooldown_cap=timing.positive("token_cooldown_cap", defaults.token_cooldown_cap),
+        token_invalidate_interval=timing.positive(
+            "token_invalidate_interval", defaults.token_invalidate_interval, allow_zero=True
+        ),
+        token_max_lifetime=timing.positive("token_max_lifetime", defaults.token_max_lifetime),
         token_refresh_margin=timing.positive(
             "token_refresh_margin", defaults.token_refresh_margin, allow_zero=True
         ),
     )
     timing.finish()
+    if timing_config.token_cooldown > timing_config.token_cooldown_cap:
+        raise ConfigError(
+            "timing.token_cooldown", "must not be more than timing.token_cooldown_cap", source
+        )
     if timing_config.profile_budget >= 5.0:
         raise ConfigError(
             "timing.profile_budget", "must be well under 5 seconds (the caller is waiting)", source

@@ -264,6 +264,10 @@ class IVRService(Service):
             scope=platform_config.scope,
             timeout=timing.request_timeout,
             refresh_margin=timing.token_refresh_margin,
+            failure_cooldown=timing.token_cooldown,
+            failure_cooldown_cap=timing.token_cooldown_cap,
+            invalidate_interval=timing.token_invalidate_interval,
+            max_lifetime=timing.token_max_lifetime,
         )
         profiles = self.config.profiles
         retry_budget = RetryBudget(self.reactor)
@@ -318,7 +322,7 @@ class IVRService(Service):
         )
         site = make_site(
             self.registry,
-            self.tokens.get_token,
+            self.tokens.ready,
             lambda: self.draining,
             self.config.intake.max_body,
             stats=self.stats,
