@@ -153,7 +153,10 @@ class ProfilesConfig:
     :ivar source: ``profiles`` (``GET /api/v2/profiles/external/{id}``) or
         ``external-contacts`` (Genesys External Contacts identifier lookup)
     :ivar lookup_type: for External Contacts: ``Phone``, ``ExternalId`` or ``Email``
-    :ivar rate_per_minute: profile requests this process makes at most
+    :ivar rate_per_minute: profile requests this process makes at most in
+        any 60 seconds (whole requests, at least 1), retries included
+    :ivar max_pause: the longest ``Retry-After`` of a 429 believed, in
+        seconds: every lookup pauses that long at most
     :ivar breaker_failures: consecutive failures that open the circuit breaker
     :ivar breaker_reset: seconds the breaker stays open before a probe
     """
@@ -164,6 +167,7 @@ class ProfilesConfig:
     negative_ttl: float = 30.0
     cache_size: int = 10_000
     rate_per_minute: float = 200.0
+    max_pause: float = 60.0
     breaker_failures: int = 5
     breaker_reset: float = 10.0
 
@@ -472,12 +476,17 @@ def parse_config(
         ),
         cache_size=profiles.count("cache_size", profile_defaults.cache_size, minimum=0),
         rate_per_minute=profiles.positive("rate_per_minute", profile_defaults.rate_per_minute),
+        max_pause=profiles.positive("max_pause", profile_defaults.max_pause, allow_zero=True),
         breaker_failures=profiles.count(
             "breaker_failures", profile_defaults.breaker_failures, minimum=1
         ),
         breaker_reset=profiles.positive("breaker_reset", profile_defaults.breaker_reset),
     )
     profiles.finish()
+    if profiles_config.rate_per_minute < 1:
+        raise ConfigError(
+            "profiles.rate_per_minute", "must be at least 1 (requests in any 60 seconds)", source
+        )
     if profiles_config.source not in PROFILE_SOURCES:
         raise ConfigError(
             "profiles.source", f"must be one of: {', '.join(PROFILE_SOURCES)}", source

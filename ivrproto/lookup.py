@@ -20,15 +20,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ivrproto._retry import RequestWindow
 from ivrproto.errors import ProfileError
-from ivrproto.profiles import Profile
+from ivrproto.profiles import Profile, RateLimited
 
 __all__ = [
     "ProfileSource",
     "LookupResult",
     "LookupStats",
     "ProfileLookup",
-    "TokenBucket",
+    "RequestWindow",
     "CircuitBreaker",
     "OUTCOMES",
     "HIT",
@@ -53,7 +54,8 @@ NOT_FOUND = "not-found"
 FAILED = "failed"
 #: The caller's budget ran out first; the fetch goes on to fill the cache.
 TIMED_OUT = "timed-out"
-#: No fetch was made: the client-side rate limit is exhausted.
+#: No fetch was made: the client-side rate limit is exhausted, or the
+#: platform asked (429 with ``Retry-After``) to wait.
 RATE_LIMITED = "rate-limited"
 #: No fetch was made: the circuit breaker is open.
 CIRCUIT_OPEN = "circuit-open"
@@ -66,10 +68,6 @@ OUTCOMES = frozenset(
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
-
-# Accumulated float error when refilling the bucket in small steps.
-_EPSILON = 1e-9
-
 
 class ProfileSource(Protocol):
     """
@@ -133,7 +131,9 @@ class LookupStats:
     :ivar found: answered by a fetch with a profile
     :ivar not_found: answered by a fetch with "no profile" (404)
     :ivar failed: answered by a failed (or, at shutdown, cancelled) fetch
-    :ivar rate_limited: answered at once because the rate limit was exhausted
+    :ivar rate_limited: answered at once because the rate limit was
+        exhausted, or the platform asked to wait
+    :ivar pauses: 429 answers that paused every lookup
     :ivar circuit_open: answered at once because the breaker was open
     :ivar timed_out: answered when the caller's budget ran out
     :ivar cancelled: given up by the caller (its Deferred cancelled)
@@ -158,49 +158,7 @@ class LookupStats:
     fetches: int = 0
     late_fills: int = 0
     evictions: int = 0
-
-
-class TokenBucket:
-    """
-    A token bucket refilled continuously, computed from the time it is
-    given: no timers.
-
-    :param rate: tokens added per second
-    :param burst: tokens it holds at most (and holds at first); at least 1
-    :param now: the current time
-    """
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if not rate > 0:
-            raise ValueError("rate must be positive")
-        if not burst >= 1:
-            raise ValueError("burst must be at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._last = now
-
-    def available(self, now: float) -> float:
-        """
-        The tokens in the bucket at ``now``.
-        """
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-            self._last = now
-        return self._tokens
-
-    def take(self, now: float) -> bool:
-        """
-        Take one token if there is one.
-
-        :return: whether a token was taken
-        """
-        tokens = self.available(now)
-        if tokens < 1 - _EPSILON:
-            return False
-        self._tokens = max(0.0, tokens - 1)
-        return True
+    pauses: int = 0
 
 
 class CircuitBreaker:
@@ -289,13 +247,15 @@ class CircuitBreaker:
             )
         elif state == CLOSED:
             self._consecutive += 1
-            if self._consecutive >= self.failures:
+            consecutive = self._consecutive
+            if consecutive >= self.failures:
+                # _open() starts the count again: the count is read first.
                 self._open(now)
                 self.log.warn(
                     "profile circuit breaker open for {reset}s after "
                     "{failures} consecutive failures",
                     reset=self.reset,
-                    failures=self._consecutive,
+                    failures=consecutive,
                 )
 
     def abandoned(self, now: float, probe: bool) -> None:
@@ -346,9 +306,12 @@ class ProfileLookup:
         cache
     :param max_entries: cache entries kept at most (least recently used
         dropped first); 0 caches nothing
-    :param rate_per_minute: fetches per minute at most, in the long run
-    :param burst: fetches allowed at once after a quiet spell; by default
-        ten seconds' worth (``rate_per_minute / 6``), and at least 1
+    :param rate_per_minute: fetches in any 60 seconds at most (the
+        platform's own rule, whole requests: a fraction is dropped); all of
+        them may go at once after a quiet spell
+    :param request_window: the :class:`~ivrproto._retry.RequestWindow` to
+        count fetches in, instead of one made from ``rate_per_minute``:
+        share it with the profile client so that its retries count too
     :param breaker_failures: consecutive fetch failures that open the
         circuit breaker
     :param breaker_reset: seconds the breaker stays open before a probe
@@ -365,7 +328,7 @@ class ProfileLookup:
         negative_ttl: float = 30.0,
         max_entries: int = 10_000,
         rate_per_minute: float = 200.0,
-        burst: Optional[float] = None,
+        request_window: Optional[RequestWindow] = None,
         breaker_failures: int = 5,
         breaker_reset: float = 10.0,
     ) -> None:
@@ -375,17 +338,17 @@ class ProfileLookup:
             raise ValueError("negative_ttl must not be negative")
         if max_entries < 0:
             raise ValueError("max_entries must not be negative")
-        if not rate_per_minute > 0:
-            raise ValueError("rate_per_minute must be positive")
-        if burst is None:
-            burst = max(1.0, rate_per_minute / 6)
+        if request_window is None:
+            if not (1 <= rate_per_minute < math.inf):
+                raise ValueError("rate_per_minute must be at least 1")
+            request_window = RequestWindow(reactor, int(rate_per_minute), 60.0)
         self._reactor = reactor
         self._source = source
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
-        now = reactor.seconds()
-        self._bucket = TokenBucket(rate_per_minute / 60, burst, now)
+        self._window = request_window
+        self._pause_noted_until = -math.inf
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
         # external id -> (expiry time, the answer for a hit)
         self._cache: OrderedDict[str, tuple[float, LookupResult]] = OrderedDict()
@@ -404,6 +367,13 @@ class ProfileLookup:
         The circuit breaker's state: ``closed``, ``open`` or ``half-open``.
         """
         return self._breaker.state(self._reactor.seconds())
+
+    @property
+    def request_window(self) -> RequestWindow:
+        """
+        Where fetches are counted against the platform's rate limit.
+        """
+        return self._window
 
     @property
     def cache_size(self) -> int:
@@ -465,7 +435,7 @@ class ProfileLookup:
         if not breaker.allows(now):
             stats.circuit_open += 1
             return succeed(_CIRCUIT_OPEN)
-        if not self._bucket.take(now):
+        if not self._window.try_take():
             stats.rate_limited += 1
             return succeed(_RATE_LIMITED)
 
@@ -548,6 +518,22 @@ class ProfileLookup:
         elif isinstance(outcome, Failure) and outcome.check(CancelledError):
             result = None
             self._breaker.abandoned(now, flight.probe)
+        elif isinstance(outcome, Failure) and outcome.check(RateLimited):
+            # The platform is healthy and asks to slow down: a pause for
+            # every lookup, not a failure for the breaker.
+            result = None
+            self._breaker.abandoned(now, flight.probe)
+            retry_at = outcome.value.retry_at
+            if retry_at is not None and retry_at > self._pause_noted_until:
+                # Once per pause, however many lookups met it.
+                if now >= self._pause_noted_until:
+                    self.stats.pauses += 1
+                    self.log.warn(
+                        "profile API rate limit hit: no profile lookups for {delay:.3g}s",
+                        delay=retry_at - now,
+                    )
+                self._pause_noted_until = retry_at
+                self._window.pause_until(retry_at)
         else:
             result = None
             self._breaker.failed(now, flight.probe)

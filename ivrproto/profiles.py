@@ -30,7 +30,9 @@ from twisted.logger import Logger
 from ivrproto._retry import (
     Cancelled,
     RetryLater,
+    RequestWindow,
     RetryPolicy,
+    parse_retry_after,
     send,
     RetryBudget,
     run_cancellable,
@@ -44,6 +46,8 @@ __all__ = [
     "Profile",
     "ProfileStats",
     "ProfileClient",
+    "RateLimited",
+    "RequestWindow",
     "RetryBudget",
     "contacts_endpoint",
     "profile_url",
@@ -61,6 +65,34 @@ CONTACT_LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
 #: ProfileError reasons of a retry not made.
 PAST_DEADLINE = "retry would pass the call's time budget"
 BUDGET_SPENT = "retry budget spent"
+WINDOW_FULL = "retry not made: the rate limit's window is full"
+TOKEN_REFUSED = "access token refused, and no other one to try yet"
+
+
+class RateLimited(ProfileError):
+    """
+    The platform answered 429 (or a retry would break its rate limit): not
+    a failure of the profile API, a request to slow down.
+
+    :ivar retry_at: when, on the client's reactor, the platform accepts
+        requests again (its ``Retry-After``, else the backoff), or ``None``
+        when it did not say
+    """
+
+    def __init__(
+        self, url: str, status: Optional[int], reason: str, retry_at: Optional[float]
+    ) -> None:
+        super().__init__(url, status, reason)
+        self.retry_at = retry_at
+
+
+def _again(error: ProfileError, reason: str) -> ProfileError:
+    """
+    ``error`` with another reason, of the same kind.
+    """
+    if isinstance(error, RateLimited):
+        return RateLimited(error.url, error.status, reason, error.retry_at)
+    return ProfileError(error.url, error.status, reason)
 
 # What JavaScript's encodeURIComponent leaves alone besides ASCII letters and
 # digits (which urllib.parse.quote never encodes).
@@ -205,6 +237,13 @@ class _ProfileSource:
         between the clients of a process.  ``None`` makes a private one
         with the defaults of :class:`RetryBudget`.
     :param max_body: largest response body accepted, in bytes
+    :param request_window: the platform's rate limit, shared with the
+        :class:`~ivrproto.lookup.ProfileLookup` in front (which counts the
+        first request of each lookup): every retry is counted in it and not
+        made when it is full, and a 429 pauses it until the ``Retry-After``
+    :param max_pause: the longest ``Retry-After`` believed, in seconds; a
+        ``Retry-After`` longer than ``retry_after_cap`` is not waited for:
+        the lookup fails at once (retrying sooner would break it)
     :param random: returns a float in [0, 1), for jitter
     """
 
@@ -229,9 +268,13 @@ class _ProfileSource:
         retry_after_cap: float = 2.0,
         retry_budget: Optional[RetryBudget] = None,
         max_body: int = 256 * 1024,
+        request_window: Optional[RequestWindow] = None,
+        max_pause: float = 60.0,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self._retry = RetryPolicy(max_attempts, backoff_base, backoff_cap, retry_after_cap, random)
+        self._window = request_window
+        self._max_pause = max_pause
         self._reactor = reactor
         self._http = http
         self._api_url = api_url
@@ -363,13 +406,21 @@ class _ProfileSource:
         deadline: Optional[float],
     ) -> Optional[Profile]:
         attempt = 0
-        refused_once = False
+        # The token refused with a 401, once one was.
+        refused_once: Optional[str] = None
         self._budget.record_attempt()
         while True:
             try:
                 token = await self._tokens.get_token()
             except TokenError as e:
                 raise ProfileError(self.endpoint, None, f"no access token: {e.reason}")
+            if refused_once:
+                if token == refused_once:
+                    # The token source kept it (it drops a refused token
+                    # at most once per interval): asking again with it
+                    # would be refused again.
+                    raise ProfileError(self.endpoint, 401, TOKEN_REFUSED)
+                self._take_for_retry(ProfileError(self.endpoint, 401, WINDOW_FULL))
             try:
                 return await self._attempt(cancelled, request(token), external_id, attempt)
             except _Refused:
@@ -380,7 +431,7 @@ class _ProfileSource:
                         401,
                         "access token refused again after getting a new one",
                     )
-                refused_once = True
+                refused_once = token
                 self.stats.retries += 1
                 self.log.info("access token refused; retrying once with a new one")
             except RetryLater as retry:
@@ -390,17 +441,13 @@ class _ProfileSource:
                 attempt += 1
                 error = retry.error
                 if attempt >= self._retry.max_attempts:
-                    raise ProfileError(
-                        error.url,
-                        error.status,
-                        f"gave up after {attempt} attempts: {error.reason}",
-                    )
+                    raise _again(error, f"gave up after {attempt} attempts: {error.reason}")
                 if deadline is not None and self._reactor.seconds() + retry.delay > deadline:
                     self.stats.past_deadline += 1
-                    raise ProfileError(error.url, error.status, PAST_DEADLINE)
+                    raise _again(error, PAST_DEADLINE)
                 if not self._budget.try_spend():
                     self.stats.budget_spent += 1
-                    raise ProfileError(error.url, error.status, BUDGET_SPENT)
+                    raise _again(error, BUDGET_SPENT)
                 self.stats.retries += 1
                 self.log.info(
                     "{what} request failed ({reason}); retrying in {delay:.3f}s "
@@ -412,6 +459,16 @@ class _ProfileSource:
                     max_attempts=self._retry.max_attempts,
                 )
                 await sleep(self._reactor, retry.delay)
+                self._take_for_retry(error)
+
+    def _take_for_retry(self, error: ProfileError) -> None:
+        """
+        Count a retry in the request window, or raise :class:`RateLimited`
+        when it is full or paused.
+        """
+        if self._window is not None and not self._window.try_take():
+            retry_at = error.retry_at if isinstance(error, RateLimited) else None
+            raise RateLimited(error.url, error.status, WINDOW_FULL, retry_at)
 
     async def _attempt(
         self,
@@ -453,8 +510,18 @@ class _ProfileSource:
         if status == 403:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
-            delay = self._retry.throttled(answer.response, self._reactor.seconds(), attempt)
-            raise RetryLater(ProfileError(endpoint, status, "rate limited"), delay)
+            now = self._reactor.seconds()
+            values = answer.response.headers.getRawHeaders(b"Retry-After")
+            asked = parse_retry_after(values[0] if values else None, now, self._max_pause)
+            delay = self._retry.throttled(answer.response, now, attempt)
+            retry_at = now + (delay if asked is None else asked)
+            if self._window is not None:
+                self._window.pause_until(retry_at)
+            throttled = RateLimited(endpoint, status, "rate limited", retry_at)
+            if asked is not None and asked > self._retry.retry_after_cap:
+                # Not worth waiting for, and asking sooner breaks the limit.
+                raise _again(throttled, "rate limited for longer than retry_after_cap")
+            raise RetryLater(throttled, delay)
         if 500 <= status <= 599:
             raise RetryLater(ProfileError(endpoint, status, "server error"), backoff())
         raise ProfileError(endpoint, status, "unexpected HTTP status")
