@@ -153,6 +153,9 @@ class ProfilesConfig:
     :ivar source: ``profiles`` (``GET /api/v2/profiles/external/{id}``) or
         ``external-contacts`` (Genesys External Contacts identifier lookup)
     :ivar lookup_type: for External Contacts: ``Phone``, ``ExternalId`` or ``Email``
+    :ivar cache_max_bytes: memory the profile cache takes at most, in bytes
+        (as estimated from each profile's body)
+    :ivar cache_max_entry_bytes: profiles larger than this are not cached
     :ivar rate_per_minute: profile requests this process makes at most in
         any 60 seconds (whole requests, at least 1), retries included
     :ivar max_pause: the longest ``Retry-After`` of a 429 believed, in
@@ -166,6 +169,8 @@ class ProfilesConfig:
     cache_ttl: float = 300.0
     negative_ttl: float = 30.0
     cache_size: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
+    cache_max_entry_bytes: int = 1024 * 1024
     rate_per_minute: float = 200.0
     max_pause: float = 60.0
     breaker_failures: int = 5
@@ -475,6 +480,12 @@ def parse_config(
             "negative_ttl", profile_defaults.negative_ttl, allow_zero=True
         ),
         cache_size=profiles.count("cache_size", profile_defaults.cache_size, minimum=0),
+        cache_max_bytes=profiles.count(
+            "cache_max_bytes", profile_defaults.cache_max_bytes, minimum=0
+        ),
+        cache_max_entry_bytes=profiles.count(
+            "cache_max_entry_bytes", profile_defaults.cache_max_entry_bytes, minimum=0
+        ),
         rate_per_minute=profiles.positive("rate_per_minute", profile_defaults.rate_per_minute),
         max_pause=profiles.positive("max_pause", profile_defaults.max_pause, allow_zero=True),
         breaker_failures=profiles.count(

@@ -11,7 +11,9 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Protocol
 
 import attrs
@@ -23,6 +25,9 @@ from twisted.python.failure import Failure
 from ivrproto._retry import RequestWindow
 from ivrproto.errors import ProfileError
 from ivrproto.profiles import Profile, RateLimited
+
+# A cache entry without a profile: the key, the tuple, the node.
+_NEGATIVE_ENTRY = 256
 
 __all__ = [
     "ProfileSource",
@@ -142,6 +147,9 @@ class LookupStats:
     :ivar late_fills: fetches that ended after their first caller's budget
         and still filled the cache
     :ivar evictions: cache entries dropped to stay within ``max_entries``
+        or ``max_bytes``
+    :ivar too_large: profiles not cached because they are larger than
+        ``max_entry_bytes`` (still given to their callers)
     """
 
     lookups: int = 0
@@ -158,6 +166,7 @@ class LookupStats:
     fetches: int = 0
     late_fills: int = 0
     evictions: int = 0
+    too_large: int = 0
     pauses: int = 0
 
 
@@ -306,6 +315,11 @@ class ProfileLookup:
         cache
     :param max_entries: cache entries kept at most (least recently used
         dropped first); 0 caches nothing
+    :param max_bytes: bytes of memory the cache entries take at most, as
+        estimated (least recently used dropped first): a profile's
+        :attr:`~ivrproto.profiles.Profile.footprint`, else a walk of it
+    :param max_entry_bytes: profiles larger than this are not cached (their
+        callers still get them)
     :param rate_per_minute: fetches in any 60 seconds at most (the
         platform's own rule, whole requests: a fraction is dropped); all of
         them may go at once after a quiet spell
@@ -327,6 +341,8 @@ class ProfileLookup:
         ttl: float = 300.0,
         negative_ttl: float = 30.0,
         max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_entry_bytes: int = 1024 * 1024,
         rate_per_minute: float = 200.0,
         request_window: Optional[RequestWindow] = None,
         breaker_failures: int = 5,
@@ -338,6 +354,8 @@ class ProfileLookup:
             raise ValueError("negative_ttl must not be negative")
         if max_entries < 0:
             raise ValueError("max_entries must not be negative")
+        if max_bytes < 0 or max_entry_bytes < 0:
+            raise ValueError("max_bytes and max_entry_bytes must not be negative")
         if request_window is None:
             if not (1 <= rate_per_minute < math.inf):
                 raise ValueError("rate_per_minute must be at least 1")
@@ -347,11 +365,14 @@ class ProfileLookup:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = min(max_entry_bytes, max_bytes)
+        self._cache_bytes = 0
         self._window = request_window
         self._pause_noted_until = -math.inf
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
-        # external id -> (expiry time, the answer for a hit)
-        self._cache: OrderedDict[str, tuple[float, LookupResult]] = OrderedDict()
+        # external id -> (expiry time, the answer for a hit, its size)
+        self._cache: OrderedDict[str, tuple[float, LookupResult, int]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self.stats = LookupStats()
 
@@ -381,6 +402,13 @@ class ProfileLookup:
         Entries in the cache (expired ones included until read or evicted).
         """
         return len(self._cache)
+
+    @property
+    def cache_bytes(self) -> int:
+        """
+        The estimated memory of the cache entries, in bytes.
+        """
+        return self._cache_bytes
 
     @property
     def in_flight(self) -> int:
@@ -422,6 +450,7 @@ class ProfileLookup:
                     stats.hits += 1
                 return succeed(result)
             del cache[external_id]
+            self._cache_bytes -= entry[2]
 
         flight = self._flights.get(external_id)
         if flight is not None:
@@ -557,12 +586,23 @@ class ProfileLookup:
     ) -> None:
         if ttl <= 0 or self._max_entries == 0:
             return
-        cache = self._cache
         key = flight.external_id
-        cache[key] = (now + ttl, hit)
-        cache.move_to_end(key)
-        if len(cache) > self._max_entries:
-            cache.popitem(last=False)
+        if hit.profile is None:
+            size = _NEGATIVE_ENTRY + len(key)
+        else:
+            size = _footprint(hit.profile, self._max_entry_bytes)
+        if size > self._max_entry_bytes:
+            self.stats.too_large += 1
+            return
+        cache = self._cache
+        old = cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= old[2]
+        cache[key] = (now + ttl, hit, size)
+        self._cache_bytes += size
+        while len(cache) > self._max_entries or self._cache_bytes > self._max_bytes:
+            _, dropped = cache.popitem(last=False)
+            self._cache_bytes -= dropped[2]
             self.stats.evictions += 1
         # A synchronous answer (deferred not yet set) is never late, even
         # with a budget of 0.
@@ -595,3 +635,31 @@ class ProfileLookup:
                 else:
                     stats.failed += 1
                 waiting.callback(result)
+
+
+def _footprint(profile: Profile, limit: int) -> int:
+    """
+    The memory ``profile`` takes, in bytes: the bound its client gave, or
+    else a walk of it that stops once past ``limit`` (a profile from another
+    source, which is then known to be too large).
+    """
+    if profile.footprint is not None:
+        return profile.footprint
+    getsizeof = sys.getsizeof
+    total = 1024 + len(profile.external_id) + len(profile.id)
+    stack: list[Any] = [profile.attributes]
+    while stack:
+        value = stack.pop()
+        total += getsizeof(value)
+        if isinstance(value, MappingProxyType):
+            # The dict behind the view (its table: up to about 90 bytes
+            # an entry), and its keys.
+            total += 64 + 90 * len(value)
+            for key, item in value.items():
+                total += getsizeof(key)
+                stack.append(item)
+        elif isinstance(value, tuple):
+            stack.extend(value)
+        if total > limit:
+            break
+    return total

@@ -304,6 +304,8 @@ class IVRService(Service):
             ttl=profiles.cache_ttl,
             negative_ttl=profiles.negative_ttl,
             max_entries=profiles.cache_size,
+            max_bytes=profiles.cache_max_bytes,
+            max_entry_bytes=profiles.cache_max_entry_bytes,
             request_window=window,
             breaker_failures=profiles.breaker_failures,
             breaker_reset=profiles.breaker_reset,

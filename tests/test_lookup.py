@@ -986,6 +986,7 @@ class StatsTests(LookupTestsMixin, SynchronousTestCase):
                 "late_fills": 1,
                 "evictions": 1,
                 "pauses": 0,
+                "too_large": 0,
             },
         )
         answered = sum(
