@@ -454,16 +454,19 @@ class _ProfileSource:
         deadline: Optional[float],
     ) -> Optional[Profile]:
         attempt = 0
-        # The token refused with a 401, once one was.
-        refused_once: Optional[str] = None
+        # The token refused with a 401, once one was; and whether the retry
+        # it calls for is still to be sent.
+        refused: Optional[str] = None
+        retry_refused = False
         self._budget.record_attempt()
         while True:
             try:
                 token = await self._tokens.get_token()
             except TokenError as e:
                 raise ProfileError(self.endpoint, None, f"no access token: {e.reason}")
-            if refused_once:
-                if token == refused_once:
+            if retry_refused:
+                retry_refused = False
+                if token == refused:
                     # The token source kept it (it drops a refused token
                     # at most once per interval): asking again with it
                     # would be refused again.
@@ -473,13 +476,14 @@ class _ProfileSource:
                 return await self._attempt(cancelled, request(token), external_id, attempt)
             except _Refused:
                 self._tokens.invalidate(token)
-                if refused_once:
+                if refused is not None:
                     raise ProfileError(
                         self.endpoint,
                         401,
                         "access token refused again after getting a new one",
                     )
-                refused_once = token
+                refused = token
+                retry_refused = True
                 self.stats.retries += 1
                 self.log.info("access token refused; retrying once with a new one")
             except RetryLater as retry:

@@ -402,6 +402,20 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertEqual(window.recent(), 3)
         self.assertIsNotNone(self.result_of(d))
 
+    def test_each_request_counted_once(self) -> None:
+        """A 401 retry and a 503 retry are each counted once in the window."""
+        client = self.make(
+            [json_answer(401, {}), json_answer(503, {}), profile_answer()], window=10, max_attempts=3
+        )
+        window = self.window
+        self.assertTrue(window.try_take())
+        d = client.lookup(CALLER)
+        self.flush()
+        self.clock.advance(1.0)
+        self.assertIsNotNone(self.result_of(d))
+        self.assertEqual(len(self.profile_resource.seen), 3)
+        self.assertEqual(window.recent(), 3)
+
     def test_full_window_stops_retries(self) -> None:
         """A retry the window has no room for is not made: RateLimited, no request."""
         client = self.make([json_answer(503, {}), profile_answer()], window=1)
