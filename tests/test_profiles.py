@@ -325,6 +325,13 @@ class AuthorizationTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertEqual(len(self.profile_resource.seen), 1)
         self.assertEqual(client.stats.errors, 1)
 
+    def test_huge_expires_in_does_not_fail_lookup(self) -> None:
+        """A token with a 401-digit expires_in serves the lookup: no OverflowError reaches the lookup layer."""
+        body = b'{"access_token": "tok-big", "token_type": "bearer", "expires_in": 9' + b"9" * 400 + b"}"
+        client = self.make([profile_answer()], tokens=[(200, {}, body)])
+        self.assertIsNotNone(self.result_of(client.lookup(CALLER)))
+        self.assertEqual(self.bearer(0), [b"Bearer tok-big"])
+
     def test_token_error(self) -> None:
         """A token failure is a ProfileError with no status."""
         client = self.make([], tokens=[json_answer(401, {"error": "invalid_client"})])
