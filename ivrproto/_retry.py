@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from functools import partial
 from email.utils import parsedate_to_datetime
 from datetime import timezone
@@ -44,6 +45,7 @@ __all__ = [
     "BodyIncomplete",
     "Cancelled",
     "RetryBudget",
+    "RequestWindow",
     "Answer",
     "RetryLater",
     "RetryPolicy",
@@ -334,6 +336,93 @@ class RetryBudget:
             return True
         self.refused += 1
         return False
+
+
+class RequestWindow:
+    """
+    A client-side rate limit that is the platform's own rule: at most
+    ``limit`` requests in any ``window`` seconds, and none while the
+    platform asked (``429`` with ``Retry-After``) to wait.
+
+    It keeps the times of the requests of the last ``window`` seconds (at
+    most ``limit`` of them) and lets a request through while fewer than
+    ``limit`` of them are recent.  Unlike a token bucket it never lets
+    through more than the platform accepts in a window (a full bucket of
+    ``limit`` refilling ``limit / window`` a second allows about twice
+    ``limit`` in one window), and never refuses what it would accept (a
+    bucket holding less than ``limit`` refuses a burst after a quiet
+    spell).  Computed from ``clock`` when used: no timer.
+
+    :param clock: the clock it counts on
+    :param limit: requests allowed in any ``window`` seconds; at least 1
+    :param window: the window in seconds
+    """
+
+    def __init__(self, clock: IReactorTime, limit: int, window: float = 60.0) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if not (0 < window < math.inf):
+            raise ValueError("window must be a positive finite number")
+        self._clock = clock
+        self.limit = limit
+        self.window = window
+        self._times: deque[float] = deque()
+        self._paused_until = -math.inf
+
+    def __repr__(self) -> str:
+        return f"<RequestWindow {self.limit} in {self.window:g}s>"
+
+    @property
+    def paused_until(self) -> float:
+        """
+        Until when, on the clock, every request is refused (``-inf`` when
+        no pause was asked for).
+        """
+        return self._paused_until
+
+    def paused(self) -> bool:
+        """
+        Whether a pause asked for by the platform is in force now.
+        """
+        return self._clock.seconds() < self._paused_until
+
+    def pause_until(self, when: float) -> None:
+        """
+        Refuse every request until ``when`` (a longer pause in force is
+        kept).
+        """
+        if when > self._paused_until:
+            self._paused_until = when
+
+    def recent(self) -> int:
+        """
+        Requests counted in the window ending now.
+        """
+        self._forget(self._clock.seconds())
+        return len(self._times)
+
+    def _forget(self, now: float) -> None:
+        # A request at t still counts at t + window: the platform's window
+        # may be closed at both ends.
+        times = self._times
+        horizon = now - self.window
+        while times and times[0] < horizon:
+            times.popleft()
+
+    def try_take(self) -> bool:
+        """
+        Count one request now if the window and any pause allow it.
+
+        :return: whether the request may be sent
+        """
+        now = self._clock.seconds()
+        if now < self._paused_until:
+            return False
+        self._forget(now)
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
 
 
 def sleep(reactor: IReactorTime, seconds: float) -> "Deferred[None]":

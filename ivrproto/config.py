@@ -102,6 +102,13 @@ class Timing:
 
     :ivar max_invalid: invalid keys after which the caller goes to the
         operator; 0 for no limit (contract section 3, item 7: keep waiting)
+    :ivar token_cooldown: after a failed token fetch, calls without a token
+        fail at once for this long (doubling with each failed fetch in a
+        row); 0 turns it off
+    :ivar token_cooldown_cap: the longest such cool-down
+    :ivar token_invalidate_interval: a token refused by the platform is
+        dropped at most once per this many seconds
+    :ivar token_max_lifetime: the longest token lifetime believed
     """
 
     request_timeout: float = 5.0
@@ -112,6 +119,10 @@ class Timing:
     confirm_delay: float = 1.5
     max_invalid: int = 3
     token_refresh_margin: float = 60.0
+    token_cooldown: float = 1.0
+    token_cooldown_cap: float = 10.0
+    token_invalidate_interval: float = 5.0
+    token_max_lifetime: float = 86400.0
 
 
 LOG_FORMATS = ("text", "json")
@@ -142,7 +153,13 @@ class ProfilesConfig:
     :ivar source: ``profiles`` (``GET /api/v2/profiles/external/{id}``) or
         ``external-contacts`` (Genesys External Contacts identifier lookup)
     :ivar lookup_type: for External Contacts: ``Phone``, ``ExternalId`` or ``Email``
-    :ivar rate_per_minute: profile requests this process makes at most
+    :ivar cache_max_bytes: memory the profile cache takes at most, in bytes
+        (as estimated from each profile's body)
+    :ivar cache_max_entry_bytes: profiles larger than this are not cached
+    :ivar rate_per_minute: profile requests this process makes at most in
+        any 60 seconds (whole requests, at least 1), retries included
+    :ivar max_pause: the longest ``Retry-After`` of a 429 believed, in
+        seconds: every lookup pauses that long at most
     :ivar breaker_failures: consecutive failures that open the circuit breaker
     :ivar breaker_reset: seconds the breaker stays open before a probe
     """
@@ -152,7 +169,10 @@ class ProfilesConfig:
     cache_ttl: float = 300.0
     negative_ttl: float = 30.0
     cache_size: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
+    cache_max_entry_bytes: int = 1024 * 1024
     rate_per_minute: float = 200.0
+    max_pause: float = 60.0
     breaker_failures: int = 5
     breaker_reset: float = 10.0
 
@@ -428,11 +448,23 @@ def parse_config(
         menu_repeats=timing.count("menu_repeats", defaults.menu_repeats),
         confirm_delay=timing.positive("confirm_delay", defaults.confirm_delay, allow_zero=True),
         max_invalid=timing.count("max_invalid", defaults.max_invalid, minimum=0),
+        token_cooldown=timing.positive(
+            "token_cooldown", defaults.token_cooldown, allow_zero=True
+        ),
+        token_cooldown_cap=timing.positive("token_cooldown_cap", defaults.token_cooldown_cap),
+        token_invalidate_interval=timing.positive(
+            "token_invalidate_interval", defaults.token_invalidate_interval, allow_zero=True
+        ),
+        token_max_lifetime=timing.positive("token_max_lifetime", defaults.token_max_lifetime),
         token_refresh_margin=timing.positive(
             "token_refresh_margin", defaults.token_refresh_margin, allow_zero=True
         ),
     )
     timing.finish()
+    if timing_config.token_cooldown > timing_config.token_cooldown_cap:
+        raise ConfigError(
+            "timing.token_cooldown", "must not be more than timing.token_cooldown_cap", source
+        )
     if timing_config.profile_budget >= 5.0:
         raise ConfigError(
             "timing.profile_budget", "must be well under 5 seconds (the caller is waiting)", source
@@ -448,13 +480,24 @@ def parse_config(
             "negative_ttl", profile_defaults.negative_ttl, allow_zero=True
         ),
         cache_size=profiles.count("cache_size", profile_defaults.cache_size, minimum=0),
+        cache_max_bytes=profiles.count(
+            "cache_max_bytes", profile_defaults.cache_max_bytes, minimum=0
+        ),
+        cache_max_entry_bytes=profiles.count(
+            "cache_max_entry_bytes", profile_defaults.cache_max_entry_bytes, minimum=0
+        ),
         rate_per_minute=profiles.positive("rate_per_minute", profile_defaults.rate_per_minute),
+        max_pause=profiles.positive("max_pause", profile_defaults.max_pause, allow_zero=True),
         breaker_failures=profiles.count(
             "breaker_failures", profile_defaults.breaker_failures, minimum=1
         ),
         breaker_reset=profiles.positive("breaker_reset", profile_defaults.breaker_reset),
     )
     profiles.finish()
+    if profiles_config.rate_per_minute < 1:
+        raise ConfigError(
+            "profiles.rate_per_minute", "must be at least 1 (requests in any 60 seconds)", source
+        )
     if profiles_config.source not in PROFILE_SOURCES:
         raise ConfigError(
             "profiles.source", f"must be one of: {', '.join(PROFILE_SOURCES)}", source

@@ -14,11 +14,9 @@ from typing import Any, Callable, Optional, Type
 from urllib.parse import quote
 
 import orjson
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
 from .calls import CallRegistry
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
@@ -232,37 +230,26 @@ class StatsResource(Resource):
 
 class ReadyResource(Resource):
     """
-    Ready when not draining and an access token can be had.
+    Ready when not draining and the token source can give tokens.
+
+    It answers at once, never waiting for a token fetch (a readiness probe
+    gives up after a second): ``token_ready`` tells from the token source's
+    last outcome (:meth:`ivrproto.oauth.TokenSource.ready`).
     """
 
     isLeaf = True
 
-    def __init__(
-        self, get_token: Callable[[], "Deferred[str]"], is_draining: Callable[[], bool]
-    ) -> None:
+    def __init__(self, token_ready: Callable[[], bool], is_draining: Callable[[], bool]) -> None:
         super().__init__()
-        self.get_token = get_token
+        self.token_ready = token_ready
         self.is_draining = is_draining
 
-    def render_GET(self, request: Request) -> Any:
+    def render_GET(self, request: Request) -> bytes:
         if self.is_draining():
             return _json(request, 503, {"status": "draining"})
-        d = self.get_token()
-
-        def ready(_: object) -> None:
-            if not request.finished and not request._disconnected:
-                request.write(_json(request, 200, {"status": "ready"}))
-                request.finish()
-
-        def not_ready(failure: Failure) -> None:
-            if not request.finished and not request._disconnected:
-                request.write(
-                    _json(request, 503, {"status": "not ready", "reason": "no access token"})
-                )
-                request.finish()
-
-        d.addCallbacks(ready, not_ready)
-        return NOT_DONE_YET
+        if self.token_ready():
+            return _json(request, 200, {"status": "ready"})
+        return _json(request, 503, {"status": "not ready", "reason": "no access token"})
 
 
 class _QuietSite(Site):
@@ -278,7 +265,7 @@ class _QuietSite(Site):
 
 def make_site(
     registry: CallRegistry,
-    get_token: Callable[[], "Deferred[str]"],
+    token_ready: Callable[[], bool],
     is_draining: Callable[[], bool],
     max_body: int,
     stats: Optional[Callable[[], dict[str, Any]]] = None,
@@ -296,7 +283,7 @@ def make_site(
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())
-    root.putChild(b"readyz", ReadyResource(get_token, is_draining))
+    root.putChild(b"readyz", ReadyResource(token_ready, is_draining))
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)
     site = _QuietSite(root, requestFactory=capped_request(max_body))

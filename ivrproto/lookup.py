@@ -11,7 +11,9 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Protocol
 
 import attrs
@@ -20,15 +22,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ivrproto._retry import RequestWindow
 from ivrproto.errors import ProfileError
-from ivrproto.profiles import Profile
+from ivrproto.profiles import Profile, RateLimited
+
+# A cache entry without a profile: the key, the tuple, the node.
+_NEGATIVE_ENTRY = 256
 
 __all__ = [
     "ProfileSource",
     "LookupResult",
     "LookupStats",
     "ProfileLookup",
-    "TokenBucket",
+    "RequestWindow",
     "CircuitBreaker",
     "OUTCOMES",
     "HIT",
@@ -53,7 +59,8 @@ NOT_FOUND = "not-found"
 FAILED = "failed"
 #: The caller's budget ran out first; the fetch goes on to fill the cache.
 TIMED_OUT = "timed-out"
-#: No fetch was made: the client-side rate limit is exhausted.
+#: No fetch was made: the client-side rate limit is exhausted, or the
+#: platform asked (429 with ``Retry-After``) to wait.
 RATE_LIMITED = "rate-limited"
 #: No fetch was made: the circuit breaker is open.
 CIRCUIT_OPEN = "circuit-open"
@@ -66,10 +73,6 @@ OUTCOMES = frozenset(
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
-
-# Accumulated float error when refilling the bucket in small steps.
-_EPSILON = 1e-9
-
 
 class ProfileSource(Protocol):
     """
@@ -133,7 +136,9 @@ class LookupStats:
     :ivar found: answered by a fetch with a profile
     :ivar not_found: answered by a fetch with "no profile" (404)
     :ivar failed: answered by a failed (or, at shutdown, cancelled) fetch
-    :ivar rate_limited: answered at once because the rate limit was exhausted
+    :ivar rate_limited: answered at once because the rate limit was
+        exhausted, or the platform asked to wait
+    :ivar pauses: 429 answers that paused every lookup
     :ivar circuit_open: answered at once because the breaker was open
     :ivar timed_out: answered when the caller's budget ran out
     :ivar cancelled: given up by the caller (its Deferred cancelled)
@@ -142,6 +147,9 @@ class LookupStats:
     :ivar late_fills: fetches that ended after their first caller's budget
         and still filled the cache
     :ivar evictions: cache entries dropped to stay within ``max_entries``
+        or ``max_bytes``
+    :ivar too_large: profiles not cached because they are larger than
+        ``max_entry_bytes`` (still given to their callers)
     """
 
     lookups: int = 0
@@ -158,49 +166,8 @@ class LookupStats:
     fetches: int = 0
     late_fills: int = 0
     evictions: int = 0
-
-
-class TokenBucket:
-    """
-    A token bucket refilled continuously, computed from the time it is
-    given: no timers.
-
-    :param rate: tokens added per second
-    :param burst: tokens it holds at most (and holds at first); at least 1
-    :param now: the current time
-    """
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if not rate > 0:
-            raise ValueError("rate must be positive")
-        if not burst >= 1:
-            raise ValueError("burst must be at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._last = now
-
-    def available(self, now: float) -> float:
-        """
-        The tokens in the bucket at ``now``.
-        """
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-            self._last = now
-        return self._tokens
-
-    def take(self, now: float) -> bool:
-        """
-        Take one token if there is one.
-
-        :return: whether a token was taken
-        """
-        tokens = self.available(now)
-        if tokens < 1 - _EPSILON:
-            return False
-        self._tokens = max(0.0, tokens - 1)
-        return True
+    too_large: int = 0
+    pauses: int = 0
 
 
 class CircuitBreaker:
@@ -289,13 +256,15 @@ class CircuitBreaker:
             )
         elif state == CLOSED:
             self._consecutive += 1
-            if self._consecutive >= self.failures:
+            consecutive = self._consecutive
+            if consecutive >= self.failures:
+                # _open() starts the count again: the count is read first.
                 self._open(now)
                 self.log.warn(
                     "profile circuit breaker open for {reset}s after "
                     "{failures} consecutive failures",
                     reset=self.reset,
-                    failures=self._consecutive,
+                    failures=consecutive,
                 )
 
     def abandoned(self, now: float, probe: bool) -> None:
@@ -346,9 +315,17 @@ class ProfileLookup:
         cache
     :param max_entries: cache entries kept at most (least recently used
         dropped first); 0 caches nothing
-    :param rate_per_minute: fetches per minute at most, in the long run
-    :param burst: fetches allowed at once after a quiet spell; by default
-        ten seconds' worth (``rate_per_minute / 6``), and at least 1
+    :param max_bytes: bytes of memory the cache entries take at most, as
+        estimated (least recently used dropped first): a profile's
+        :attr:`~ivrproto.profiles.Profile.footprint`, else a walk of it
+    :param max_entry_bytes: profiles larger than this are not cached (their
+        callers still get them)
+    :param rate_per_minute: fetches in any 60 seconds at most (the
+        platform's own rule, whole requests: a fraction is dropped); all of
+        them may go at once after a quiet spell
+    :param request_window: the :class:`~ivrproto._retry.RequestWindow` to
+        count fetches in, instead of one made from ``rate_per_minute``:
+        share it with the profile client so that its retries count too
     :param breaker_failures: consecutive fetch failures that open the
         circuit breaker
     :param breaker_reset: seconds the breaker stays open before a probe
@@ -364,8 +341,10 @@ class ProfileLookup:
         ttl: float = 300.0,
         negative_ttl: float = 30.0,
         max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_entry_bytes: int = 1024 * 1024,
         rate_per_minute: float = 200.0,
-        burst: Optional[float] = None,
+        request_window: Optional[RequestWindow] = None,
         breaker_failures: int = 5,
         breaker_reset: float = 10.0,
     ) -> None:
@@ -375,20 +354,25 @@ class ProfileLookup:
             raise ValueError("negative_ttl must not be negative")
         if max_entries < 0:
             raise ValueError("max_entries must not be negative")
-        if not rate_per_minute > 0:
-            raise ValueError("rate_per_minute must be positive")
-        if burst is None:
-            burst = max(1.0, rate_per_minute / 6)
+        if max_bytes < 0 or max_entry_bytes < 0:
+            raise ValueError("max_bytes and max_entry_bytes must not be negative")
+        if request_window is None:
+            if not (1 <= rate_per_minute < math.inf):
+                raise ValueError("rate_per_minute must be at least 1")
+            request_window = RequestWindow(reactor, int(rate_per_minute), 60.0)
         self._reactor = reactor
         self._source = source
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
-        now = reactor.seconds()
-        self._bucket = TokenBucket(rate_per_minute / 60, burst, now)
+        self._max_bytes = max_bytes
+        self._max_entry_bytes = min(max_entry_bytes, max_bytes)
+        self._cache_bytes = 0
+        self._window = request_window
+        self._pause_noted_until = -math.inf
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
-        # external id -> (expiry time, the answer for a hit)
-        self._cache: OrderedDict[str, tuple[float, LookupResult]] = OrderedDict()
+        # external id -> (expiry time, the answer for a hit, its size)
+        self._cache: OrderedDict[str, tuple[float, LookupResult, int]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self.stats = LookupStats()
 
@@ -406,11 +390,25 @@ class ProfileLookup:
         return self._breaker.state(self._reactor.seconds())
 
     @property
+    def request_window(self) -> RequestWindow:
+        """
+        Where fetches are counted against the platform's rate limit.
+        """
+        return self._window
+
+    @property
     def cache_size(self) -> int:
         """
         Entries in the cache (expired ones included until read or evicted).
         """
         return len(self._cache)
+
+    @property
+    def cache_bytes(self) -> int:
+        """
+        The estimated memory of the cache entries, in bytes.
+        """
+        return self._cache_bytes
 
     @property
     def in_flight(self) -> int:
@@ -452,6 +450,7 @@ class ProfileLookup:
                     stats.hits += 1
                 return succeed(result)
             del cache[external_id]
+            self._cache_bytes -= entry[2]
 
         flight = self._flights.get(external_id)
         if flight is not None:
@@ -465,7 +464,7 @@ class ProfileLookup:
         if not breaker.allows(now):
             stats.circuit_open += 1
             return succeed(_CIRCUIT_OPEN)
-        if not self._bucket.take(now):
+        if not self._window.try_take():
             stats.rate_limited += 1
             return succeed(_RATE_LIMITED)
 
@@ -548,6 +547,22 @@ class ProfileLookup:
         elif isinstance(outcome, Failure) and outcome.check(CancelledError):
             result = None
             self._breaker.abandoned(now, flight.probe)
+        elif isinstance(outcome, Failure) and outcome.check(RateLimited):
+            # The platform is healthy and asks to slow down: a pause for
+            # every lookup, not a failure for the breaker.
+            result = None
+            self._breaker.abandoned(now, flight.probe)
+            retry_at = outcome.value.retry_at
+            if retry_at is not None and retry_at > self._pause_noted_until:
+                # Once per pause, however many lookups met it.
+                if now >= self._pause_noted_until:
+                    self.stats.pauses += 1
+                    self.log.warn(
+                        "profile API rate limit hit: no profile lookups for {delay:.3g}s",
+                        delay=retry_at - now,
+                    )
+                self._pause_noted_until = retry_at
+                self._window.pause_until(retry_at)
         else:
             result = None
             self._breaker.failed(now, flight.probe)
@@ -571,12 +586,23 @@ class ProfileLookup:
     ) -> None:
         if ttl <= 0 or self._max_entries == 0:
             return
-        cache = self._cache
         key = flight.external_id
-        cache[key] = (now + ttl, hit)
-        cache.move_to_end(key)
-        if len(cache) > self._max_entries:
-            cache.popitem(last=False)
+        if hit.profile is None:
+            size = _NEGATIVE_ENTRY + len(key)
+        else:
+            size = _footprint(hit.profile, self._max_entry_bytes)
+        if size > self._max_entry_bytes:
+            self.stats.too_large += 1
+            return
+        cache = self._cache
+        old = cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= old[2]
+        cache[key] = (now + ttl, hit, size)
+        self._cache_bytes += size
+        while len(cache) > self._max_entries or self._cache_bytes > self._max_bytes:
+            _, dropped = cache.popitem(last=False)
+            self._cache_bytes -= dropped[2]
             self.stats.evictions += 1
         # A synchronous answer (deferred not yet set) is never late, even
         # with a budget of 0.
@@ -609,3 +635,31 @@ class ProfileLookup:
                 else:
                     stats.failed += 1
                 waiting.callback(result)
+
+
+def _footprint(profile: Profile, limit: int) -> int:
+    """
+    The memory ``profile`` takes, in bytes: the bound its client gave, or
+    else a walk of it that stops once past ``limit`` (a profile from another
+    source, which is then known to be too large).
+    """
+    if profile.footprint is not None:
+        return profile.footprint
+    getsizeof = sys.getsizeof
+    total = 1024 + len(profile.external_id) + len(profile.id)
+    stack: list[Any] = [profile.attributes]
+    while stack:
+        value = stack.pop()
+        total += getsizeof(value)
+        if isinstance(value, MappingProxyType):
+            # The dict behind the view (its table: up to about 90 bytes
+            # an entry), and its keys.
+            total += 64 + 90 * len(value)
+            for key, item in value.items():
+                total += getsizeof(key)
+                stack.append(item)
+        elif isinstance(value, tuple):
+            stack.extend(value)
+        if total > limit:
+            break
+    return total

@@ -6,9 +6,14 @@ it in the background a little before it expires, so that no call waits for a
 token while the cached one is still good.  It sends at most one token request
 at a time however many callers want a token, retries what is worth retrying
 within a fixed number of attempts, backs off after failed background
-refreshes, and fails at once for a while after the endpoint refused the
-client credentials (so that a wrong secret does not turn every call into a
-token request).  Neither the client secret nor any token ever appears in a
+refreshes, and fails at once for a while after any failed fetch (a cool-down
+that grows with each failed fetch in a row, honours the endpoint's
+``Retry-After``, and after a refusal of the client credentials lasts
+``refused_cooldown``), so that an endpoint that is down, throttling or
+refusing the secret does not get several requests per call.  It tells
+whether it is ready from its last outcome, without waiting
+(:meth:`TokenSource.ready`), and drops a token refused elsewhere at most
+once per ``invalidate_interval``.  Neither the client secret nor any token ever appears in a
 log line, an error message or a ``repr``.
 """
 
@@ -32,6 +37,7 @@ from ivrproto._retry import (
     Cancelled,
     RetryLater,
     RetryPolicy,
+    parse_retry_after,
     send,
     run_cancellable,
     sleep,
@@ -71,8 +77,11 @@ class TokenStats:
     :ivar background_refreshes: fetches started while the cached token was
         still valid (nobody waited for them)
     :ivar fast_failures: :meth:`TokenSource.get_token` calls failed at once,
-        without a request, because the client credentials were refused
-        within the cool-down
+        without a request, within the cool-down after a failed fetch
+    :ivar invalidations: cached tokens dropped because they were refused
+        elsewhere
+    :ivar invalidations_ignored: refusals reported within
+        ``invalidate_interval`` of the last drop, which kept the token
     """
 
     requests: int = 0
@@ -80,6 +89,8 @@ class TokenStats:
     failures: int = 0
     background_refreshes: int = 0
     fast_failures: int = 0
+    invalidations: int = 0
+    invalidations_ignored: int = 0
 
 
 def basic_auth_header(client_id: str, client_secret: str) -> bytes:
@@ -118,6 +129,18 @@ class TokenSource:
     :param refused_cooldown: how long after a 401 ``invalid_client`` further
         token requests fail at once, without a request; ``None`` means
         ``backoff_cap``
+    :param failure_cooldown: how long after any other failed fetch callers
+        without a valid token fail at once, without a request; it doubles
+        with each failed fetch in a row, up to ``failure_cooldown_cap``, and
+        lasts at least as long as the ``Retry-After`` of a 429 (up to that
+        cap too); 0 turns it off
+    :param failure_cooldown_cap: the longest such cool-down
+    :param invalidate_interval: after :meth:`invalidate` dropped a token,
+        refusals of the next token reported within this many seconds keep
+        it (so that an API refusing every token does not turn every call
+        into a token request)
+    :param max_lifetime: the longest token lifetime believed; a larger
+        ``expires_in`` is cut to it
     :param max_body: largest response body accepted, in bytes
     :param random: returns a float in [0, 1), for jitter
     """
@@ -140,6 +163,10 @@ class TokenSource:
         backoff_cap: float = 5.0,
         retry_after_cap: float = 10.0,
         refused_cooldown: Optional[float] = None,
+        failure_cooldown: float = 1.0,
+        failure_cooldown_cap: float = 10.0,
+        invalidate_interval: float = 5.0,
+        max_lifetime: float = 86400.0,
         max_body: int = 64 * 1024,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -148,6 +175,12 @@ class TokenSource:
             refused_cooldown = backoff_cap
         if not refused_cooldown >= 0:
             raise ValueError("refused_cooldown must not be negative")
+        if not (0 <= failure_cooldown <= failure_cooldown_cap < math.inf):
+            raise ValueError("failure_cooldown must be between 0 and a finite failure_cooldown_cap")
+        if not (0 <= invalidate_interval < math.inf):
+            raise ValueError("invalidate_interval must be a finite number, 0 or more")
+        if not (0 < max_lifetime < math.inf):
+            raise ValueError("max_lifetime must be a positive finite number")
         self._reactor = reactor
         self._http = http
         self._token_url = token_url
@@ -158,6 +191,10 @@ class TokenSource:
         self._timeout = timeout
         self._refresh_margin = refresh_margin
         self._refused_cooldown = refused_cooldown
+        self._failure_cooldown = failure_cooldown
+        self._failure_cooldown_cap = failure_cooldown_cap
+        self._invalidate_interval = invalidate_interval
+        self._max_lifetime = max_lifetime
         self._max_body = max_body
 
         self._token: Optional[AccessToken] = None
@@ -174,6 +211,16 @@ class TokenSource:
         # The invalid_client error, and until when it is repeated at once.
         self._refusal: Optional[TokenError] = None
         self._refused_until = 0.0
+        # The error of the last failed fetch, and until when callers without
+        # a valid token get it at once; failed fetches in a row; until when
+        # the endpoint asked (429 Retry-After) not to be asked again.
+        self._last_error: Optional[TokenError] = None
+        self._cooldown_until = 0.0
+        self._fetch_failures = 0
+        self._throttled_until = 0.0
+        # The outcome of the last fetch: None before the first one ends.
+        self._last_ok: Optional[bool] = None
+        self._invalidated_at = -math.inf
         self.stats = TokenStats()
 
     def __repr__(self) -> str:
@@ -205,9 +252,10 @@ class TokenSource:
 
         Only without a token, or once it has expired, do callers wait: one
         request goes out however many callers ask meanwhile, and each caller
-        gets its own Deferred.  Within ``refused_cooldown`` of a 401
-        ``invalid_client``, such a call fails at once with that same error,
-        without a request.
+        gets its own Deferred.  Within the cool-down after a failed fetch
+        (``refused_cooldown`` after a 401 ``invalid_client``, else
+        ``failure_cooldown``, growing), such a call fails at once with that
+        same error, without a request.
 
         :return: a Deferred firing with the token, or failing with
             :class:`TokenError`.  Cancelling it affects only this caller;
@@ -221,10 +269,10 @@ class TokenSource:
                 self._refresh_in_background(now)
             return succeed(token.value)
 
-        refusal = self._refusal_in_force(now)
-        if refusal is not None and self._fetch is None:
+        cooling = self._cooldown_in_force(now)
+        if cooling is not None and self._fetch is None:
             self.stats.fast_failures += 1
-            return fail(refusal)
+            return fail(cooling)
 
         def cancel(waiter: "Deferred[str]") -> None:
             if waiter in self._waiters:
@@ -239,15 +287,57 @@ class TokenSource:
             self._start_fetch(background=False)
         return waiter
 
+    @property
+    def last_outcome(self) -> Optional[bool]:
+        """
+        Whether the last token fetch succeeded; ``None`` before the first
+        one has ended.
+        """
+        return self._last_ok
+
+    def ready(self) -> bool:
+        """
+        Whether calls can get a token, answered at once, never waiting for a
+        fetch: ``True`` while a token is cached and unexpired, else the
+        outcome of the last fetch (``False`` before the first one ends).
+
+        Without a valid token, and when no fetch is in flight and no
+        cool-down holds, it also starts a fetch nobody waits for: a process
+        that is not ready gets no calls, so its readiness checks are what
+        brings it back.
+        """
+        now = self._reactor.seconds()
+        if self.has_valid_token:
+            return True
+        if self._fetch is None and self._cooldown_in_force(now) is None:
+            self._start_fetch(background=True)
+            # A fetch that ended at once has set the outcome.
+            if self.has_valid_token:
+                return True
+        return self._last_ok is True
+
     def invalidate(self, token: str) -> None:
         """
         Drop the cached token if it is ``token`` (which was just refused with
         a 401 elsewhere), so that the next :meth:`get_token` fetches a new one.
+
+        A token is dropped once however many calls report it (later reports
+        name a token that is no longer cached), and a drop within
+        ``invalidate_interval`` of the last one is not made: the token is
+        kept, so that an API that refuses every token costs one token
+        request per interval, not one per call.
         """
-        if self._token is not None and self._token.value == token:
-            self._token = None
-            self._refresh_at = 0.0
-            self.log.info("access token dropped after it was refused")
+        if self._token is None or self._token.value != token:
+            return
+        now = self._reactor.seconds()
+        if now - self._invalidated_at < self._invalidate_interval:
+            self.stats.invalidations_ignored += 1
+            return
+        self._invalidated_at = now
+        self._token = None
+        self._refresh_at = 0.0
+        self.stats.invalidations += 1
+        self.log.info("access token dropped after it was refused")
 
     def stop(self) -> None:
         """
@@ -264,6 +354,11 @@ class TokenSource:
     def _refusal_in_force(self, now: float) -> Optional[TokenError]:
         if self._refusal is not None and now < self._refused_until:
             return self._refusal
+        return None
+
+    def _cooldown_in_force(self, now: float) -> Optional[TokenError]:
+        if self._last_error is not None and now < self._cooldown_until:
+            return self._last_error
         return None
 
     def _refresh_in_background(self, now: float) -> None:
@@ -293,29 +388,55 @@ class TokenSource:
             return None
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
+            if not result.check(TokenError):
+                # A bug, or an answer nothing above foresaw: callers still
+                # get a TokenError, never something else.  Only the kind of
+                # error is told: its text could hold anything.
+                result = Failure(
+                    TokenError(
+                        self._token_url,
+                        None,
+                        f"token fetch failed unexpectedly ({result.type.__name__})",
+                        retryable=True,
+                    )
+                )
             self._failed(result, waiters)
             return None
         self.stats.refreshes += 1
         self._refresh_failures = 0
         self._next_refresh_at = 0.0
         self._refusal = None
+        self._last_error = None
+        self._fetch_failures = 0
+        self._last_ok = True
         for waiter in waiters:
             waiter.callback(result.value)
         return None
 
     def _failed(self, failure: Failure, waiters: "list[Deferred[str]]") -> None:
         self.stats.failures += 1
+        self._last_ok = False
         now = self._reactor.seconds()
         error = failure.value
-        if isinstance(error, TokenError) and error.status == 401:
+        assert isinstance(error, TokenError)
+        self._fetch_failures += 1
+        if error.status == 401:
             self._refusal = error
             self._refused_until = now + self._refused_cooldown
+            cooldown = self._refused_cooldown
             if self._refused_cooldown > 0:
                 self.log.warn(
                     "the token endpoint refused the client credentials; token "
                     "requests fail at once for the next {cooldown:g}s",
                     cooldown=self._refused_cooldown,
                 )
+        else:
+            exponent = min(self._fetch_failures - 1, 62)
+            cooldown = min(self._failure_cooldown_cap, self._failure_cooldown * float(2**exponent))
+            if self._failure_cooldown > 0:
+                cooldown = max(cooldown, min(self._throttled_until - now, self._failure_cooldown_cap))
+        self._last_error = error
+        self._cooldown_until = now + cooldown
         cached = self._token
         if cached is not None and now < cached.expires_at:
             delay = self._retry.backoff(self._refresh_failures)
@@ -330,7 +451,11 @@ class TokenSource:
             for waiter in waiters:
                 waiter.callback(cached.value)
             return
-        self.log.warn("no access token: {reason}", reason=_reason_of(failure))
+        self.log.warn(
+            "no access token: {reason}; calls without one fail at once for {cooldown:g}s",
+            reason=_reason_of(failure),
+            cooldown=max(0.0, self._cooldown_until - now),
+        )
         for waiter in waiters:
             waiter.errback(failure)
 
@@ -406,6 +531,7 @@ class TokenSource:
         error_code = _error_code(payload)
 
         if status == 429 or (status == 400 and _is_rate_limited(payload)):
+            self._note_retry_after(response)
             delay = self._retry.throttled(response, self._reactor.seconds(), attempt)
             raise RetryLater(TokenError(url, status, "rate limited", True), delay)
         if status == 401:
@@ -424,6 +550,18 @@ class TokenSource:
             raise RetryLater(TokenError(url, status, "server error", True), backoff())
         raise TokenError(url, status, "unexpected HTTP status", retryable=False)
 
+    def _note_retry_after(self, response: Any) -> None:
+        """
+        Remember until when a throttled answer asked not to be asked again
+        (its ``Retry-After``, up to ``failure_cooldown_cap``): the cool-down
+        after the fetch lasts at least that long.
+        """
+        values = response.headers.getRawHeaders(b"Retry-After")
+        now = self._reactor.seconds()
+        delay = parse_retry_after(values[0] if values else None, now, self._failure_cooldown_cap)
+        if delay is not None:
+            self._throttled_until = max(self._throttled_until, now + delay)
+
     def _parse_token(self, url: str, body: bytes) -> AccessToken:
         payload = _json_object(body)
         if payload is None:
@@ -437,17 +575,26 @@ class TokenSource:
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise _malformed(url, "token_type is not bearer")
         expires_in = payload.get("expires_in")
+        # Compared before any conversion to float: JSON integers have no
+        # bound, and float() of a 400-digit one raises OverflowError.
         if (
             isinstance(expires_in, bool)
             or not isinstance(expires_in, (int, float))
-            or not math.isfinite(expires_in)
+            or expires_in != expires_in  # NaN
             or expires_in < 0
         ):
             # 0 is allowed: the token serves the calls waiting for it, and
             # the next call fetches another.
             raise _malformed(url, "expires_in missing or not a number of seconds")
         now = self._reactor.seconds()
-        lifetime = float(expires_in)
+        if expires_in > self._max_lifetime:
+            self.log.info(
+                "token lifetime cut to {max_lifetime:g}s: the endpoint claimed more",
+                max_lifetime=self._max_lifetime,
+            )
+            lifetime = self._max_lifetime
+        else:
+            lifetime = float(expires_in)
         token = AccessToken(value=value, expires_at=now + lifetime)
         self._token = token
         self._refresh_at = now + lifetime - min(self._refresh_margin, lifetime / 2)

@@ -30,7 +30,9 @@ from twisted.logger import Logger
 from ivrproto._retry import (
     Cancelled,
     RetryLater,
+    RequestWindow,
     RetryPolicy,
+    parse_retry_after,
     send,
     RetryBudget,
     run_cancellable,
@@ -44,11 +46,14 @@ __all__ = [
     "Profile",
     "ProfileStats",
     "ProfileClient",
+    "RateLimited",
+    "RequestWindow",
     "RetryBudget",
     "contacts_endpoint",
     "profile_url",
     "profile_endpoint",
     "encode_uri_component",
+    "estimate_footprint",
     "freeze_json",
 ]
 
@@ -61,6 +66,34 @@ CONTACT_LOOKUP_TYPES = ("Phone", "ExternalId", "Email")
 #: ProfileError reasons of a retry not made.
 PAST_DEADLINE = "retry would pass the call's time budget"
 BUDGET_SPENT = "retry budget spent"
+WINDOW_FULL = "retry not made: the rate limit's window is full"
+TOKEN_REFUSED = "access token refused, and no other one to try yet"
+
+
+class RateLimited(ProfileError):
+    """
+    The platform answered 429 (or a retry would break its rate limit): not
+    a failure of the profile API, a request to slow down.
+
+    :ivar retry_at: when, on the client's reactor, the platform accepts
+        requests again (its ``Retry-After``, else the backoff), or ``None``
+        when it did not say
+    """
+
+    def __init__(
+        self, url: str, status: Optional[int], reason: str, retry_at: Optional[float]
+    ) -> None:
+        super().__init__(url, status, reason)
+        self.retry_at = retry_at
+
+
+def _again(error: ProfileError, reason: str) -> ProfileError:
+    """
+    ``error`` with another reason, of the same kind.
+    """
+    if isinstance(error, RateLimited):
+        return RateLimited(error.url, error.status, reason, error.retry_at)
+    return ProfileError(error.url, error.status, reason)
 
 # What JavaScript's encodeURIComponent leaves alone besides ASCII letters and
 # digits (which urllib.parse.quote never encodes).
@@ -116,6 +149,37 @@ def freeze_json(value: Any) -> Any:
     return value
 
 
+# What one decoded JSON element can cost in memory at most, besides its text:
+# the object (a str header is 49 to 80 bytes, a float 24, an int 28 or more),
+# its slot in the tuple or dict holding it (a dict entry with its share of
+# the table is up to about 90 bytes), and for an object the dict and the
+# read-only view of it (about 280 bytes for a one-key object, measured,
+# shared between its ``{`` and its ``:``).
+_PER_ELEMENT = 160
+# The Profile, its strings and the cache's own bookkeeping for one entry.
+_ENTRY_OVERHEAD = 1024
+
+
+def estimate_footprint(body: bytes) -> int:
+    """
+    An upper bound of the memory a profile decoded from the JSON ``body``
+    takes, in bytes, computed from the body alone in a few C-speed scans
+    (no walk of the decoded value).
+
+    Every element of a JSON text is announced by at most one of ``,``
+    ``:`` ``{`` ``[`` (or is the first one), so their count bounds the
+    number of Python objects; each costs at most ``_PER_ELEMENT`` besides
+    its characters, and characters take at most 4 bytes each once decoded
+    (1 when the body is ASCII).  For a profile of 15,000 short attributes
+    the bound is about 2.3 times the real footprint.
+    """
+    text = len(body) if body.isascii() else 4 * len(body)
+    elements = (
+        body.count(b",") + body.count(b":") + body.count(b"{") + body.count(b"[") + 1
+    )
+    return _ENTRY_OVERHEAD + text + _PER_ELEMENT * elements
+
+
 @attrs.frozen
 class Profile:
     """
@@ -126,6 +190,9 @@ class Profile:
         so not shown in ``repr``)
     :ivar attributes: the profile attributes, read-only, of any JSON type
     :ivar date_modified: when it last changed (ISO-8601), if given
+    :ivar footprint: an upper bound of its size in memory, in bytes, when
+        the client that made it knows one (:func:`estimate_footprint` of
+        the body it came in); not part of equality
     """
 
     id: str
@@ -134,6 +201,7 @@ class Profile:
         converter=freeze_json, hash=False, factory=dict
     )
     date_modified: Optional[str] = None
+    footprint: Optional[int] = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define
@@ -205,6 +273,13 @@ class _ProfileSource:
         between the clients of a process.  ``None`` makes a private one
         with the defaults of :class:`RetryBudget`.
     :param max_body: largest response body accepted, in bytes
+    :param request_window: the platform's rate limit, shared with the
+        :class:`~ivrproto.lookup.ProfileLookup` in front (which counts the
+        first request of each lookup): every retry is counted in it and not
+        made when it is full, and a 429 pauses it until the ``Retry-After``
+    :param max_pause: the longest ``Retry-After`` believed, in seconds; a
+        ``Retry-After`` longer than ``retry_after_cap`` is not waited for:
+        the lookup fails at once (retrying sooner would break it)
     :param random: returns a float in [0, 1), for jitter
     """
 
@@ -229,9 +304,13 @@ class _ProfileSource:
         retry_after_cap: float = 2.0,
         retry_budget: Optional[RetryBudget] = None,
         max_body: int = 256 * 1024,
+        request_window: Optional[RequestWindow] = None,
+        max_pause: float = 60.0,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self._retry = RetryPolicy(max_attempts, backoff_base, backoff_cap, retry_after_cap, random)
+        self._window = request_window
+        self._max_pause = max_pause
         self._reactor = reactor
         self._http = http
         self._api_url = api_url
@@ -350,6 +429,18 @@ class _ProfileSource:
         """
         raise NotImplementedError()
 
+    def _profile(self, body: bytes, **fields: Any) -> Profile:
+        """
+        The profile of ``fields``, its footprint estimated from ``body``.
+
+        :raise ProfileError: the attributes are nested too deeply to copy
+            (the JSON decoder may accept more depth than freezing allows)
+        """
+        try:
+            return Profile(footprint=estimate_footprint(body), **fields)
+        except RecursionError:
+            raise self._malformed("nested too deeply")
+
     def _malformed(self, what: str) -> ProfileError:
         return ProfileError(self.endpoint, 200, f"malformed {self._what}: {what}")
 
@@ -363,24 +454,36 @@ class _ProfileSource:
         deadline: Optional[float],
     ) -> Optional[Profile]:
         attempt = 0
-        refused_once = False
+        # The token refused with a 401, once one was; and whether the retry
+        # it calls for is still to be sent.
+        refused: Optional[str] = None
+        retry_refused = False
         self._budget.record_attempt()
         while True:
             try:
                 token = await self._tokens.get_token()
             except TokenError as e:
                 raise ProfileError(self.endpoint, None, f"no access token: {e.reason}")
+            if retry_refused:
+                retry_refused = False
+                if token == refused:
+                    # The token source kept it (it drops a refused token
+                    # at most once per interval): asking again with it
+                    # would be refused again.
+                    raise ProfileError(self.endpoint, 401, TOKEN_REFUSED)
+                self._take_for_retry(ProfileError(self.endpoint, 401, WINDOW_FULL))
             try:
                 return await self._attempt(cancelled, request(token), external_id, attempt)
             except _Refused:
                 self._tokens.invalidate(token)
-                if refused_once:
+                if refused is not None:
                     raise ProfileError(
                         self.endpoint,
                         401,
                         "access token refused again after getting a new one",
                     )
-                refused_once = True
+                refused = token
+                retry_refused = True
                 self.stats.retries += 1
                 self.log.info("access token refused; retrying once with a new one")
             except RetryLater as retry:
@@ -390,17 +493,13 @@ class _ProfileSource:
                 attempt += 1
                 error = retry.error
                 if attempt >= self._retry.max_attempts:
-                    raise ProfileError(
-                        error.url,
-                        error.status,
-                        f"gave up after {attempt} attempts: {error.reason}",
-                    )
+                    raise _again(error, f"gave up after {attempt} attempts: {error.reason}")
                 if deadline is not None and self._reactor.seconds() + retry.delay > deadline:
                     self.stats.past_deadline += 1
-                    raise ProfileError(error.url, error.status, PAST_DEADLINE)
+                    raise _again(error, PAST_DEADLINE)
                 if not self._budget.try_spend():
                     self.stats.budget_spent += 1
-                    raise ProfileError(error.url, error.status, BUDGET_SPENT)
+                    raise _again(error, BUDGET_SPENT)
                 self.stats.retries += 1
                 self.log.info(
                     "{what} request failed ({reason}); retrying in {delay:.3f}s "
@@ -412,6 +511,16 @@ class _ProfileSource:
                     max_attempts=self._retry.max_attempts,
                 )
                 await sleep(self._reactor, retry.delay)
+                self._take_for_retry(error)
+
+    def _take_for_retry(self, error: ProfileError) -> None:
+        """
+        Count a retry in the request window, or raise :class:`RateLimited`
+        when it is full or paused.
+        """
+        if self._window is not None and not self._window.try_take():
+            retry_at = error.retry_at if isinstance(error, RateLimited) else None
+            raise RateLimited(error.url, error.status, WINDOW_FULL, retry_at)
 
     async def _attempt(
         self,
@@ -453,8 +562,18 @@ class _ProfileSource:
         if status == 403:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
-            delay = self._retry.throttled(answer.response, self._reactor.seconds(), attempt)
-            raise RetryLater(ProfileError(endpoint, status, "rate limited"), delay)
+            now = self._reactor.seconds()
+            values = answer.response.headers.getRawHeaders(b"Retry-After")
+            asked = parse_retry_after(values[0] if values else None, now, self._max_pause)
+            delay = self._retry.throttled(answer.response, now, attempt)
+            retry_at = now + (delay if asked is None else asked)
+            if self._window is not None:
+                self._window.pause_until(retry_at)
+            throttled = RateLimited(endpoint, status, "rate limited", retry_at)
+            if asked is not None and asked > self._retry.retry_after_cap:
+                # Not worth waiting for, and asking sooner breaks the limit.
+                raise _again(throttled, "rate limited for longer than retry_after_cap")
+            raise RetryLater(throttled, delay)
         if 500 <= status <= 599:
             raise RetryLater(ProfileError(endpoint, status, "server error"), backoff())
         raise ProfileError(endpoint, status, "unexpected HTTP status")
@@ -500,7 +619,8 @@ class ProfileClient(_ProfileSource):
         date_modified = payload.get("dateModified")
         if date_modified is not None and not isinstance(date_modified, str):
             raise self._malformed("dateModified is not a string")
-        return Profile(
+        return self._profile(
+            body,
             id=profile_id,
             external_id=answered_id,
             attributes=attributes,
@@ -586,7 +706,8 @@ class ExternalContactsClient(_ProfileSource):
         modified = contact.get("modifiedDate")
         if modified is not None and not isinstance(modified, str):
             raise self._malformed("modifiedDate is not a string")
-        return Profile(
+        return self._profile(
+            body,
             id=contact_id,
             external_id=external_id,
             attributes=custom_fields,

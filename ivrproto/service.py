@@ -24,7 +24,7 @@ from .calls import CallContext, CallRegistry
 from .config import Config, check_intake_protection, load_config
 from .signing import SignatureCheck
 from .errors import ConfigError
-from ._retry import RetryBudget
+from ._retry import RequestWindow, RetryBudget
 from .intake import make_site
 from .lookup import ProfileLookup
 from .metrics import Metrics, MetricsResource
@@ -264,9 +264,15 @@ class IVRService(Service):
             scope=platform_config.scope,
             timeout=timing.request_timeout,
             refresh_margin=timing.token_refresh_margin,
+            failure_cooldown=timing.token_cooldown,
+            failure_cooldown_cap=timing.token_cooldown_cap,
+            invalidate_interval=timing.token_invalidate_interval,
+            max_lifetime=timing.token_max_lifetime,
         )
         profiles = self.config.profiles
         retry_budget = RetryBudget(self.reactor)
+        # One count of profile requests, first attempts and retries alike.
+        window = RequestWindow(self.reactor, int(profiles.rate_per_minute))
         source: _ProfileSource
         if profiles.source == "external-contacts":
             source = ExternalContactsClient(
@@ -277,6 +283,8 @@ class IVRService(Service):
                 lookup_type=profiles.lookup_type,
                 timeout=timing.request_timeout,
                 retry_budget=retry_budget,
+                request_window=window,
+                max_pause=profiles.max_pause,
             )
         else:
             source = ProfileClient(
@@ -286,6 +294,8 @@ class IVRService(Service):
                 self.tokens,
                 timeout=timing.request_timeout,
                 retry_budget=retry_budget,
+                request_window=window,
+                max_pause=profiles.max_pause,
             )
         self.source = source
         self.lookup = ProfileLookup(
@@ -294,7 +304,9 @@ class IVRService(Service):
             ttl=profiles.cache_ttl,
             negative_ttl=profiles.negative_ttl,
             max_entries=profiles.cache_size,
-            rate_per_minute=profiles.rate_per_minute,
+            max_bytes=profiles.cache_max_bytes,
+            max_entry_bytes=profiles.cache_max_entry_bytes,
+            request_window=window,
             breaker_failures=profiles.breaker_failures,
             breaker_reset=profiles.breaker_reset,
         )
@@ -318,7 +330,7 @@ class IVRService(Service):
         )
         site = make_site(
             self.registry,
-            self.tokens.get_token,
+            self.tokens.ready,
             lambda: self.draining,
             self.config.intake.max_body,
             stats=self.stats,

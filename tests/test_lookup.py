@@ -22,9 +22,9 @@ from ivrproto.lookup import (
     LookupStats,
     ProfileLookup,
     ProfileSource,
-    TokenBucket,
 )
-from ivrproto.profiles import Profile
+from ivrproto._retry import RequestWindow
+from ivrproto.profiles import Profile, RateLimited
 
 T0 = 1_700_000_000.0
 CALLER = "+1 555 0100"
@@ -173,14 +173,14 @@ class ArgumentTests(SynchronousTestCase):
     """
 
     def test_refused(self) -> None:
-        """Negative ttls and sizes, a non-positive rate and a burst below 1 raise ValueError."""
+        """Negative ttls and sizes and a rate below 1 raise ValueError."""
         clock, source = Clock(), FakeSource()
         refused: list[dict[str, Any]] = [
             {"ttl": -1},
             {"negative_ttl": math.nan},
             {"max_entries": -1},
             {"rate_per_minute": 0},
-            {"burst": 0.5},
+            {"rate_per_minute": 0.5},
             {"breaker_failures": 0},
             {"breaker_reset": -1},
         ]
@@ -521,16 +521,27 @@ class SingleFlightTests(LookupTestsMixin, SynchronousTestCase):
 
 class RateLimitTests(LookupTestsMixin, SynchronousTestCase):
     """
-    The client-side token bucket.
+    The client-side limit is the platform's rule, N fetches in any 60 s:
+    never stricter, never looser.
     """
 
     def answer_all(self) -> None:
         for fetch in self.source.pending:
             fetch.found()
 
-    def test_burst_then_limited(self) -> None:
-        """burst fetches go out at once; the next lookup is rate-limited without a fetch."""
-        lookup = self.make(rate_per_minute=60, burst=3)
+    def test_whole_minute_at_once_after_quiet_spell(self) -> None:
+        """50 calls at once after a quiet spell all get a fetch (the old bucket held rate/6 = 33)."""
+        lookup = self.make()
+        self.clock.advance(3600)
+        results = [lookup.lookup(caller(n), 2.0) for n in range(50)]
+        self.assertEqual(len(self.source.fetches), 50)
+        self.answer_all()
+        self.assertEqual({self.result_of(d).outcome for d in results}, {"found"})
+        self.assertEqual(lookup.stats.rate_limited, 0)
+
+    def test_limit_then_limited(self) -> None:
+        """rate_per_minute fetches go out at once; the next lookup is rate-limited without a fetch."""
+        lookup = self.make(rate_per_minute=3)
         waiting = [lookup.lookup(caller(n), 2.0) for n in range(3)]
         limited = self.result_of(lookup.lookup(caller(3), 2.0))
         self.assertEqual(limited, LookupResult(None, "rate-limited"))
@@ -540,28 +551,56 @@ class RateLimitTests(LookupTestsMixin, SynchronousTestCase):
             self.result_of(d)
         self.assertEqual(lookup.stats.rate_limited, 1)
 
-    def test_refill(self) -> None:
-        """Tokens come back at rate_per_minute / 60 per second, up to burst."""
-        lookup = self.make(rate_per_minute=60, burst=2)
-        for n in range(2):
-            lookup.lookup(caller(n), 2.0)
+    def test_slots_come_back_sixty_seconds_later(self) -> None:
+        """A fetch's slot comes back 60 s after it, not before."""
+        lookup = self.make(rate_per_minute=2)
+        lookup.lookup(caller(0), 2.0)
+        self.clock.advance(30)
+        lookup.lookup(caller(1), 2.0)
         self.answer_all()
-        self.clock.advance(0.5)
+        self.clock.advance(30)
         self.assertEqual(self.result_of(lookup.lookup(caller(2), 2.0)).outcome, "rate-limited")
-        self.clock.advance(0.5)
+        self.clock.advance(0.001)
         lookup.lookup(caller(3), 2.0)
         self.assertEqual(len(self.source.fetches), 3)
+        self.assertEqual(self.result_of(lookup.lookup(caller(4), 2.0)).outcome, "rate-limited")
         self.answer_all()
-        self.clock.advance(3600)
-        for n in range(4, 7):
+
+    def test_never_more_than_limit_in_any_window(self) -> None:
+        """However lookups arrive, no 60 s window holds more than rate_per_minute fetches; a steady stream gets them all."""
+        lookup = self.make(rate_per_minute=200)
+        times: list[float] = []
+        n = 0
+        for step in [0.01] * 3000 + [0.3] * 1000 + [0.0] * 400:
+            before = len(self.source.fetches)
             lookup.lookup(caller(n), 2.0)
+            n += 1
+            if len(self.source.fetches) > before:
+                times.append(self.clock.seconds())
+            self.answer_all()
+            self.clock.advance(step)
+        # Every fetch that starts a window: the fetches within 60 s of it.
+        j = 0
+        for i, start in enumerate(times):
+            while j < len(times) and times[j] <= start + 60:
+                j += 1
+            self.assertLessEqual(j - i, 200)
+        # 0.3 s apart is 200 a minute: none of those was refused once the
+        # window had emptied.
+        self.assertGreater(len(times), 200 * 3)
+
+    def test_fraction_dropped_and_at_least_one(self) -> None:
+        """rate_per_minute 1.5 allows one fetch a minute; below 1 is refused."""
+        lookup = self.make(rate_per_minute=1.5)
+        lookup.lookup(CALLER, 2.0)
+        self.assertEqual(self.result_of(lookup.lookup(OTHER, 2.0)).outcome, "rate-limited")
+        self.assertEqual(len(self.source.fetches), 1)
         self.answer_all()
-        self.assertEqual(len(self.source.fetches), 5)
-        self.assertEqual(lookup.stats.rate_limited, 2)
+        self.assertRaises(ValueError, ProfileLookup, self.clock, self.source, rate_per_minute=0.5)
 
     def test_hits_and_joins_not_limited(self) -> None:
-        """Cache hits and joins onto a fetch in flight take no token."""
-        lookup = self.make(rate_per_minute=60, burst=1)
+        """Cache hits and joins onto a fetch in flight take no slot."""
+        lookup = self.make(rate_per_minute=1)
         joined = [lookup.lookup(CALLER, 2.0) for _ in range(10)]
         self.source.last().found()
         for d in joined:
@@ -571,59 +610,98 @@ class RateLimitTests(LookupTestsMixin, SynchronousTestCase):
         self.assertEqual(self.result_of(lookup.lookup(OTHER, 2.0)).outcome, "rate-limited")
         self.assertEqual(len(self.source.fetches), 1)
 
-    def test_default_burst(self) -> None:
-        """By default burst is ten seconds' worth: 33 fetches at 200 a minute."""
-        lookup = self.make()
-        outcomes = [lookup.lookup(caller(n), 2.0) for n in range(34)]
-        self.assertEqual(len(self.source.fetches), 33)
-        self.assertEqual(self.result_of(outcomes[-1]).outcome, "rate-limited")
-        self.answer_all()
-
-    def test_default_burst_at_least_one(self) -> None:
-        """At a very low rate the default burst is still one fetch."""
-        lookup = self.make(rate_per_minute=1)
-        lookup.lookup(CALLER, 2.0)
-        self.assertEqual(self.result_of(lookup.lookup(OTHER, 2.0)).outcome, "rate-limited")
-        self.assertEqual(len(self.source.fetches), 1)
-        self.answer_all()
-
-    def test_default_steady_state(self) -> None:
-        """At the default 200 a minute, a steady stream of new callers gets about 200 fetches a minute."""
-        lookup = self.make()
-        per_minute = []
-        n = 0
-        for minute in range(5):
-            before = len(self.source.fetches)
-            for _ in range(600):
-                lookup.lookup(caller(n), 2.0)
-                n += 1
-                self.answer_all()
-                self.clock.advance(0.1)
-            per_minute.append(len(self.source.fetches) - before)
-        # The first minute adds the initial burst.
-        self.assertLessEqual(abs(per_minute[0] - (200 + 33)), 1, per_minute)
-        for count in per_minute[1:]:
-            self.assertLessEqual(abs(count - 200), 1, per_minute)
-
     def test_limit_does_not_feed_breaker(self) -> None:
         """Rate-limited lookups are not failures for the breaker."""
-        lookup = self.make(rate_per_minute=60, burst=1, breaker_failures=1)
+        lookup = self.make(rate_per_minute=1, breaker_failures=1)
         lookup.lookup(CALLER, 2.0)
         for _ in range(5):
             self.result_of(lookup.lookup(OTHER, 2.0))
         self.assertEqual(lookup.breaker_state, "closed")
         self.answer_all()
 
-    def test_bucket(self) -> None:
-        """The bucket on its own: full at first, refilled lazily, capped at burst."""
-        bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
-        self.assertEqual([bucket.take(0.0) for _ in range(4)], [True, True, True, False])
-        self.assertTrue(bucket.take(0.5))
-        self.assertFalse(bucket.take(0.5))
-        self.assertEqual(bucket.available(100.0), 3)
-        self.assertTrue(bucket.take(99.0))  # time going back is ignored
-        self.assertRaises(ValueError, TokenBucket, 0, 1, 0.0)
-        self.assertRaises(ValueError, TokenBucket, 1, 0.5, 0.0)
+    def test_shared_window(self) -> None:
+        """A window given to the lookup is the one it counts in."""
+        window = RequestWindow(self.clock, 2)
+        self.assertTrue(window.try_take())
+        lookup = self.make(request_window=window)
+        lookup.lookup(CALLER, 2.0)
+        self.assertEqual(self.result_of(lookup.lookup(OTHER, 2.0)).outcome, "rate-limited")
+        self.assertIs(lookup.request_window, window)
+        self.answer_all()
+
+
+class PauseTests(LookupTestsMixin, SynchronousTestCase):
+    """
+    A 429 with Retry-After pauses every lookup until then.
+    """
+
+    def throttle(self, lookup: ProfileLookup, retry_after: float) -> None:
+        lookup.lookup(CALLER, 2.0)
+        self.source.last().fail(
+            RateLimited(ENDPOINT, 429, "rate limited", self.clock.seconds() + retry_after)
+        )
+
+    def test_pause_until_retry_after(self) -> None:
+        """After a 429 with Retry-After 20, lookups answer rate-limited at once for 20 s, with no fetch."""
+        lookup = self.make()
+        self.throttle(lookup, 20.0)
+        for n in range(30):
+            self.assertEqual(self.result_of(lookup.lookup(caller(n), 2.0)).outcome, "rate-limited")
+            self.clock.advance(0.6)
+        self.assertEqual(len(self.source.fetches), 1)
+        self.clock.advance(2.01)
+        lookup.lookup(caller(99), 2.0)
+        self.assertEqual(len(self.source.fetches), 2)
+        self.source.last().found()
+        self.assertEqual(lookup.stats.pauses, 1)
+        self.assertIn("no profile lookups for 20s", self.shown())
+
+    def test_pause_is_not_a_breaker_failure(self) -> None:
+        """429s do not open the breaker, and cache hits are still served during a pause."""
+        lookup = self.make(breaker_failures=1)
+        lookup.lookup(OTHER, 2.0)
+        self.source.last().found()
+        self.throttle(lookup, 5.0)
+        self.assertEqual(lookup.breaker_state, "closed")
+        self.assertEqual(self.result_of(lookup.lookup(OTHER, 2.0)).outcome, "hit")
+        self.assertEqual(self.result_of(lookup.lookup(caller(7), 2.0)).outcome, "rate-limited")
+
+    def test_rate_limited_without_retry_at(self) -> None:
+        """A RateLimited failure with no retry_at answers failed and pauses nothing."""
+        lookup = self.make()
+        d = lookup.lookup(CALLER, 2.0)
+        self.source.last().fail(RateLimited(ENDPOINT, 429, "window full", None))
+        self.assertEqual(self.result_of(d).outcome, "failed")
+        lookup.lookup(OTHER, 2.0)
+        self.assertEqual(len(self.source.fetches), 2)
+        self.source.last().found()
+        self.assertEqual(lookup.stats.pauses, 0)
+
+
+class RequestWindowTests(SynchronousTestCase):
+    """
+    The window on its own.
+    """
+
+    def test_window(self) -> None:
+        """limit requests at once, a slot back window seconds after each, refused while paused."""
+        clock = Clock()
+        window = RequestWindow(clock, 3, 10.0)
+        self.assertEqual([window.try_take() for _ in range(4)], [True, True, True, False])
+        clock.advance(10.0)
+        self.assertFalse(window.try_take())
+        clock.advance(0.001)
+        self.assertTrue(window.try_take())
+        self.assertEqual(window.recent(), 1)
+        window.pause_until(clock.seconds() + 5)
+        window.pause_until(clock.seconds() + 1)  # a shorter pause does not shorten it
+        self.assertTrue(window.paused())
+        clock.advance(4.99)
+        self.assertFalse(window.try_take())
+        clock.advance(0.01)
+        self.assertTrue(window.try_take())
+        self.assertRaises(ValueError, RequestWindow, clock, 0)
+        self.assertRaises(ValueError, RequestWindow, clock, 1, 0.0)
 
 
 class BreakerTests(LookupTestsMixin, SynchronousTestCase):
@@ -784,6 +862,16 @@ class BreakerTests(LookupTestsMixin, SynchronousTestCase):
         self.assertNotIn(caller(0), shown)
         self.assertNotIn(CALLER, shown)
 
+    def test_open_log_counts_failures(self) -> None:
+        """The breaker's log line names the real count of failures in a row, not 0."""
+        lookup = self.make(breaker_failures=3)
+        for n in range(3):
+            lookup.lookup(caller(n), 2.0)
+            self.source.last().fail()
+        self.assertEqual(lookup.breaker_state, "open")
+        self.assertIn("after 3 consecutive failures", self.shown())
+        self.assertNotIn("after 0 consecutive", self.shown())
+
     def test_breaker_alone(self) -> None:
         """The breaker on its own, driven by explicit times."""
         breaker = CircuitBreaker(failures=2, reset=5.0)
@@ -863,7 +951,7 @@ class StatsTests(LookupTestsMixin, SynchronousTestCase):
 
     def test_counters(self) -> None:
         """Each outcome moves its counter, and every lookup is counted once."""
-        lookup = self.make(rate_per_minute=60, burst=4, breaker_failures=1, breaker_reset=60, max_entries=2)
+        lookup = self.make(rate_per_minute=4, breaker_failures=1, breaker_reset=60, max_entries=2)
         lookup.lookup(caller(1), 2.0)
         lookup.lookup(caller(1), 2.0)
         self.source.last().found()  # found x2, shared
@@ -897,6 +985,8 @@ class StatsTests(LookupTestsMixin, SynchronousTestCase):
                 "fetches": 4,
                 "late_fills": 1,
                 "evictions": 1,
+                "pauses": 0,
+                "too_large": 0,
             },
         )
         answered = sum(
@@ -935,11 +1025,11 @@ class PropertyTests(SynchronousTestCase):
     @given(
         script=st.lists(steps, max_size=60),
         max_entries=st.integers(0, 3),
-        burst=st.sampled_from([1.0, 2.0, 5.0]),
+        rate=st.sampled_from([1.0, 2.0, 5.0]),
         breaker_failures=st.integers(1, 3),
     )
     def test_random_scripts(
-        self, script: list[tuple[Any, ...]], max_entries: int, burst: float, breaker_failures: int
+        self, script: list[tuple[Any, ...]], max_entries: int, rate: float, breaker_failures: int
     ) -> None:
         """Nothing raises, every caller is answered within its budget, and the cache stays bounded."""
         clock = Clock()
@@ -950,8 +1040,7 @@ class PropertyTests(SynchronousTestCase):
             ttl=5.0,
             negative_ttl=1.0,
             max_entries=max_entries,
-            rate_per_minute=60.0,
-            burst=burst,
+            rate_per_minute=rate,
             breaker_failures=breaker_failures,
             breaker_reset=3.0,
         )

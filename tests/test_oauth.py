@@ -679,11 +679,208 @@ class RefusedCredentialsTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.assertEqual(error.status, 401)
         self.assertEqual(source.stats.fast_failures, 1)
 
-    def test_other_errors_not_cached(self) -> None:
-        """Only a 401 is repeated: after a 400 the next call asks again."""
+    def test_other_errors_cool_down_briefly(self) -> None:
+        """After a 400 the error is repeated for failure_cooldown only, then the next call asks again."""
         source = self.make([json_answer(400, {"error": "invalid_scope"}), token_answer("tok-ok")])
-        self.error_of(source.get_token())
+        first = self.error_of(source.get_token())
+        self.assertIs(self.error_of(source.get_token()), first)
+        self.clock.advance(1.0)
         self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+        self.assertEqual(len(self.resource.seen), 2)
+
+
+class FailureCooldownTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    Any failed fetch, not only a 401, stops the requests for a while:
+    an endpoint that throttles or fails gets one fetch per cool-down, not
+    one per call.
+    """
+
+    def test_5xx_fetch_then_fast_failures(self) -> None:
+        """After a fetch that gave up on 500s, 100 calls fail at once: no request until the cool-down ends."""
+        source = self.make([json_answer(500, {})] * 4 + [token_answer("tok-ok")], random=lambda: 0.0)
+        d = source.get_token()
+        for _ in range(4):
+            self.flush()
+            self.clock.advance(0)
+        first = self.error_of(d)
+        self.assertEqual(len(self.resource.seen), 4)
+        errors = [self.error_of(source.get_token()) for _ in range(100)]
+        self.assertTrue(all(e is first for e in errors))
+        self.assertEqual(len(self.resource.seen), 4)
+        self.assertEqual(source.stats.fast_failures, 100)
+        self.clock.advance(1.0)
+        self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+        self.assertEqual(len(self.resource.seen), 5)
+
+    def test_cooldown_doubles_up_to_cap(self) -> None:
+        """Failed fetches in a row cool down 1, 2, 4, then the cap; a token resets it."""
+        source = self.make(
+            [json_answer(503, {})] * 4 + [token_answer("tok-ok", 1), json_answer(503, {})],
+            max_attempts=1,
+            failure_cooldown=1.0,
+            failure_cooldown_cap=3.0,
+        )
+        for cooldown in (1.0, 2.0, 3.0, 3.0):
+            self.error_of(source.get_token())
+            self.clock.advance(cooldown - 0.01)
+            self.error_of(source.get_token())
+            self.clock.advance(0.01)
+        self.assertEqual(len(self.resource.seen), 4)
+        self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+        self.clock.advance(1)
+        self.error_of(source.get_token())
+        self.clock.advance(1.0)
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 6)
+
+    def test_429_retry_after_sets_cooldown(self) -> None:
+        """A fetch that gave up on 429s cools down for the Retry-After asked for, not just failure_cooldown."""
+        throttled = json_answer(429, {}, {b"retry-after": b"7"})
+        source = self.make([throttled, token_answer("tok-ok")], max_attempts=1)
+        self.error_of(source.get_token())
+        self.clock.advance(6.99)
+        self.error_of(source.get_token())
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(self.token_of(source.get_token()), "tok-ok")
+
+    def test_zero_cooldown_asks_every_time(self) -> None:
+        """failure_cooldown=0 turns the cool-down off."""
+        source = self.make([json_answer(503, {})] * 2, max_attempts=1, failure_cooldown=0.0)
+        self.error_of(source.get_token())
+        self.error_of(source.get_token())
+        self.assertEqual((len(self.resource.seen), source.stats.fast_failures), (2, 0))
+
+    def test_unexpected_exception_becomes_token_error(self) -> None:
+        """A fetch that breaks with something other than TokenError still fails its callers with TokenError."""
+        source = self.make([token_answer("tok-1")])
+        source._parse_token = lambda url, body: 1 / 0  # type: ignore[assignment,method-assign,return-value]
+        error = self.error_of(source.get_token())
+        self.assertIn("ZeroDivisionError", str(error))
+
+
+class ReadinessTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    ready() answers at once from the last outcome, never waiting for a fetch.
+    """
+
+    def test_not_ready_before_first_token_starts_fetch(self) -> None:
+        """Before any token, ready() is False at once and starts one fetch nobody waits for."""
+        source = self.make([HANG, token_answer("tok-1")], timeout=60.0)
+        self.assertIsNone(source.last_outcome)
+        self.assertFalse(source.ready())
+        self.flush()
+        self.assertFalse(source.ready())
+        self.assertEqual(len(self.resource.seen), 1)
+        source.stop()
+
+    def test_ready_after_token(self) -> None:
+        """A fetch that ended with a token makes ready() True, even after the token expired."""
+        source = self.make([token_answer("tok-1", 10), HANG], timeout=60.0)
+        # The stub answers at once: the fetch ready() starts has ended.
+        self.assertTrue(source.ready())
+        self.assertTrue(source.last_outcome)
+        self.clock.advance(11)
+        self.assertTrue(source.ready())
+        self.flush()
+        self.assertEqual(len(self.resource.seen), 2)
+        source.stop()
+
+    def test_not_ready_after_failure_without_waiting(self) -> None:
+        """A failed fetch makes ready() False at once; within the cool-down no request is made."""
+        source = self.make([json_answer(503, {})] * 2 + [token_answer("tok-ok")], max_attempts=1)
+        self.error_of(source.get_token())
+        self.assertFalse(source.ready())
+        self.assertIs(source.last_outcome, False)
+        self.assertEqual(len(self.resource.seen), 1)
+        self.clock.advance(1.0)
+        # The cool-down is over: ready() asks again (the stub answers 503 at once).
+        self.assertFalse(source.ready())
+        self.assertEqual(len(self.resource.seen), 2)
+        self.clock.advance(1.99)
+        self.assertFalse(source.ready())
+        self.assertEqual(len(self.resource.seen), 2)
+        self.clock.advance(0.01)
+        self.assertTrue(source.ready())
+        self.assertEqual(len(self.resource.seen), 3)
+
+    def test_ready_never_waits_on_hanging_fetch(self) -> None:
+        """With a fetch hanging for 32 s, ready() answers at once every time."""
+        source = self.make([token_answer("tok-1", 10), HANG], timeout=32.0)
+        self.token_of(source.get_token())
+        self.clock.advance(11)
+        waiting = source.get_token()
+        self.flush()
+        for _ in range(10):
+            self.assertTrue(source.ready())
+            self.clock.advance(1)
+        self.assertNoResult(waiting)
+        source.stop()
+        self.failureResultOf(waiting, CancelledError)
+
+
+class InvalidateTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    A token refused elsewhere is dropped once, and not again and again.
+    """
+
+    def test_many_reports_of_one_token_drop_it_once(self) -> None:
+        """50 calls reporting the same refused token cost one new token request."""
+        source = self.make([token_answer("tok-1"), token_answer("tok-2")])
+        self.token_of(source.get_token())
+        for _ in range(50):
+            source.invalidate("tok-1")
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+        self.assertEqual(source.stats.invalidations, 1)
+        self.assertEqual(len(self.resource.seen), 2)
+
+    def test_drops_rate_limited(self) -> None:
+        """A second drop within invalidate_interval keeps the token; after it, the token is dropped."""
+        source = self.make(
+            [token_answer("tok-1"), token_answer("tok-2"), token_answer("tok-3")],
+            invalidate_interval=5.0,
+        )
+        self.token_of(source.get_token())
+        source.invalidate("tok-1")
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+        self.clock.advance(4.9)
+        source.invalidate("tok-2")
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+        self.assertEqual(source.stats.invalidations_ignored, 1)
+        self.clock.advance(0.1)
+        source.invalidate("tok-2")
+        self.assertEqual(self.token_of(source.get_token()), "tok-3")
+        self.assertEqual(len(self.resource.seen), 3)
+
+
+class LifetimeBoundTests(TokenSourceTestsMixin, SynchronousTestCase):
+    """
+    An absurd expires_in is cut to max_lifetime, never an OverflowError.
+    """
+
+    def test_401_digit_expires_in(self) -> None:
+        """A 401-digit expires_in gives a token valid for max_lifetime."""
+        body = b'{"access_token": "tok-1", "token_type": "bearer", "expires_in": 1' + b"0" * 400 + b"}"
+        source = self.make(
+            [(200, {b"content-type": b"application/json"}, body), token_answer("tok-2")],
+            max_lifetime=1000.0,
+        )
+        self.assertEqual(self.token_of(source.get_token()), "tok-1")
+        self.clock.advance(999)
+        self.assertTrue(source.has_valid_token)
+        self.clock.advance(1)
+        self.assertFalse(source.has_valid_token)
+        self.assertEqual(self.token_of(source.get_token()), "tok-2")
+
+    def test_infinite_float_expires_in(self) -> None:
+        """expires_in Infinity or 1e308 is cut to max_lifetime too."""
+        for raw in (b"Infinity", b"1e308"):
+            body = b'{"access_token": "tok-1", "expires_in": ' + raw + b"}"
+            source = self.make([(200, {}, body)], max_lifetime=60.0)
+            self.token_of(source.get_token())
+            self.clock.advance(60)
+            self.assertFalse(source.has_valid_token)
 
 
 class RetryAfterJitterTests(TokenSourceTestsMixin, SynchronousTestCase):

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ivrproto._retry import RetryBudget
+from ivrproto._retry import RequestWindow, RetryBudget
 from ivrproto.errors import ProfileError
 from ivrproto.oauth import TokenSource
 from ivrproto.profiles import (
@@ -27,6 +27,7 @@ from ivrproto.profiles import (
     ExternalContactsClient,
     Profile,
     ProfileClient,
+    RateLimited,
     contacts_endpoint,
     encode_uri_component,
     freeze_json,
@@ -89,10 +90,14 @@ class ProfileTestsMixin:
         self,
         profiles: list[Answer],
         tokens: Optional[list[Answer]] = None,
+        window: Optional[int] = None,
         **kwargs: Any,
     ) -> Any:
         self.clock = Clock()
         self.clock.advance(T0)
+        if window is not None:
+            self.window = RequestWindow(self.clock, window)
+            kwargs["request_window"] = self.window
         issued = iter(range(1, 1000))
 
         def next_token() -> Answer:
@@ -289,12 +294,27 @@ class AuthorizationTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertEqual(client.stats.retries, 1)
 
     def test_401_twice(self) -> None:
-        """A second 401 is a ProfileError; no third request."""
+        """A second 401 is a ProfileError; no third request; the new token is kept (one drop per interval)."""
         client = self.make([json_answer(401, {}), json_answer(401, {})])
         error = self.error_of(client.lookup(CALLER))
         self.assertEqual((error.status, error.url), (401, ENDPOINT))
         self.assertEqual(len(self.profile_resource.seen), 2)
-        self.assertFalse(self.tokens.has_valid_token)
+        self.assertTrue(self.tokens.has_valid_token)
+        self.assertEqual(self.tokens.stats.invalidations, 1)
+
+    def test_api_refusing_every_token(self) -> None:
+        """An API answering 401 to everything costs one token request per invalidate_interval, not one per call."""
+        client = self.make([json_answer(401, {})] * 30)
+        for _ in range(10):
+            error = self.error_of(client.lookup(CALLER))
+            self.assertEqual(error.status, 401)
+        # tok-1 refused and dropped, tok-2 refused and kept: the other
+        # lookups do not even ask with a token known to be refused.
+        self.assertEqual(len(self.token_resource.seen), 2)
+        self.assertEqual(len(self.profile_resource.seen), 11)
+        self.clock.advance(5.0)
+        self.error_of(client.lookup(CALLER))
+        self.assertEqual(len(self.token_resource.seen), 3)
 
     def test_403_not_retried(self) -> None:
         """A 403 fails at once and says the token lacks profile:read."""
@@ -304,6 +324,13 @@ class AuthorizationTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertIn("profile:read", error.reason)
         self.assertEqual(len(self.profile_resource.seen), 1)
         self.assertEqual(client.stats.errors, 1)
+
+    def test_huge_expires_in_does_not_fail_lookup(self) -> None:
+        """A token with a 401-digit expires_in serves the lookup: no OverflowError reaches the lookup layer."""
+        body = b'{"access_token": "tok-big", "token_type": "bearer", "expires_in": 9' + b"9" * 400 + b"}"
+        client = self.make([profile_answer()], tokens=[(200, {}, body)])
+        self.assertIsNotNone(self.result_of(client.lookup(CALLER)))
+        self.assertEqual(self.bearer(0), [b"Bearer tok-big"])
 
     def test_token_error(self) -> None:
         """A token failure is a ProfileError with no status."""
@@ -332,9 +359,9 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertIsNotNone(self.result_of(d))
         self.assertEqual(len(self.profile_resource.seen), 2)
 
-    def test_429_retry_after_http_date_capped(self) -> None:
-        """An HTTP-date Retry-After is honoured up to retry_after_cap."""
-        date = formatdate(T0 + 60, usegmt=True).encode("ascii")
+    def test_429_retry_after_http_date(self) -> None:
+        """An HTTP-date Retry-After within retry_after_cap is waited for."""
+        date = formatdate(T0 + 2, usegmt=True).encode("ascii")
         client = self.make(
             [json_answer(429, {}, {b"retry-after": date}), profile_answer()],
             retry_after_cap=2.0,
@@ -347,6 +374,66 @@ class RetryTests(ProfileTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.clock.advance(0.01)
         self.assertIsNotNone(self.result_of(d))
+
+    def test_429_retry_after_beyond_cap_not_waited(self) -> None:
+        """A Retry-After past retry_after_cap fails at once with RateLimited (no early retry), naming when."""
+        date = formatdate(T0 + 60, usegmt=True).encode("ascii")
+        client = self.make(
+            [json_answer(429, {}, {b"retry-after": date}), profile_answer()],
+            retry_after_cap=2.0,
+        )
+        error = self.error_of(client.lookup(CALLER))
+        self.assertIsInstance(error, RateLimited)
+        assert isinstance(error, RateLimited)
+        self.assertEqual(error.retry_at, T0 + 60)
+        self.assertEqual(len(self.profile_resource.seen), 1)
+
+    def test_429_pauses_shared_window(self) -> None:
+        """A 429 pauses the shared request window until Retry-After; retries are counted in it."""
+        client = self.make(
+            [json_answer(429, {}, {b"retry-after": b"1"}), json_answer(503, {}), profile_answer()],
+            window=3,
+            max_attempts=3,
+        )
+        window = self.window
+        self.assertTrue(window.try_take())  # the lookup's first request
+        d = client.lookup(CALLER)
+        self.flush()
+        self.assertTrue(window.paused())
+        self.clock.advance(1.05)
+        self.flush()
+        self.assertFalse(window.paused())
+        self.clock.advance(0.1)
+        self.flush()
+        # The window held 3: the first request and two retries.
+        self.assertEqual(window.recent(), 3)
+        self.assertIsNotNone(self.result_of(d))
+
+    def test_each_request_counted_once(self) -> None:
+        """A 401 retry and a 503 retry are each counted once in the window."""
+        client = self.make(
+            [json_answer(401, {}), json_answer(503, {}), profile_answer()], window=10, max_attempts=3
+        )
+        window = self.window
+        self.assertTrue(window.try_take())
+        d = client.lookup(CALLER)
+        self.flush()
+        self.clock.advance(1.0)
+        self.assertIsNotNone(self.result_of(d))
+        self.assertEqual(len(self.profile_resource.seen), 3)
+        self.assertEqual(window.recent(), 3)
+
+    def test_full_window_stops_retries(self) -> None:
+        """A retry the window has no room for is not made: RateLimited, no request."""
+        client = self.make([json_answer(503, {}), profile_answer()], window=1)
+        window = self.window
+        self.assertTrue(window.try_take())
+        d = client.lookup(CALLER)
+        self.flush()
+        self.clock.advance(1.0)
+        error = self.error_of(d)
+        self.assertIsInstance(error, RateLimited)
+        self.assertEqual(len(self.profile_resource.seen), 1)
 
     def test_429_bounded(self) -> None:
         """Endless 429s end after max_attempts requests."""
@@ -715,6 +802,7 @@ class ExternalContactsTests(ContactsTestsMixin, SynchronousTestCase):
         client = self.make([json_answer(401, {}), contact_answer(), json_answer(401, {}), json_answer(401, {})])
         self.assertIsNotNone(self.result_of(client.fetch(CALLER)))
         self.assertEqual(self.bearer(1), [b"Bearer tok-2"])
+        self.clock.advance(5.0)  # past the token source's invalidate_interval
         error = self.error_of(client.fetch(CALLER))
         self.assertEqual(error.status, 401)
         self.assertEqual(len(self.profile_resource.seen), 4)

@@ -211,7 +211,7 @@ class RateLimitTests(ServiceTestCase):
     @inlineCallbacks
     def setUp(self) -> Any:
         yield super().setUp()
-        self.service = yield self.start_service(rate_per_minute=6.0)  # a burst of 1
+        self.service = yield self.start_service(rate_per_minute=1.0)  # one in any minute
 
     @inlineCallbacks
     def test_over_budget_gets_default_menu_at_once(self) -> Any:
@@ -320,3 +320,27 @@ class RetentionTests(SynchronousTestCase):
         described = registry.describe("call-1")
         self.assertIsNotNone(described)
         self.assertEqual(described["outcome"]["reason"], "again")
+
+
+class TokenOutageTests(ServiceTestCase):
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.service = yield self.start_service()
+
+    @inlineCallbacks
+    def test_failing_token_endpoint_gets_one_fetch_not_four_per_call(self) -> Any:
+        """With the token endpoint answering 500, ten calls one after the other cost a fetch or two (4 requests each), not 4 requests per call; /readyz says 503 at once."""
+        self.platform.faults.set_failure_rate("token", 1.0, status=500)
+        for i in range(10):
+            response = yield self.post({"callControlId": f"call-{i}", "externalId": "CRM-PREMIUM"})
+            yield response.content()
+            ours = yield self.service.registry.when_ended(f"call-{i}")
+            self.assertEqual(ours.outcome.kind, "failed")
+        # One fetch, and a second one should the cool-down end between calls
+        # on a slow machine: far from the 40 requests of 4 per call.
+        self.assertLessEqual(self.platform.stats.token_requests, 8)
+        response = yield treq.get(self.service.intake_url + "/readyz", timeout=1, persistent=False)
+        self.assertEqual(response.code, 503)
+        yield response.content()
+        self.assertLessEqual(self.platform.stats.token_requests, 8)
