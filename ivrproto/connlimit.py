@@ -30,8 +30,9 @@ from typing import Any, Callable, Optional
 
 import orjson
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from .logthrottle import LogThrottle
@@ -120,7 +121,7 @@ class GuardedConnection(ProtocolWrapper):
         if not self._in_progress and self._bytes_while_busy:
             self._arm()  # the next request had begun while this one was answered
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
@@ -145,13 +146,15 @@ class GuardedConnection(ProtocolWrapper):
             deadline=self.factory.request_deadline,
         )
         self.factory.timed_out += 1
+        assert self.transport is not None
         self.transport.write(REQUEST_TIMEOUT)
         self.transport.loseConnection()
         self._abort = self.factory.clock.callLater(ABORT_GRACE, self._cut_off)
 
     def _cut_off(self) -> None:
         self._abort = None
-        self.transport.abortConnection()
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
 class _Refused(Protocol):
@@ -185,7 +188,7 @@ class IntakeGuard(WrappingFactory):
 
     def __init__(
         self,
-        site: Factory,
+        site: Factory[Any],
         clock: IReactorTime,
         max_connections: int,
         request_deadline: float,
@@ -219,7 +222,7 @@ class IntakeGuard(WrappingFactory):
         count = self._open_descriptors()
         return count is not None and count >= self.descriptor_limit - self.fd_reserve
 
-    def buildProtocol(self, addr: IAddress) -> Any:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
         if self.connections >= self.max_connections:
             why = "intake-cap"
         elif self.descriptors_low():

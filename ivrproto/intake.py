@@ -96,7 +96,7 @@ class _JSONMethodErrors:
         try:
             return self.resource.render(request)
         except UnsupportedMethod as e:
-            allowed = list(e.allowedMethods)
+            allowed: list[bytes] = list(e.allowedMethods)
             if request.method == b"HEAD" and b"GET" in allowed:
                 raise
             request.setHeader(b"allow", b", ".join(allowed))
@@ -401,7 +401,11 @@ def make_site(
                 return "missing X-IVR-Timestamp or X-IVR-Signature"
             return check.timestamp_problem(request.getHeader(TIMESTAMP_HEADER), clock.seconds())
 
-    site = _QuietSite(root, requestFactory=capped_request(max_body, early_problem))
+    site = _QuietSite(
+        root,
+        requestFactory=capped_request(max_body, early_problem),
+        reactor=registry.context.reactor,
+    )
     site.displayTracebacks = False
     site.noisy = False
     return site
