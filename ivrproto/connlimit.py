@@ -185,6 +185,7 @@ class IntakeGuard(WrappingFactory):
 
     protocol = GuardedConnection
     log = Logger()
+    noisy = False
 
     def __init__(
         self,
@@ -207,6 +208,30 @@ class IntakeGuard(WrappingFactory):
         #: connections answered 503 (cap or reserve) and closed at their deadline
         self.refused = 0
         self.timed_out = 0
+
+    def doStart(self) -> None:
+        super().doStart()
+        if self.descriptor_limit is None:
+            return
+        count = self._open_descriptors()
+        room = None if count is None else self.descriptor_limit - self.fd_reserve - count
+        if room is not None and room <= 0:
+            self.log.warn(
+                "the intake will refuse every connection: {open} of {limit} descriptors "
+                "are open and {reserve} are kept in reserve (raise the open-file limit, "
+                "or lower [intake] fd_reserve)",
+                open=count,
+                limit=self.descriptor_limit,
+                reserve=self.fd_reserve,
+            )
+        else:
+            self.log.info(
+                "intake: at most {cap} connections; {reserve} of {limit} descriptors kept "
+                "for outgoing connections",
+                cap=self.max_connections if room is None else min(room, self.max_connections),
+                reserve=self.fd_reserve,
+                limit=self.descriptor_limit,
+            )
 
     @property
     def connections(self) -> int:

@@ -341,6 +341,23 @@ class CapTests(SynchronousTestCase):
         self.assertEqual([status for status, _ in answers(transport.value())], [503])
         self.assertTrue(transport.disconnecting)
 
+    def test_start_logs_the_effective_cap(self) -> None:
+        """At start the guard logs the cap the descriptor limit allows, or warns that there is no room."""
+        lines: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+        guard = make_guard(Clock(), fd_reserve=50, open_descriptors=lambda: 100, descriptor_limit=200)
+        guard.doStart()
+        self.addCleanup(guard.doStop)
+        [line] = [e for e in lines if e.get("log_namespace", "").endswith("IntakeGuard")]
+        self.assertEqual((line["cap"], line["log_level"]), (50, LogLevel.info))
+        lines.clear()
+        tight = make_guard(Clock(), fd_reserve=150, open_descriptors=lambda: 100, descriptor_limit=200)
+        tight.doStart()
+        self.addCleanup(tight.doStop)
+        [line] = [e for e in lines if e.get("log_namespace", "").endswith("IntakeGuard")]
+        self.assertEqual(line["log_level"], LogLevel.warn)
+
     def test_refusals_log_a_bounded_number_of_lines(self) -> None:
         """A thousand refused connections write only a few log lines."""
         lines: list[dict[str, Any]] = []
