@@ -42,7 +42,10 @@ from .logthrottle import LogThrottle
 ABORT_GRACE = 2.0
 
 
-def _raw_answer(status: bytes, error: str, extra: bytes = b"") -> bytes:
+def raw_answer(status: bytes, error: str, extra: bytes = b"") -> bytes:
+    """
+    A whole HTTP answer with a JSON ``error``, for a connection about to close.
+    """
     body = orjson.dumps({"error": error})
     return (
         b"HTTP/1.1 " + status + b"\r\n"
@@ -52,8 +55,8 @@ def _raw_answer(status: bytes, error: str, extra: bytes = b"") -> bytes:
     )
 
 
-REQUEST_TIMEOUT = _raw_answer(b"408 Request Timeout", "request not received in time")
-OVER_CAPACITY = _raw_answer(
+REQUEST_TIMEOUT = raw_answer(b"408 Request Timeout", "request not received in time")
+OVER_CAPACITY = raw_answer(
     b"503 Service Unavailable", "too many connections", b"Retry-After: 1\r\n"
 )
 

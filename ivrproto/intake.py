@@ -22,13 +22,14 @@ from urllib.parse import quote
 
 import orjson
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site, UnsupportedMethod
 
 from .calls import CallRegistry
-from .connlimit import GuardedConnection
+from .connlimit import GuardedConnection, raw_answer
 from .logthrottle import LogThrottle
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
@@ -113,6 +114,12 @@ def capped_request(
     :param early_problem: judges a request on its headers alone, before its
         body is read; a request it finds a problem with keeps none of its
         body and remembers the problem as ``refused``
+
+    A request whose body is too large, or that ``early_problem`` refuses,
+    is answered (413, 401) as soon as that is known, and its connection
+    half-closed, rather than after the whole body has been sent; unless an
+    earlier request on the connection is still being answered, in which
+    case the answer waits for the end of the body as usual.
     """
 
     class CappedRequest(Request):
@@ -130,10 +137,12 @@ def capped_request(
             if length is not None and length > max_body:
                 self.too_large = True
                 length = 0
+                self._answer_at_once(b"413 Payload Too Large", "request body too large")
             elif length != 0 and early_problem is not None:
                 self.refused = early_problem(self)
                 if self.refused is not None:
                     length = 0
+                    self._answer_at_once(b"401 Unauthorized", self.refused)
             super().gotLength(length)
 
         def handleContentChunk(self, data: bytes) -> None:
@@ -142,8 +151,28 @@ def capped_request(
             assert self.content is not None
             if self.content.tell() + len(data) > max_body:
                 self.too_large = True
+                self._answer_at_once(b"413 Payload Too Large", "request body too large")
                 return
             super().handleContentChunk(data)
+
+        def _answer_at_once(self, status: bytes, error: str) -> None:
+            channel = self.channel
+            if channel is None or channel.transport is None:
+                return
+            if not channel.requests or channel.requests[0] is not self:
+                return  # an earlier answer is still due on this connection
+            # No "100 Continue" for a body that will not be kept.
+            self.requestHeaders.removeHeader(b"expect")
+            transport = channel.transport
+            transport.write(raw_answer(status, error))
+            if ITCPTransport.providedBy(transport):
+                # Close our side only, and go on reading (and dropping) what
+                # the client still sends: closing with its bytes unread would
+                # reset the connection, and the client might never see the
+                # answer.  The connection's request deadline still bounds it.
+                transport.loseWriteConnection()
+            else:
+                transport.loseConnection()
 
         def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
             # The request's headers and body are all in: its connection's
@@ -384,7 +413,8 @@ def make_site(
     root = JSONResource()
     v1 = JSONResource()
     root.putChild(b"v1", v1)
-    v1.putChild(b"calls", CallsResource(registry, is_draining, signatures, is_overloaded))
+    calls = CallsResource(registry, is_draining, signatures, is_overloaded)
+    v1.putChild(b"calls", calls)
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())
@@ -398,8 +428,16 @@ def make_site(
 
         def early_problem(request: Request) -> Optional[str]:
             if request.getHeader(SIGNATURE_HEADER) is None:
-                return "missing X-IVR-Timestamp or X-IVR-Signature"
-            return check.timestamp_problem(request.getHeader(TIMESTAMP_HEADER), clock.seconds())
+                problem: Optional[str] = "missing X-IVR-Timestamp or X-IVR-Signature"
+            else:
+                problem = check.timestamp_problem(
+                    request.getHeader(TIMESTAMP_HEADER), clock.seconds()
+                )
+            if problem is not None:
+                calls.throttle.warn(
+                    "intake-unsigned", "intake request refused: {problem}", problem=problem
+                )
+            return problem
 
     site = _QuietSite(
         root,

@@ -97,6 +97,25 @@ class HostileIntakeTests(ServiceTestCase):
         self.assertLess(held, DEADLINE + 2.0)
 
     @inlineCallbacks
+    def test_huge_declared_body_answered_at_once(self) -> Any:
+        """A Content-Length of 4,000 digits gets 413 before its body; the sender is cut off by the deadline."""
+        first: list[float] = []
+        client = _RawClient(b"x" * 100, 0.2)
+        client.dataReceived = lambda data: (  # type: ignore[method-assign]
+            first.append(reactor.seconds() - client.opened_at),
+            setattr(client, "received", client.received + data),
+        )
+        yield self.open_raw(client)
+        assert client.transport is not None
+        client.transport.write(
+            b"POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 4000 + b"\r\n\r\n"
+        )
+        held = yield client.lost
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 413 "), client.received[:80])
+        self.assertLess(first[0], DEADLINE / 2)
+        self.assertLess(held, DEADLINE + 3.0)
+
+    @inlineCallbacks
     def test_connections_beyond_the_cap(self) -> Any:
         """With the cap held by silent clients a new connection gets 503 at once; they are dropped at the deadline, then calls and /healthz go on."""
         holders = [_RawClient() for _ in range(10)]

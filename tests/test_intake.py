@@ -167,6 +167,22 @@ class BodyTests(SynchronousTestCase):
             self.assertIn("error", json.loads(answer))
         self.assertEqual(failures.events, [])
 
+    def test_too_large_answered_before_the_body(self) -> None:
+        """A declared or chunked body over max_body is answered 413 at once, not when (or if) it ends."""
+        guard = make_guard(Clock(), max_body=1024)
+        for head, first in (
+            (b"Content-Length: " + b"9" * 4000, b"x" * 10),
+            (b"Content-Length: 2000\r\nExpect: 100-continue", b""),
+            (b"Transfer-Encoding: chunked", b"800\r\n" + b"x" * 2048 + b"\r\n"),
+        ):
+            protocol, transport = connect(guard)
+            protocol.dataReceived(b"POST /v1/calls HTTP/1.1\r\n" + head + b"\r\n\r\n" + first)
+            [(status, answer)] = answers(transport.value())
+            self.assertEqual(status, 413, head)
+            self.assertNotIn(b"100 Continue", transport.value())
+            self.assertIn("too large", json.loads(answer)["error"])
+            self.assertTrue(transport.disconnecting)
+
     def test_unknown_paths_and_methods_answer_json(self) -> None:
         """An unknown path is a JSON 404, a method a resource lacks a JSON 405 with Allow."""
         guard = make_guard(Clock())
@@ -211,7 +227,7 @@ class SignedHeaderTests(SynchronousTestCase):
             self.assertIn("X-IVR-Timestamp", json.loads(answer)["error"])
 
     def test_refused_in_headers_keeps_no_body(self) -> None:
-        """The request's buffered body stays empty once its headers are refused."""
+        """A request refused on its headers keeps no body and is answered 401 before the body ends."""
         clock = Clock()
         clock.advance(1_000_000)
         guard = make_guard(clock, signatures=SignatureCheck(SECRET))
@@ -221,6 +237,10 @@ class SignedHeaderTests(SynchronousTestCase):
         [channel_request] = protocol.wrappedProtocol._channel.requests
         self.assertIn("missing", channel_request.refused)
         self.assertEqual(channel_request.content.tell(), 0)
+        [(status, answer)] = answers(transport.value())
+        self.assertEqual(status, 401)
+        self.assertIn("missing", json.loads(answer)["error"])
+        self.assertTrue(transport.disconnecting)
 
     def test_signed_request_still_accepted(self) -> None:
         """A correctly signed request gets through the early check and starts a call."""
