@@ -7,6 +7,7 @@ a flood of bad requests writes a bounded number of log lines.
 
 from __future__ import annotations
 
+import resource
 from typing import Any, Optional
 
 import attrs
@@ -19,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
+from ivrproto.connlimit import open_descriptors
 from ivrproto.service import IVRService
 
 from .test_integration import ServiceTestCase
@@ -28,8 +30,9 @@ DEADLINE = 1.0
 
 class _RawClient(Protocol):
     """
-    A client that sends ``data`` one byte every ``interval`` seconds (or
-    nothing), records what it receives, and fires ``lost`` when closed.
+    A client that sends ``data`` one byte every ``interval`` seconds (all at
+    once for 0; or nothing), records what it receives, fires ``answered``
+    when the first bytes come and ``lost`` when closed.
     """
 
     def __init__(self, data: bytes = b"", interval: float = 0.2) -> None:
@@ -38,12 +41,16 @@ class _RawClient(Protocol):
         self.received = b""
         self.sent = 0
         self.lost: Deferred[float] = Deferred()
+        self.answered: Deferred[None] = Deferred()
         self.opened_at = 0.0
         self._trickle: Optional[LoopingCall] = None
 
     def connectionMade(self) -> None:
         self.opened_at = reactor.seconds()
-        if self.data:
+        if self.data and not self.interval:
+            assert self.transport is not None
+            self.transport.write(self.data)
+        elif self.data:
             self._trickle = LoopingCall(self._one_byte)
             self._trickle.clock = reactor
             self._trickle.start(self.interval)
@@ -56,6 +63,8 @@ class _RawClient(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        if not self.answered.called:
+            self.answered.callback(None)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._trickle is not None and self._trickle.running:
@@ -135,6 +144,59 @@ class HostileIntakeTests(ServiceTestCase):
         assert self.service.intake_guard is not None
         self.assertGreaterEqual(self.service.intake_guard.refused, 1)
         self.assertEqual(self.service.intake_guard.timed_out, 10)
+
+
+class DescriptorReserveTests(ServiceTestCase):
+    """
+    Under a low open-file limit, intake connections stop at the reserve, so
+    the process's own outgoing connections still open.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        now = open_descriptors()
+        assert now is not None
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (now + 100, hard))
+        config = attrs.evolve(
+            self.service.config,
+            intake=attrs.evolve(
+                self.service.config.intake,
+                request_deadline=DEADLINE,
+                idle_timeout=DEADLINE,
+                fd_reserve=50,
+            ),
+        )
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        yield service.start()
+        self.addCleanup(service.stop)
+        self.service = service
+
+    @inlineCallbacks
+    def test_intake_stops_at_the_reserve(self) -> Any:
+        """Kept-alive clients get 503 once the reserve is reached; an outgoing request and, after the idle timeout, a call still work."""
+        address = self.service.intake_address
+        holders = []
+        for _ in range(60):
+            client = _RawClient(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0)
+            yield connectProtocol(TCP4ClientEndpoint(reactor, address.host, address.port), client)
+            holders.append(client)
+            yield client.answered
+            if not client.received.startswith(b"HTTP/1.1 200 "):
+                break
+        refused = holders.pop()
+        self.assertGreater(len(holders), 5)
+        self.assertTrue(refused.received.startswith(b"HTTP/1.1 503 "), refused.received[:80])
+        # The process still opens outgoing connections.
+        response = yield treq.get(self.platform.base_url + "/", timeout=5, persistent=False)
+        yield response.content()
+        yield gatherResults([h.lost for h in holders])
+        theirs, _ = yield self.call("CRM-PLAIN", ["menu", "press:0"])
+        self.assertEqual(theirs.violations, [])
 
 
 class FloodTests(ServiceTestCase):
