@@ -246,8 +246,11 @@ class CallsResource(Resource):
         assert request.content is not None
         raw = request.content.read()
         now = self.registry.context.reactor.seconds()
+        refused = getattr(request, "refused", None)
+        if refused is not None:  # refused on its headers, and logged then
+            return _json(request, 401, {"error": refused})
         if self.signatures is not None:
-            problem = getattr(request, "refused", None) or self.signatures.problem(
+            problem = self.signatures.problem(
                 request.getHeader(TIMESTAMP_HEADER), request.getHeader(SIGNATURE_HEADER), raw, now
             )
             if problem is not None:
