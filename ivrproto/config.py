@@ -83,6 +83,14 @@ class IntakeConfig:
         are transferred to the operator
     :ivar max_loop_lag: seconds the reactor may run late before new calls
         are refused (503) to protect the calls in progress
+    :ivar max_connections: intake connections open at once; more get 503
+    :ivar request_deadline: seconds a client has, from opening the
+        connection (or starting its next request), to send a whole request;
+        bytes arriving do not extend it
+    :ivar idle_timeout: seconds a kept-alive connection may stay silent
+        between requests
+    :ivar fd_reserve: file descriptors below the open-file limit that intake
+        connections never take, kept for the outgoing connections
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -93,6 +101,10 @@ class IntakeConfig:
     signature_tolerance: float = 300.0
     drain_deadline: float = 25.0
     max_loop_lag: float = 0.1
+    max_connections: int = 1024
+    request_deadline: float = 10.0
+    idle_timeout: float = 30.0
+    fd_reserve: int = 256
 
 
 @attrs.frozen
@@ -435,6 +447,12 @@ def parse_config(
             "drain_deadline", intake_defaults.drain_deadline, allow_zero=True
         ),
         max_loop_lag=intake.positive("max_loop_lag", intake_defaults.max_loop_lag),
+        max_connections=intake.count(
+            "max_connections", intake_defaults.max_connections, minimum=1
+        ),
+        request_deadline=intake.positive("request_deadline", intake_defaults.request_deadline),
+        idle_timeout=intake.positive("idle_timeout", intake_defaults.idle_timeout),
+        fd_reserve=intake.count("fd_reserve", intake_defaults.fd_reserve),
     )
     intake.finish()
 

@@ -5,6 +5,13 @@ whether the process is alive and able to take calls.
 
 twisted.web has no request body limit of its own: :func:`make_site` builds
 a site whose requests stop buffering past ``max_body`` and answer 413.
+
+Every answer the site gives is JSON, errors included: an unknown path is a
+404, a method a resource does not take a 405 with ``Allow``, a body nested
+too deeply for the JSON parsers a 400.  (A request line or header block
+twisted.web cannot parse gets twisted.web's own bare 400 and the
+connection is closed.)  How long a connection may take to send its request,
+and how many may be open, is :mod:`ivrproto.connlimit`'s.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from typing import Any, Callable, Optional, Type
 from urllib.parse import quote
 
 import orjson
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site, UnsupportedMethod
 
 from .calls import CallRegistry
+from .connlimit import GuardedConnection, raw_answer
+from .logthrottle import LogThrottle
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: The platform issues call ids, and the contract only says "str": any
@@ -31,6 +41,12 @@ def _printable(value: object, limit: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
 
 
+class TooDeep(ValueError):
+    """
+    A JSON body nested more deeply than the parsers go.
+    """
+
+
 def _loads_body(data: bytes) -> Any:
     """
     An intake body as JSON: through orjson first (about 8x faster on small
@@ -38,11 +54,20 @@ def _loads_body(data: bytes) -> Any:
     through :func:`json.loads`, so that what is accepted, and the errors,
     stay the standard library's.  (orjson reads integers beyond 64 bits as
     floats: the intake's fields are strings.)
+
+    :raises TooDeep: for nesting deeper than the standard library's
+        recursion limit (about 1,000 levels), which it reports as
+        :class:`RecursionError`
+    :raises ValueError: for anything else that is not JSON (including
+        bytes that are not text, and integers of more than 4,300 digits)
     """
     try:
         return orjson.loads(data)
     except ValueError:
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise TooDeep("nested too deeply") from None
 
 
 def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
@@ -55,14 +80,49 @@ def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
         return json.dumps(body).encode("utf-8")
 
 
-def capped_request(max_body: int) -> Type[Request]:
+class _JSONMethodErrors:
+    """
+    A resource as it renders, except that a method it does not take is
+    answered 405 in JSON with ``Allow`` (twisted.web answers an HTML page,
+    and 501 for a method it does not know).  A ``HEAD`` on a resource that
+    has ``GET`` is left to twisted.web, which renders the ``GET``.
+    """
+
+    def __init__(self, resource: IResource) -> None:
+        self.resource = resource
+
+    def render(self, request: Request) -> Any:
+        try:
+            return self.resource.render(request)
+        except UnsupportedMethod as e:
+            allowed: list[bytes] = list(e.allowedMethods)
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise
+            request.setHeader(b"allow", b", ".join(allowed))
+            return _json(request, 405, {"error": "method not allowed"})
+
+
+def capped_request(
+    max_body: int, early_problem: Optional[Callable[[Request], Optional[str]]] = None
+) -> Type[Request]:
     """
     A :class:`Request` class that buffers at most ``max_body`` bytes of body
     and remembers whether more was sent.
+
+    :param early_problem: judges a request on its headers alone, before its
+        body is read; a request it finds a problem with keeps none of its
+        body and remembers the problem as ``refused``
+
+    A request whose body is too large, or that ``early_problem`` refuses,
+    is answered (413, 401) as soon as that is known, and its connection
+    half-closed, rather than after the whole body has been sent; unless an
+    earlier request on the connection is still being answered, in which
+    case the answer waits for the end of the body as usual.
     """
 
     class CappedRequest(Request):
         too_large = False
+        refused: Optional[str] = None
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             # The intake reads JSON itself: skip twisted.web's form parsing,
@@ -75,18 +135,72 @@ def capped_request(max_body: int) -> Type[Request]:
             if length is not None and length > max_body:
                 self.too_large = True
                 length = 0
+                self._answer_at_once(b"413 Payload Too Large", "request body too large")
+            elif length != 0 and early_problem is not None:
+                self.refused = early_problem(self)
+                if self.refused is not None:
+                    length = 0
+                    self._answer_at_once(b"401 Unauthorized", self.refused)
             super().gotLength(length)
 
         def handleContentChunk(self, data: bytes) -> None:
-            if self.too_large:
+            if self.too_large or self.refused is not None:
                 return
             assert self.content is not None
             if self.content.tell() + len(data) > max_body:
                 self.too_large = True
+                self._answer_at_once(b"413 Payload Too Large", "request body too large")
                 return
             super().handleContentChunk(data)
 
+        def _answer_at_once(self, status: bytes, error: str) -> None:
+            channel = self.channel
+            if channel is None or channel.transport is None:
+                return
+            if not channel.requests or channel.requests[0] is not self:
+                return  # an earlier answer is still due on this connection
+            # No "100 Continue" for a body that will not be kept.
+            self.requestHeaders.removeHeader(b"expect")
+            transport = channel.transport
+            transport.write(raw_answer(status, error))
+            if ITCPTransport.providedBy(transport):
+                # Close our side only, and go on reading (and dropping) what
+                # the client still sends: closing with its bytes unread would
+                # reset the connection, and the client might never see the
+                # answer.  The connection's request deadline still bounds it.
+                transport.loseWriteConnection()
+            else:
+                transport.loseConnection()
+
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            # The request's headers and body are all in: its connection's
+            # deadline stops until the answer has gone.
+            connection = self.channel.transport if self.channel is not None else None
+            if isinstance(connection, GuardedConnection):
+                connection.request_received()
+                self.notifyFinish().addBoth(lambda _: connection.request_done())
+            super().requestReceived(command, path, version)
+
+        def render(self, resrc: IResource) -> None:
+            super().render(_JSONMethodErrors(resrc))  # type: ignore[arg-type]
+
     return CappedRequest
+
+
+class JSONResource(Resource):
+    """
+    A :class:`Resource` whose unknown children are a JSON 404.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFoundResource()
+
+
+class NotFoundResource(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return _json(request, 404, {"error": "no such resource"})
 
 
 class CallsResource(Resource):
@@ -108,6 +222,7 @@ class CallsResource(Resource):
         self.is_draining = is_draining
         self.signatures = signatures
         self.is_overloaded = is_overloaded
+        self.throttle = LogThrottle(registry.context.reactor, self.log)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -129,16 +244,25 @@ class CallsResource(Resource):
         assert request.content is not None
         raw = request.content.read()
         now = self.registry.context.reactor.seconds()
+        refused = getattr(request, "refused", None)
+        if refused is not None:  # refused on its headers, and logged then
+            return _json(request, 401, {"error": refused})
         if self.signatures is not None:
             problem = self.signatures.problem(
                 request.getHeader(TIMESTAMP_HEADER), request.getHeader(SIGNATURE_HEADER), raw, now
             )
             if problem is not None:
-                self.log.warn("intake request refused: {problem}", problem=problem)
+                self.throttle.warn(
+                    "intake-unsigned", "intake request refused: {problem}", problem=problem
+                )
                 return _json(request, 401, {"error": problem})
         try:
             body = _loads_body(raw)
-        except (ValueError, UnicodeDecodeError):
+        except TooDeep:
+            return _json(
+                request, 400, {"error": "body is not valid JSON: arrays and objects nested too deeply"}
+            )
+        except ValueError:  # UnicodeDecodeError is one
             return _json(request, 400, {"error": "body is not valid JSON"})
         if not isinstance(body, dict):
             return _json(request, 400, {"error": "body must be a JSON object"})
@@ -276,17 +400,40 @@ def make_site(
     """
     The intake's web site.
     """
-    root = Resource()
-    v1 = Resource()
+    root = JSONResource()
+    v1 = JSONResource()
     root.putChild(b"v1", v1)
-    v1.putChild(b"calls", CallsResource(registry, is_draining, signatures, is_overloaded))
+    calls = CallsResource(registry, is_draining, signatures, is_overloaded)
+    v1.putChild(b"calls", calls)
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
     root.putChild(b"healthz", HealthResource())
     root.putChild(b"readyz", ReadyResource(token_ready, is_draining))
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)
-    site = _QuietSite(root, requestFactory=capped_request(max_body))
+    early_problem: Optional[Callable[[Request], Optional[str]]] = None
+    if signatures is not None:
+        check = signatures
+        clock = registry.context.reactor
+
+        def early_problem(request: Request) -> Optional[str]:
+            if request.getHeader(SIGNATURE_HEADER) is None:
+                problem: Optional[str] = "missing X-IVR-Timestamp or X-IVR-Signature"
+            else:
+                problem = check.timestamp_problem(
+                    request.getHeader(TIMESTAMP_HEADER), clock.seconds()
+                )
+            if problem is not None:
+                calls.throttle.warn(
+                    "intake-unsigned", "intake request refused: {problem}", problem=problem
+                )
+            return problem
+
+    site = _QuietSite(
+        root,
+        requestFactory=capped_request(max_body, early_problem),
+        reactor=registry.context.reactor,
+    )
     site.displayTracebacks = False
     site.noisy = False
     return site

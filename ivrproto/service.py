@@ -22,6 +22,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from .calls import CallContext, CallRegistry
 from .config import Config, check_intake_protection, load_config
+from .connlimit import IntakeGuard
 from .signing import SignatureCheck
 from .errors import ConfigError
 from ._retry import RequestWindow, RetryBudget
@@ -121,6 +122,7 @@ class IVRService(Service):
         self.draining = False
         self.metrics: Optional[Metrics] = None
         self.loop_lag: Optional[LoopLag] = None
+        self.intake_guard: Optional[IntakeGuard] = None
         self.scenario_done: Optional[Deferred[Any]] = None
         self._started: Optional[Deferred[None]] = None
 
@@ -347,8 +349,13 @@ class IVRService(Service):
         )
         self.loop_lag = LoopLag(self.reactor, limit=self.config.intake.max_loop_lag)
         self.loop_lag.start()
+        site.timeOut = self.config.intake.idle_timeout
+        intake = self.config.intake
+        self.intake_guard = IntakeGuard(
+            site, self.reactor, intake.max_connections, intake.request_deadline, intake.fd_reserve
+        )
         endpoint = serverFromString(self.reactor, self.intake_description)
-        self.port = yield endpoint.listen(site)
+        self.port = yield endpoint.listen(self.intake_guard)
         self.intake_address = self.port.getHost()
         self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
         if self.scenario is not None:

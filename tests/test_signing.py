@@ -66,6 +66,31 @@ class SignatureCheckTests(SynchronousTestCase):
         self.assertIn("missing", self.problem(b"1000", None))
         self.assertIn("whole seconds", self.problem(b"soon", b"v1=00"))
 
+    def test_hostile_timestamps(self) -> None:
+        """Huge, signed, spaced, underscored, non-ASCII or non-digit timestamps are refused, never raised."""
+        good = sign(SECRET, 1000, self.body).encode()
+        for timestamp in (
+            b"9" * 4000,
+            b"1" * 13,
+            b"-1000",
+            b"+1000",
+            b" 1000",
+            b"1_000",
+            b"1000.0",
+            b"1e3",
+            "\u0661\u0660\u0660\u0660".encode("utf-8"),
+            b"\xff\xfe",
+            b"",
+        ):
+            self.assertEqual(self.problem(timestamp, good), "X-IVR-Timestamp is not whole seconds")
+
+    def test_timestamp_alone(self) -> None:
+        """The timestamp can be judged before the body arrives."""
+        self.assertIsNone(self.check.timestamp_problem(b"1000", 1000))
+        self.assertIn("tolerance", self.check.timestamp_problem(b"1", 1000))
+        self.assertIn("missing", self.check.timestamp_problem(None, 1000))
+        self.assertIn("whole seconds", self.check.timestamp_problem(b"9" * 4000, 1000))
+
     def test_replay_window(self) -> None:
         """A call id is new once within the window, and again after it."""
         self.assertTrue(self.check.first_time("c-1", 1000))
