@@ -313,6 +313,45 @@ def _exported_names(text: str) -> Set[str]:
     return names
 
 
+def _what_to_watch() -> Set[str]:
+    """
+    The metrics that the README's "What to watch" names.
+    """
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("**What to watch**")
+    section = readme[start:readme.index("\n\n", start)]
+    return set(re.findall(r"\bivr_[a-z_]+[a-z]", section))
+
+
+class CoverageTests(SynchronousTestCase):
+    """
+    The dashboard and the alert rules cover the README's "What to watch".
+    """
+
+    def test_dashboard_shows_what_to_watch(self) -> None:
+        """Every metric that "What to watch" names is on a dashboard panel."""
+        watched = _what_to_watch()
+        self.assertGreaterEqual(len(watched), 6)
+        shown = set().union(*(_names_in(expr) for _, expr in _dashboard_expressions()))
+        shown |= {name.rsplit("_bucket", 1)[0] for name in shown}
+        self.assertEqual(watched - shown, set())
+
+    def test_alerts_watch_what_to_watch(self) -> None:
+        """Every metric that "What to watch" names is in an alert rule."""
+        used = set().union(*(_names_in(rule["expr"]) for rule in _alert_rules()))
+        used |= {name.rsplit("_bucket", 1)[0] for name in used}
+        self.assertEqual(_what_to_watch() - used, set())
+
+    def test_dashboard_panels(self) -> None:
+        """Panels have unique ids, a query each, and the dashboard's data source variable."""
+        dashboard = json.loads(DASHBOARD.read_text())
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
+        for panel in dashboard["panels"]:
+            self.assertTrue(panel["targets"], panel["title"])
+            self.assertEqual(panel["datasource"]["uid"], "${datasource}")
+
+
 class ExpressionNameTests(SynchronousTestCase):
     """
     The helpers that read names out of PromQL and out of ``/metrics`` text.
