@@ -25,6 +25,7 @@ from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, T
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError as TimedOut, inlineCallbacks
 
+from . import __version__
 from .config import Config, check_intake_protection, load_config
 from .errors import ConfigError
 from .menu import Action, MenuBook, MenuSpec, Option
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok; 1 bad configuration; 2 bad arguments; "
         "3 the simulated call failed or did not end.",
     )
+    parser.add_argument("--version", action="version", version=f"ivr (ivrproto) {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     check = commands.add_parser(

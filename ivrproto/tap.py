@@ -47,6 +47,17 @@ class Options(usage.Options):
 
     config: Optional[Config] = None
 
+    def opt_version(self) -> None:
+        """
+        Display ivrproto's version (and Twisted's) and exit.
+        """
+        from twisted import version as twisted_version
+
+        from . import __version__
+
+        print(f"ivrproto {__version__} (Twisted {twisted_version.short()})")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
