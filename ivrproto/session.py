@@ -343,7 +343,7 @@ class SessionCore:
         """
         Count a no-input try; ``False`` when it was the last.
         """
-        self.input_timer = None
+        self.cancel("input_timer")
         self.note("no input")
         if self.repeats >= self.max_no_input:
             return False
@@ -498,7 +498,7 @@ def _profile_first(
 
 @awaiting_both.upon(CallSession.profile_budget_spent).to(awaiting_connection)
 def _budget_first(session: CallSession, core: SessionCore) -> None:
-    core.budget_timer = None
+    core.cancel("budget_timer")
     core.choose_menu(None, "timed-out")
 
 
@@ -519,7 +519,7 @@ def _profile_second(
 
 @awaiting_profile.upon(CallSession.profile_budget_spent).to(in_menu)
 def _budget_second(session: CallSession, core: SessionCore) -> None:
-    core.budget_timer = None
+    core.cancel("budget_timer")
     core.choose_menu(None, "timed-out")
     core.send_menu()
     core.replay_early_keys(session)
@@ -542,7 +542,7 @@ for _state in CONNECTING:
 
     @_state.upon(CallSession.handshake_timed_out).to(ended)
     def _handshake_timeout(session: CallSession, core: SessionCore) -> None:
-        core.handshake_timer = None
+        core.cancel("handshake_timer")
         core.abort()
         core.end(Outcome("failed", "handshake timed out"))
 
@@ -629,7 +629,7 @@ def _collect_digit(session: CallSession, core: SessionCore, digit: str) -> None:
 
 @collecting.upon(CallSession.input_timed_out).loop()
 def _collect_pause(session: CallSession, core: SessionCore) -> None:
-    core.input_timer = None
+    core.cancel("input_timer")
     if core.digits:
         core.collect_done(session)
     elif core.no_input():
@@ -671,7 +671,7 @@ for _state in WAITING:
 
 @confirming.upon(CallSession.confirm_elapsed).to(ended)
 def _confirmed(session: CallSession, core: SessionCore) -> None:
-    core.confirm_timer = None
+    core.cancel("confirm_timer")
     assert core.chosen is not None
     core.transfer(core.chosen, "selected")
 
