@@ -84,8 +84,11 @@ class _WriteWatch:
         self.unsent = 0
 
     def pauseProducing(self) -> None:
-        self.paused = True
-        self.unsent = 0
+        # Twisted calls this on every write while its buffer is full: only
+        # the first call starts the count.
+        if not self.paused:
+            self.paused = True
+            self.unsent = 0
 
     def resumeProducing(self) -> None:
         self.paused = False

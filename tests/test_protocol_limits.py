@@ -91,13 +91,16 @@ class WriteBufferTests(_InMemoryCase):
         written: list[int] = []
         write = client.transport.write
 
+        producer = client.transport.producer
+
         def counting(data: bytes) -> None:
             written.append(len(data))
             write(data)
+            # What a TCP transport does on every write once its buffer is full.
+            producer.pauseProducing()
 
         client.transport.write = counting  # type: ignore[method-assign]
-        # What the transport does when its buffer is full.
-        client.transport.producer.pauseProducing()
+        producer.pauseProducing()
         for _ in range(200):
             server.sendPing(b"p" * 100)
         pump.flush()
