@@ -8,6 +8,7 @@ upgrade answer that is not UTF-8 is a refused upgrade, not an unhandled error.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
@@ -50,6 +51,16 @@ class FramePolicyTests(_InMemoryCase):
         self.pump.flush()
         self.assertEqual(self.listener.names(), ["connected"])
         self.assertOpen()
+
+    def test_large_frame_refused_at_its_header(self) -> None:
+        """A 10 MB frame is refused on its header: nothing of it is buffered or parsed (item 9)."""
+        client, _, _ = self.connect()
+        header = b"\x81\x7f" + struct.pack("!Q", 10 * 1024 * 1024)
+        client.dataReceived(header + b"x" * 65536)
+        self.assertEqual(client.state, CallControlProtocol.STATE_CLOSED)
+        self.pump.flush()
+        (code, reason), = self.listener.args_of("connection_closed")
+        self.assertIn("frame over", reason)
 
     def test_default_bound_is_small(self) -> None:
         """By default frames are bounded well under a megabyte, so parsing never stalls the reactor."""
