@@ -35,6 +35,7 @@ from zope.interface import implementer
 from ._autobahn import QuietAutobahnLog, ReactorTimer
 from .config import is_loopback_host
 from .errors import MalformedFrame
+from .logthrottle import LogThrottle
 from .messages import (
     DEFAULT_CAPABILITIES,
     Command,
@@ -214,7 +215,8 @@ class CallControlProtocol(WebSocketClientProtocol):
             event = parse_event(payload)
         except MalformedFrame as e:
             self.ignored_frames += 1
-            self._log.warn(
+            self.factory.bad_input.warn(
+                "malformed-frame",
                 "{call_control_id}: ignored a frame: {reason}",
                 call_control_id=self.factory.call_control_id,
                 reason=e.reason,
@@ -404,6 +406,8 @@ class CallControlFactory(WebSocketClientFactory):
         self.listener = listener
         self.capabilities = capabilities
         self.max_write_buffer = int(max_write_buffer)
+        #: Lines about what the platform sent wrong, a few a minute.
+        self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.protocol"))
         self.close_timeout = close_timeout
         self.setProtocolOptions(
             maxFramePayloadSize=int(max_frame_size),

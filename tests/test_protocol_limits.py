@@ -152,3 +152,18 @@ class UpgradeAnswerTests(_InMemoryCase):
         self.assertEqual(errors, [])
         self.assertEqual(self.flushLoggedErrors(), [])
         clock.advance(60)
+
+
+class BadInputLogTests(_InMemoryCase):
+    def test_malformed_frames_are_logged_a_few_times(self) -> None:
+        """A thousand malformed frames give a handful of log lines, not a thousand."""
+        capture = self.capture_logs()
+        self.connect()
+        for _ in range(1000):
+            self.server.send_text("not json")
+        self.pump.flush()
+        lines = [e for e in capture.events if "ignored a frame" in e.get("log_format", "")]
+        self.assertLessEqual(len(lines), 10)
+        self.assertGreater(len(lines), 0)
+        self.assertEqual(self.client.ignored_frames, 1000)
+        self.assertOpen()
