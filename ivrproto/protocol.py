@@ -134,7 +134,7 @@ class CallControlListener(TypingProtocol):
         "An ``error`` event after ``connected``."
 
     def connection_closed(self, code: Optional[int], reason: str) -> None:
-        "The connection closed after ``connected``."
+        "The connection closed, or began to close, after ``connected`` (reported once)."
 
 
 class CallControlProtocol(WebSocketClientProtocol):
@@ -165,7 +165,7 @@ class CallControlProtocol(WebSocketClientProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         # Autobahn unregisters it in dropConnection.
-        self.transport.registerProducer(self._writes, True)
+        self.registerProducer(self._writes, True)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
         writes = self._writes
@@ -253,7 +253,7 @@ class CallControlProtocol(WebSocketClientProtocol):
             self._drop_timer = None
         why = self._gone_reason
         if why is None and self.failedByMe and self.droppedByMe:
-            why = _failure_reason(self.wasNotCleanReason, self.maxFramePayloadSize)
+            why = _failure_reason(self.wasNotCleanReason, self.factory.max_frame_size)
         self._report_close(code, why or describe_close(code, reason))
 
     def _report_close(self, code: Optional[int], why: str) -> None:
@@ -406,6 +406,7 @@ class CallControlFactory(WebSocketClientFactory):
         self.listener = listener
         self.capabilities = capabilities
         self.max_write_buffer = int(max_write_buffer)
+        self.max_frame_size = int(max_frame_size)
         #: Lines about what the platform sent wrong, a few a minute.
         self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.protocol"))
         self.close_timeout = close_timeout
