@@ -117,7 +117,7 @@ class Timing:
     #: bytes queued to a platform that stopped reading before it is dropped,
     #: the seconds a closing connection may take to go away, and what a
     #: call keeps and logs (keys, timeline notes, characters of a reason).
-    max_frame_size: int = 256 * 1024
+    max_frame_size: int = 1024 * 1024
     max_write_buffer: int = 1024 * 1024
     close_timeout: float = 3.0
     max_keys_kept: int = 64

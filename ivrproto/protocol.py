@@ -61,11 +61,11 @@ _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
 CLOSE_GRACE = 3.0
 
 #: The largest frame or message accepted by default (``[timing]
-#: max_frame_size``).  A larger one fails the connection (close code 1009):
+#: max_frame_size``).  A larger one fails the connection (TCP is dropped):
 #: control frames are a few hundred bytes, ``media`` frames within the bound
 #: are ignored, and the bound keeps one connection from holding the reactor
 #: while megabytes are buffered and parsed.  See docs/call-control.md.
-MAX_MESSAGE_SIZE = 256 * 1024
+MAX_MESSAGE_SIZE = 1024 * 1024
 
 #: Bytes that may wait for a platform that stopped reading, by default
 #: (``[timing] max_write_buffer``), beyond the transport's own buffer.
