@@ -8,8 +8,12 @@ upgrade answer that is not UTF-8 is a refused upgrade, not an unhandled error.
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -19,7 +23,7 @@ from twisted.python.failure import Failure
 
 from ivrproto.messages import Play
 from ivrproto.protocol import CallControlFactory, CallControlProtocol
-from ivrproto.testing import URL, RecordingListener
+from ivrproto.testing import URL, RecordingListener, connect_in_memory
 
 from .test_protocol import CALL_ID, TOKEN, _InMemoryCase
 
@@ -167,3 +171,44 @@ class BadInputLogTests(_InMemoryCase):
         self.assertGreater(len(lines), 0)
         self.assertEqual(self.client.ignored_frames, 1000)
         self.assertOpen()
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+_EVENTS = st.fixed_dictionaries(
+    {"event": st.sampled_from(["dtmf", "media", "hangup", "error", "connected", "odd"])},
+    optional={"digit": _JSON_VALUES, "reason": _JSON_VALUES, "message": _JSON_VALUES},
+)
+_FRAMES = st.one_of(
+    _EVENTS.map(lambda e: ("text", json.dumps(e).encode("utf-8"))),
+    _JSON_VALUES.map(lambda v: ("text", json.dumps(v).encode("utf-8"))),
+    st.binary(max_size=64).map(lambda b: ("text", b)),
+    st.binary(max_size=64).map(lambda b: ("binary", b)),
+)
+
+
+class FuzzedFrameTests(SynchronousTestCase):
+    @settings(max_examples=150, deadline=None)
+    @given(frames=st.lists(_FRAMES, max_size=8))
+    def test_any_frames(self, frames: list[tuple[str, bytes]]) -> None:
+        """Any frames: nothing escapes, and a connection that closes says why (never just 'lost')."""
+        clock = Clock()
+        listener = RecordingListener()
+        client, server, pump = connect_in_memory(clock, listener, CALL_ID, TOKEN)
+        for kind, payload in frames:
+            if server.state != server.STATE_OPEN:
+                break
+            server.sendMessage(payload, isBinary=kind == "binary")
+            pump.flush()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        for code, reason in listener.args_of("connection_closed"):
+            self.assertNotEqual(reason, "connection lost")
+        if client.state == client.STATE_OPEN:
+            client.close()
+            pump.flush()
+        clock.advance(60)
+        pump.flush()
