@@ -26,7 +26,7 @@ from .lookup import LookupResult
 from .menu import MenuBook
 from .messages import Command, Play
 from .protocol import CallControlProtocol, connect_call_control
-from .session import CallSession, Outcome, SessionCore, new_session
+from .session import CallSession, Outcome, SessionCore, clip, new_session
 
 
 class TokenProvider(Protocol):
@@ -110,7 +110,34 @@ class CallRunner:
         )
 
     def start(self) -> None:
-        self.session.start()
+        self._guard(self.session.start)
+
+    def _guard(self, event: Callable[..., None], *args: Any) -> None:
+        """
+        Feed one input to the session.  The session answers every input; if
+        it breaks anyway (a bug), the call still ends, once, and the error
+        reaches no other call.
+        """
+        try:
+            event(*args)
+        except Exception:
+            self.log.failure(
+                "{call_control_id}: the session broke on {event}",
+                call_control_id=self.call_control_id,
+                event=getattr(event, "__name__", "an input"),
+            )
+            self.end_broken("internal error")
+
+    def end_broken(self, reason: str) -> None:
+        """
+        End a call whose session could not: drop its connection and record
+        a failed outcome, unless it has one.
+        """
+        if self.core.outcome is not None:
+            return
+        self.core.cancel_all()
+        self.abort()
+        self.core.end(Outcome("failed", reason))
 
     @property
     def state(self) -> str:
@@ -127,7 +154,7 @@ class CallRunner:
         metrics = self.context.metrics
         if metrics is not None:
             metrics.profile_latency.observe(self.context.reactor.seconds() - self._lookup_started)
-        self.session.profile_resolved(result.attributes, result.outcome)
+        self._guard(self.session.profile_resolved, result.attributes, result.outcome)
 
     def _profile_failed(self, failure: Failure) -> None:
         # The lookup layer answers every lookup; this is a bug, not an outage.
@@ -136,7 +163,7 @@ class CallRunner:
             failure,
             call_control_id=self.call_control_id,
         )
-        self.session.profile_resolved(None, "failed")
+        self._guard(self.session.profile_resolved, None, "failed")
 
     def open_connection(self) -> None:
         d = self.context.tokens.get_token()
@@ -154,6 +181,9 @@ class CallRunner:
             self,
             connect_timeout=self.context.timing.handshake_timeout,
             open_handshake_timeout=self.context.timing.handshake_timeout,
+            max_frame_size=self.context.timing.max_frame_size,
+            max_write_buffer=self.context.timing.max_write_buffer,
+            close_timeout=self.context.timing.close_timeout,
         )
         return d.addCallback(self._attached)
 
@@ -170,12 +200,29 @@ class CallRunner:
         reason = str(failure.value) if isinstance(failure.value, IVRError) else (
             f"cannot connect: {failure.type.__name__}"
         )
-        self.session.connection_failed(reason)
+        self._guard(self.session.connection_failed, reason)
 
-    def send(self, command: Command) -> None:
-        if self._protocol is None:
-            return
-        self._protocol.send_command(command)
+    def send(self, command: Command) -> bool:
+        """
+        Send one command; never raises.  ``False`` when there is no open
+        connection to take it (closing, closed, or a transport error): the
+        session then ends the call.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return False
+        try:
+            if protocol.send_command(command) is False:
+                return False
+        except Exception as e:
+            # autobahn's Disconnected, or a transport that broke.
+            self.log.info(
+                "{call_control_id}: could not send {command}: {error}",
+                call_control_id=self.call_control_id,
+                command=type(command).__name__,
+                error=type(e).__name__,
+            )
+            return False
         metrics = self.context.metrics
         if metrics is not None:
             now = self.context.reactor.seconds()
@@ -185,6 +232,7 @@ class CallRunner:
             if self._digit_at is not None:
                 metrics.key_to_command.observe(now - self._digit_at)
                 self._digit_at = None
+        return True
 
     def close(self) -> None:
         if self._protocol is not None:
@@ -192,8 +240,9 @@ class CallRunner:
 
     def abort(self) -> None:
         self._abandoned = True
-        if self._connecting is not None:
-            self._connecting.cancel()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
         if self._protocol is not None:
             self._protocol.abort()
 
@@ -204,7 +253,7 @@ class CallRunner:
 
     def connected(self, protocol: CallControlProtocol) -> None:
         self._protocol = protocol
-        self.session.connected()
+        self._guard(self.session.connected)
 
     def handshake_failed(self, reason: str, status: Optional[int]) -> None:
         self._protocol = None
@@ -216,28 +265,31 @@ class CallRunner:
             self.context.tokens.invalidate(self._token)
             self.open_connection()
             return
-        self.session.connection_failed(reason)
+        self._guard(self.session.connection_failed, reason)
 
     def digit_received(self, digit: str) -> None:
         self._digit_at = self.context.reactor.seconds()
-        self.session.digit_received(digit)
+        self._guard(self.session.digit_received, digit)
 
     def hangup_received(self, reason: Optional[str]) -> None:
-        self.session.hangup_received(reason)
+        self._guard(self.session.hangup_received, reason)
 
     def platform_error(self, message: str, code: Optional[str]) -> None:
-        self.log.warn(
-            "{call_control_id}: platform error {code}: {message}",
-            call_control_id=self.call_control_id,
-            code=code or "-",
-            message=message,
-        )
-        self.session.platform_error(message)
+        limit = self.context.timing.max_reason_length
+        message = clip(message, limit)
+        if self.core.outcome is None:
+            self.log.warn(
+                "{call_control_id}: platform error {code}: {message}",
+                call_control_id=self.call_control_id,
+                code=clip(code or "-", limit),
+                message=message,
+            )
+        self._guard(self.session.platform_error, message)
 
     def connection_closed(self, code: Optional[int], reason: str) -> None:
         if self._on_closed is not None:
             self._on_closed(code)
-        self.session.connection_lost(reason)
+        self._guard(self.session.connection_lost, reason)
 
 
 @attrs.frozen
@@ -267,9 +319,22 @@ class CallRecord:
 
 def describe_timeline(core: SessionCore) -> str:
     """
-    One line with a call's timeline: ``+0.012s connected; +0.020s menu...``.
+    One line with a call's timeline: ``+0.012s connected; +0.020s menu...``,
+    with the count of notes left out before the last one.
     """
-    return "; ".join(f"+{t:.3f}s {what}" for t, what in core.timeline)
+    parts = [f"+{t:.3f}s {what}" for t, what in core.timeline]
+    if core.notes_dropped:
+        parts.insert(len(parts) - 1, f"({core.notes_dropped} more notes)")
+    return "; ".join(parts)
+
+
+def describe_keys(core: SessionCore) -> str:
+    """
+    The keys a call kept, with the count of those it did not.
+    """
+    text = " ".join(core.keys)
+    more = core.keys_total - len(core.keys)
+    return f"{text} (+{more} more)" if more > 0 else text
 
 
 class CallRegistry:
@@ -352,6 +417,8 @@ class CallRegistry:
         self.log.info(
             "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
             "caller {caller}, profile {profile}, {menu} menu, keys [{keys}]: {timeline}",
+            # ``keys`` and ``timeline`` are bounded by the session
+            # (max_keys_kept, max_notes), with a count of what was left out.
             call_control_id=runner.call_control_id,
             caller=runner.caller,
             kind=outcome.kind,
@@ -360,7 +427,7 @@ class CallRegistry:
             duration=duration,
             profile=core.profile,
             menu=record.menu,
-            keys=" ".join(core.keys),
+            keys=describe_keys(core),
             timeline=describe_timeline(core),
         )
         if self.retention > 0:
@@ -405,14 +472,19 @@ class CallRegistry:
         :meth:`~ivrproto.session.CallSession.drain`).
         """
         for runner in list(self.active.values()):
-            runner.session.drain()
+            # One call that breaks must not keep the others from their
+            # transfer: it is logged and ended on its own.
+            runner._guard(runner.session.drain)
 
     def abort_connections(self) -> None:
         """
         Drop every Call Control connection still open.
         """
         for protocol in list(self.connections):
-            protocol.dropConnection(abort=True)
+            try:
+                protocol.dropConnection(abort=True)
+            except Exception:
+                self.log.failure("could not drop a Call Control connection")
 
     def _closed(self, code: Optional[int]) -> None:
         key = 1006 if code is None else code

@@ -135,6 +135,17 @@ class Timing:
     token_cooldown_cap: float = 10.0
     token_invalidate_interval: float = 5.0
     token_max_lifetime: float = 86400.0
+    #: What the platform can make a call grow: the largest Call Control
+    #: frame or message accepted (larger ones fail the connection), the
+    #: bytes queued to a platform that stopped reading before it is dropped,
+    #: the seconds a closing connection may take to go away, and what a
+    #: call keeps and logs (keys, timeline notes, characters of a reason).
+    max_frame_size: int = 1024 * 1024
+    max_write_buffer: int = 1024 * 1024
+    close_timeout: float = 3.0
+    max_keys_kept: int = 64
+    max_notes: int = 100
+    max_reason_length: int = 200
 
 
 LOG_FORMATS = ("text", "json")
@@ -476,6 +487,16 @@ def parse_config(
         token_max_lifetime=timing.positive("token_max_lifetime", defaults.token_max_lifetime),
         token_refresh_margin=timing.positive(
             "token_refresh_margin", defaults.token_refresh_margin, allow_zero=True
+        ),
+        max_frame_size=timing.count("max_frame_size", defaults.max_frame_size, minimum=1024),
+        max_write_buffer=timing.count(
+            "max_write_buffer", defaults.max_write_buffer, minimum=1024
+        ),
+        close_timeout=timing.positive("close_timeout", defaults.close_timeout),
+        max_keys_kept=timing.count("max_keys_kept", defaults.max_keys_kept, minimum=1),
+        max_notes=timing.count("max_notes", defaults.max_notes, minimum=10),
+        max_reason_length=timing.count(
+            "max_reason_length", defaults.max_reason_length, minimum=16
         ),
     )
     timing.finish()

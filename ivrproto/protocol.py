@@ -27,12 +27,15 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ._autobahn import QuietAutobahnLog, ReactorTimer
 from .config import is_loopback_host
 from .errors import MalformedFrame
+from .logthrottle import LogThrottle
 from .messages import (
     DEFAULT_CAPABILITIES,
     Command,
@@ -53,13 +56,59 @@ CLOSE_INTERNAL_ERROR = 1011
 
 _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
 
-#: Seconds a closed connection may take to go away before it is dropped.
+#: Seconds a closed or closing connection may take to go away before it is
+#: dropped (the default of ``[timing] close_timeout``).
 CLOSE_GRACE = 3.0
 
-#: Frames larger than this end the connection.  Control frames are small,
-#: but ``media`` events carry audio of any size and must be ignored, not
-#: refused: the bound only keeps a broken peer from exhausting memory.
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: The largest frame or message accepted by default (``[timing]
+#: max_frame_size``).  A larger one fails the connection (TCP is dropped):
+#: control frames are a few hundred bytes, ``media`` frames within the bound
+#: are ignored, and the bound keeps one connection from holding the reactor
+#: while megabytes are buffered and parsed.  See docs/call-control.md.
+MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: Bytes that may wait for a platform that stopped reading, by default
+#: (``[timing] max_write_buffer``), beyond the transport's own buffer.
+MAX_WRITE_BUFFER = 1024 * 1024
+
+
+@implementer(IPushProducer)
+class _WriteWatch:
+    """
+    Registered with the transport as a streaming producer: the transport
+    pauses it when its write buffer is full (the platform stopped reading),
+    and resumes it once the buffer is flushed.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.unsent = 0
+
+    def pauseProducing(self) -> None:
+        # Twisted calls this on every write while its buffer is full: only
+        # the first call starts the count.
+        if not self.paused:
+            self.paused = True
+            self.unsent = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.unsent = 0
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+def _failure_reason(not_clean: Optional[str], max_size: int) -> str:
+    """
+    Why the service failed a connection, from Autobahn's account of it.
+    """
+    text = not_clean or ""
+    if "UTF-8" in text or "UTF8" in text:
+        return "the platform sent invalid UTF-8; the service closed the connection"
+    if "exceed" in text:
+        return f"the platform sent a frame over {max_size} bytes; the service closed the connection"
+    return "the platform broke the WebSocket protocol; the service closed the connection"
 
 
 class CallControlListener(TypingProtocol):
@@ -85,7 +134,7 @@ class CallControlListener(TypingProtocol):
         "An ``error`` event after ``connected``."
 
     def connection_closed(self, code: Optional[int], reason: str) -> None:
-        "The connection closed after ``connected``."
+        "The connection closed, or began to close, after ``connected`` (reported once)."
 
 
 class CallControlProtocol(WebSocketClientProtocol):
@@ -106,9 +155,49 @@ class CallControlProtocol(WebSocketClientProtocol):
         self._failed_upgrade: Optional[str] = None
         self._reported = False
         self._drop_timer: Optional[IDelayedCall] = None
+        self._close_reported = False
+        self._gone_reason: Optional[str] = None
+        self._writes = _WriteWatch()
         self.ignored_frames = 0
 
     # -- Autobahn callbacks ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Autobahn unregisters it in dropConnection.
+        self.registerProducer(self._writes, True)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
+        writes = self._writes
+        if writes.paused:
+            writes.unsent += len(data)
+            if writes.unsent > self.factory.max_write_buffer:
+                if self._gone_reason is None:
+                    self._gone_reason = (
+                        "the platform stopped reading; the service dropped the connection"
+                    )
+                    self._log.warn(
+                        "{call_control_id}: dropping the connection: over {limit} bytes "
+                        "wait for a platform that stopped reading",
+                        call_control_id=self.factory.call_control_id,
+                        limit=self.factory.max_write_buffer,
+                    )
+                    self._report_close(None, self._gone_reason)
+                    self.dropConnection(abort=True)
+                return
+        super().sendData(data, sync, chopsize)
+
+    def processHandshake(self) -> None:
+        # Autobahn decodes the upgrade answer as UTF-8 for a debug line and
+        # lets the UnicodeDecodeError escape: refuse such an answer first.
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0:
+            try:
+                self.data[: end + 4].decode("utf-8")
+            except UnicodeDecodeError:
+                self.failHandshake("upgrade failed: the answer is not valid UTF-8")
+                return
+        super().processHandshake()
 
     def failHandshake(self, reason: str) -> None:
         self._failed_upgrade = reason
@@ -126,7 +215,8 @@ class CallControlProtocol(WebSocketClientProtocol):
             event = parse_event(payload)
         except MalformedFrame as e:
             self.ignored_frames += 1
-            self._log.warn(
+            self.factory.bad_input.warn(
+                "malformed-frame",
                 "{call_control_id}: ignored a frame: {reason}",
                 call_control_id=self.factory.call_control_id,
                 reason=e.reason,
@@ -141,6 +231,15 @@ class CallControlProtocol(WebSocketClientProtocol):
                 event=type(event).__name__,
             )
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Optional[bool]:
+        # The platform's close frame: the connection can carry nothing more.
+        # Tell the call now (not when TCP goes, which a platform may delay
+        # for ever), and drop TCP if the platform keeps it open.
+        result = super().onCloseFrame(code, reasonRaw)
+        self._drop_later()
+        self._report_close(code, describe_close(code, None))
+        return result
+
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         # Autobahn leaves its closing-handshake timer scheduled after the
         # connection is gone (it fires as a no-op); cancel it with the
@@ -152,14 +251,25 @@ class CallControlProtocol(WebSocketClientProtocol):
             if self._drop_timer.active():
                 self._drop_timer.cancel()
             self._drop_timer = None
+        why = self._gone_reason
+        if why is None and self.failedByMe and self.droppedByMe:
+            why = _failure_reason(self.wasNotCleanReason, self.factory.max_frame_size)
+        self._report_close(code, why or describe_close(code, reason))
+
+    def _report_close(self, code: Optional[int], why: str) -> None:
+        """
+        Tell the listener, once, that the connection is no longer usable.
+        """
+        if self._close_reported:
+            return
+        self._close_reported = True
         listener = self.factory.listener
         try:
             if self.is_connected:
-                listener.connection_closed(code, describe_close(code, reason))
+                listener.connection_closed(code, why)
             elif not self._reported:
                 self._reported = True
                 status = None
-                why = describe_close(code, reason)
                 if self._failed_upgrade is not None:
                     match = _UPGRADE_STATUS.search(self._failed_upgrade)
                     status = int(match.group(1)) if match else None
@@ -201,21 +311,31 @@ class CallControlProtocol(WebSocketClientProtocol):
             self.ignored_frames += 1
         # A second ``connected`` carries nothing new: ignored.
 
-    def send_command(self, command: Command) -> None:
+    def send_command(self, command: Command) -> bool:
         """
         Send one command as a text frame.
+
+        :return: ``False``, without sending, once the connection is closing
+            or closed
         """
+        if self.state != self.STATE_OPEN or self._gone_reason is not None:
+            return False
         self.sendMessage(encode(command), isBinary=False)
+        return True
 
     def close(self) -> None:
         """
         Close normally; drop the connection if the platform has not closed
-        its end within :data:`CLOSE_GRACE` seconds.
+        its end within the factory's ``close_timeout`` seconds.
         """
-        self.sendClose(CLOSE_NORMAL)
-        if self._drop_timer is None:
+        if self.state == self.STATE_OPEN:
+            self.sendClose(CLOSE_NORMAL)
+        self._drop_later()
+
+    def _drop_later(self) -> None:
+        if self._drop_timer is None and self.state != self.STATE_CLOSED:
             self._drop_timer = self.factory.reactor.callLater(
-                CLOSE_GRACE, self.dropConnection, abort=True
+                self.factory.close_timeout, self.dropConnection, abort=True
             )
 
     def abort(self) -> None:
@@ -272,6 +392,9 @@ class CallControlFactory(WebSocketClientFactory):
         open_handshake_timeout: float = 10.0,
         auto_ping_interval: float = 20.0,
         auto_ping_timeout: float = 10.0,
+        max_frame_size: int = MAX_MESSAGE_SIZE,
+        max_write_buffer: int = MAX_WRITE_BUFFER,
+        close_timeout: float = CLOSE_GRACE,
     ) -> None:
         super().__init__(
             url,
@@ -282,14 +405,24 @@ class CallControlFactory(WebSocketClientFactory):
         self.call_control_id = call_control_id
         self.listener = listener
         self.capabilities = capabilities
+        self.max_write_buffer = int(max_write_buffer)
+        self.max_frame_size = int(max_frame_size)
+        #: Lines about what the platform sent wrong, a few a minute.
+        self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.protocol"))
+        self.close_timeout = close_timeout
         self.setProtocolOptions(
-            maxFramePayloadSize=MAX_MESSAGE_SIZE,
-            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+            maxFramePayloadSize=int(max_frame_size),
+            maxMessagePayloadSize=int(max_frame_size),
             openHandshakeTimeout=open_handshake_timeout,
-            closeHandshakeTimeout=2.0,
+            # On our reactor (``ReactorTimer``): bounded.
+            closeHandshakeTimeout=min(2.0, close_timeout),
             # Autobahn would time the server's TCP drop on the global
-            # reactor; ``close`` keeps its own timer on ours instead.
+            # reactor; ``close`` and ``onCloseFrame`` keep their own timer
+            # (``close_timeout``) on ours instead.
             serverConnectionDropTimeout=0,
+            # Fail by dropping TCP (RFC 6455 section 7.1.7): nothing more of
+            # a broken frame is read or parsed.
+            failByDrop=True,
             autoPingInterval=auto_ping_interval,
             autoPingTimeout=auto_ping_timeout,
             tcpNoDelay=True,

@@ -171,6 +171,11 @@ class IVRService(Service):
                 error=str(e),
             )
             return False
+        except Exception:
+            # A reload runs from a signal: whatever breaks, the calls in
+            # progress and the working configuration stay as they were.
+            self.log.failure("reload failed, still serving the previous configuration")
+            return False
         needs_restart = [
             name
             for name in ("platform", "intake", "profiles")
@@ -218,8 +223,11 @@ class IVRService(Service):
             deadline=deadline,
         )
         idle = registry.when_idle()
+        # registry.drain ends each call on its own: one that breaks keeps
+        # no other from its transfer.
         timer = self.reactor.callLater(deadline, registry.drain)
-        yield idle_or_timeout(self.reactor, idle, deadline + CLOSE_GRACE + 1.0)
+        close_timeout = max(self.config.timing.close_timeout, CLOSE_GRACE)
+        yield idle_or_timeout(self.reactor, idle, deadline + close_timeout + 1.0)
         if timer.active():
             timer.cancel()
         if registry.connections:
@@ -435,21 +443,33 @@ class IVRService(Service):
         Stop listening, end the embedded platform, close idle connections.
         """
         waits: list[Deferred[Any]] = []
+
+        def step(what: str, action: Any) -> None:
+            # Each part stops on its own: one that breaks is logged and
+            # keeps no other from stopping.
+            try:
+                result = action()
+            except Exception:
+                self.log.failure("stopping {what} broke", what=what)
+                return
+            if isinstance(result, Deferred):
+                waits.append(result)
+
         if self.port is not None:
             port, self.port = self.port, None
             waits.append(succeed(None).addCallback(lambda _: port.stopListening()))
         if self.platform is not None:
             platform, self.platform = self.platform, None
-            waits.append(platform.stop())
-        if self.loop_lag is not None:
-            self.loop_lag.stop()
-        if self.lookup is not None:
-            self.lookup.stop()
-        if self.source is not None:
-            self.source.stop()
-        if self.tokens is not None:
-            self.tokens.stop()
+            step("the embedded platform", platform.stop)
+        for what, part in (
+            ("the loop-lag monitor", self.loop_lag),
+            ("the profile lookup", self.lookup),
+            ("the profile source", self.source),
+            ("the token source", self.tokens),
+        ):
+            if part is not None:
+                step(what, part.stop)
         if self.pool is not None:
             pool, self.pool = self.pool, None
-            waits.append(pool.closeCachedConnections())
+            step("the HTTP connection pool", pool.closeCachedConnections)
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)

@@ -14,7 +14,13 @@ multi-digit entry (an account number).
 
 Every input is accepted in every state: those that a state does not expect
 (a late profile, a key while confirming, a close after the transfer) are
-answered deliberately, most by doing nothing.
+answered deliberately, most by doing nothing (the table at the end of this
+module names each one).  A port that cannot send (the connection went) ends
+the call at once, so that every call reaches exactly one outcome.
+
+What a call keeps of its input is bounded by :class:`~ivrproto.config.Timing`:
+``max_keys_kept`` keys, ``max_notes`` timeline notes and ``max_reason_length``
+characters of a reason from the platform; the rest is counted.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ from .menu import Action, Collect, Menu, MenuBook
 from .messages import Command, Hangup, Play, Transfer, play_menu
 
 log = Logger()
+
+
+def clip(text: str, limit: int) -> str:
+    """
+    ``text``, cut to ``limit`` characters with a note of how many were left out.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (+{len(text) - limit} chars)"
 
 
 @attrs.frozen
@@ -77,9 +92,10 @@ class CallPort(Protocol):
         :meth:`CallSession.connected` or :meth:`CallSession.connection_failed`.
         """
 
-    def send(self, command: Command) -> None:
+    def send(self, command: Command) -> Optional[bool]:
         """
-        Send one command on the open connection.
+        Send one command on the open connection.  Never raises: answers
+        ``False`` when the connection can no longer carry it.
         """
 
     def close(self) -> None:
@@ -183,6 +199,8 @@ class SessionCore:
     repeats: int = 0
     invalid: int = 0
     keys: List[str] = attrs.Factory(list)
+    keys_total: int = 0
+    notes_dropped: int = 0
     chosen: Optional[str] = None
     collect: Optional[Collect] = None
     digits: str = ""
@@ -197,7 +215,54 @@ class SessionCore:
     confirm_timer: Optional[IDelayedCall] = None
 
     def note(self, what: str) -> None:
+        # The first notes and the last one are kept: the end of a call is
+        # always in its timeline however long the call ran.
+        if len(self.timeline) >= self.timing.max_notes:
+            self.notes_dropped += 1
+            self.timeline.pop()
         self.timeline.append((self.clock.seconds() - self.started_at, what))
+
+    def keep_key(self, digit: str) -> None:
+        self.keys_total += 1
+        if len(self.keys) < self.timing.max_keys_kept:
+            self.keys.append(digit)
+
+    def reason(self, text: str) -> str:
+        """
+        A reason or message from the platform, cut to ``max_reason_length``.
+        """
+        return clip(text, self.timing.max_reason_length)
+
+    # -- the port, which may fail ------------------------------------------
+
+    def send(self, command: Command) -> bool:
+        """
+        Send one command; ``False`` (and the call ends) when the connection
+        could not take it.
+        """
+        try:
+            sent = self.port.send(command) is not False
+        except Exception:
+            log.failure("{call_control_id}: sending broke", call_control_id=self.call_control_id)
+            sent = False
+        if not sent:
+            self.note(f"could not send {type(command).__name__.lower()}")
+            assert self.machine is not None
+            # Runs once the current transition is over.
+            self.machine.connection_lost("connection went while sending")
+        return sent
+
+    def close(self) -> None:
+        try:
+            self.port.close()
+        except Exception:
+            log.failure("{call_control_id}: closing broke", call_control_id=self.call_control_id)
+
+    def abort(self) -> None:
+        try:
+            self.port.abort()
+        except Exception:
+            log.failure("{call_control_id}: aborting broke", call_control_id=self.call_control_id)
 
     def later(self, delay: float, event: Callable[[], None]) -> IDelayedCall:
         return self.clock.callLater(delay, event)
@@ -259,12 +324,13 @@ class SessionCore:
         assert self.menu is not None
         self.phase = "in_menu"
         for command in play_menu(self.call_control_id, self.menu.prompt_urls, self.menu.keys):
-            self.port.send(command)
+            if not self.send(command):
+                break
         self.note(f"menu offered ({' '.join(self.menu.keys)})")
         self.restart_input_timer()
 
     def play(self, url: str, keys: tuple[str, ...]) -> None:
-        self.port.send(Play(self.call_control_id, url, True, keys))
+        self.send(Play(self.call_control_id, url, True, keys))
 
     def restart_input_timer(self, delay: Optional[float] = None) -> None:
         assert self.machine is not None
@@ -277,7 +343,7 @@ class SessionCore:
         """
         Count a no-input try; ``False`` when it was the last.
         """
-        self.input_timer = None
+        self.cancel("input_timer")
         self.note("no input")
         if self.repeats >= self.max_no_input:
             return False
@@ -361,20 +427,32 @@ class SessionCore:
 
     def end(self, outcome: Outcome) -> None:
         self.cancel_all()
+        if self.outcome is not None:
+            return
         self.phase = "ended"
         self.outcome = outcome
         self.note(f"ended: {outcome.kind} ({outcome.reason})")
-        self.port.finished(outcome)
+        try:
+            self.port.finished(outcome)
+        except Exception:
+            log.failure(
+                "{call_control_id}: recording the outcome broke",
+                call_control_id=self.call_control_id,
+            )
 
     def transfer(self, action: str, reason: str) -> None:
         """
-        Send the one transfer of this call and close.
+        Send the one transfer of this call and close.  A transfer that could
+        not be sent is not one: the call failed.
         """
         target = self.book.targets[action]
-        self.port.send(Transfer(self.call_control_id, target))
-        self.note(f"transfer to {target}")
-        self.port.close()
-        self.end(Outcome("transferred", reason, target, action))
+        sent = self.send(Transfer(self.call_control_id, target))
+        self.close()
+        if sent:
+            self.note(f"transfer to {target}")
+            self.end(Outcome("transferred", reason, target, action))
+        else:
+            self.end(Outcome("failed", f"connection went before the transfer to {target}"))
 
 
 builder = TypeMachineBuilder(CallSession, SessionCore)
@@ -399,8 +477,13 @@ def _start(session: CallSession, core: SessionCore) -> None:
     core.note("call accepted")
     core.budget_timer = core.later(core.timing.profile_budget, session.profile_budget_spent)
     core.handshake_timer = core.later(core.timing.handshake_timeout, session.handshake_timed_out)
-    core.port.lookup_profile()
-    core.port.open_connection()
+    try:
+        core.port.lookup_profile()
+        core.port.open_connection()
+    except Exception:
+        log.failure("{call_control_id}: could not start", call_control_id=core.call_control_id)
+        core.abort()
+        core.end(Outcome("failed", "could not start the call"))
 
 
 # --- the profile and the connection, in either order -------------------------
@@ -415,7 +498,7 @@ def _profile_first(
 
 @awaiting_both.upon(CallSession.profile_budget_spent).to(awaiting_connection)
 def _budget_first(session: CallSession, core: SessionCore) -> None:
-    core.budget_timer = None
+    core.cancel("budget_timer")
     core.choose_menu(None, "timed-out")
 
 
@@ -436,7 +519,7 @@ def _profile_second(
 
 @awaiting_profile.upon(CallSession.profile_budget_spent).to(in_menu)
 def _budget_second(session: CallSession, core: SessionCore) -> None:
-    core.budget_timer = None
+    core.cancel("budget_timer")
     core.choose_menu(None, "timed-out")
     core.send_menu()
     core.replay_early_keys(session)
@@ -453,14 +536,20 @@ for _state in CONNECTING:
 
     @_state.upon(CallSession.connection_failed).to(ended)
     def _refused(session: CallSession, core: SessionCore, reason: str) -> None:
+        reason = core.reason(reason)
         core.note(f"connection failed: {reason}")
         core.end(Outcome("failed", reason))
 
     @_state.upon(CallSession.handshake_timed_out).to(ended)
     def _handshake_timeout(session: CallSession, core: SessionCore) -> None:
-        core.handshake_timer = None
-        core.port.abort()
+        core.cancel("handshake_timer")
+        core.abort()
         core.end(Outcome("failed", "handshake timed out"))
+
+    @_state.upon(CallSession.connection_lost).to(ended)
+    def _lost_connecting(session: CallSession, core: SessionCore, reason: str) -> None:
+        core.abort()
+        core.end(Outcome("failed", core.reason(reason)))
 
 
 # A late profile (the budget already chose the default menu) changes nothing.
@@ -474,7 +563,7 @@ for _state in (awaiting_connection, in_menu, collecting, confirming, ended):
 @in_menu.upon(CallSession.digit_received).loop()
 def _digit(session: CallSession, core: SessionCore, digit: str) -> None:
     assert core.menu is not None
-    core.keys.append(digit)
+    core.keep_key(digit)
     core.note(f"key {digit}")
     action = core.menu.actions.get(digit)
     if action is not None:
@@ -507,6 +596,7 @@ def _submenu_after_collect(session: CallSession, core: SessionCore, name: str) -
     core.enter_menu(name)
 
 
+@collecting.upon(CallSession.collect_started).loop()
 @in_menu.upon(CallSession.collect_started).to(collecting)
 def _collect(session: CallSession, core: SessionCore, collect: Collect) -> None:
     core.cancel("input_timer")
@@ -539,7 +629,7 @@ def _collect_digit(session: CallSession, core: SessionCore, digit: str) -> None:
 
 @collecting.upon(CallSession.input_timed_out).loop()
 def _collect_pause(session: CallSession, core: SessionCore) -> None:
-    core.input_timer = None
+    core.cancel("input_timer")
     if core.digits:
         core.collect_done(session)
     elif core.no_input():
@@ -556,7 +646,7 @@ for _state in WAITING:
         core.phase = "confirming"
         core.chosen = action
         language = core.menu.language if core.menu is not None else None
-        core.port.send(Play(core.call_control_id, core.book.confirm_url(language), False))
+        core.send(Play(core.call_control_id, core.book.confirm_url(language), False))
         core.note("selection confirmed")
         core.confirm_timer = core.later(core.timing.confirm_delay, session.confirm_elapsed)
 
@@ -570,15 +660,18 @@ for _state in WAITING:
 
     @_state.upon(CallSession.hangup_chosen).to(ended)
     def _hang_up(session: CallSession, core: SessionCore, reason: str) -> None:
-        core.port.send(Hangup(core.call_control_id))
+        sent = core.send(Hangup(core.call_control_id))
         core.note("hang up")
-        core.port.close()
-        core.end(Outcome("hungup", f"by the menu ({reason})"))
+        core.close()
+        if sent:
+            core.end(Outcome("hungup", f"by the menu ({reason})"))
+        else:
+            core.end(Outcome("failed", "connection went before the hangup"))
 
 
 @confirming.upon(CallSession.confirm_elapsed).to(ended)
 def _confirmed(session: CallSession, core: SessionCore) -> None:
-    core.confirm_timer = None
+    core.cancel("confirm_timer")
     assert core.chosen is not None
     core.transfer(core.chosen, "selected")
 
@@ -604,12 +697,15 @@ for _state in LIVE:
 
     @_state.upon(CallSession.hangup_received).to(ended)
     def _hangup(session: CallSession, core: SessionCore, reason: Optional[str]) -> None:
-        core.port.close()
-        core.end(Outcome("hungup", reason or "unspecified"))
+        core.close()
+        core.end(Outcome("hungup", core.reason(reason or "unspecified")))
 
+    # ``connection_failed`` after ``connected`` can only be a late report of
+    # the same loss: it ends the call the same way.
+    @_state.upon(CallSession.connection_failed).to(ended)
     @_state.upon(CallSession.connection_lost).to(ended)
     def _lost(session: CallSession, core: SessionCore, reason: str) -> None:
-        core.end(Outcome("failed", reason))
+        core.end(Outcome("failed", core.reason(reason)))
 
 
 # A platform error while the caller waits for the menu: the caller may hear
@@ -647,7 +743,7 @@ for _state in CONNECTING:
 
     @_state.upon(CallSession.drain).to(ended)
     def _drain_connecting(session: CallSession, core: SessionCore) -> None:
-        core.port.abort()
+        core.abort()
         core.end(Outcome("failed", "service draining before the call connected"))
 
 
@@ -675,6 +771,103 @@ for _input in (
     CallSession.drain,
 ):
     ended.upon(_input).loop().returns(None)
+
+# What every other state does with the inputs it does not expect: nothing.
+# Each is an echo or a race: a timer that fired as its state was left, a
+# second ``connected``, an internal input queued behind one that already
+# moved the call on, a key or an event before the connection is up (the
+# handshake timer still bounds those states).
+_TIMERS = (
+    CallSession.profile_budget_spent,
+    CallSession.handshake_timed_out,
+    CallSession.input_timed_out,
+    CallSession.confirm_elapsed,
+)
+_INTERNAL = (
+    CallSession.transfer_chosen,
+    CallSession.collect_started,
+    CallSession.menu_entered,
+    CallSession.hangup_chosen,
+    CallSession.transfer_now,
+    CallSession.give_up,
+)
+IGNORED: dict[Any, tuple[Any, ...]] = {
+    idle: (
+        CallSession.profile_resolved,
+        CallSession.connected,
+        CallSession.connection_failed,
+        CallSession.digit_received,
+        CallSession.hangup_received,
+        CallSession.platform_error,
+        CallSession.connection_lost,
+        *_TIMERS,
+        *_INTERNAL,
+    ),
+    awaiting_both: (
+        CallSession.start,
+        CallSession.digit_received,
+        CallSession.hangup_received,
+        CallSession.platform_error,
+        CallSession.input_timed_out,
+        CallSession.confirm_elapsed,
+        *_INTERNAL,
+    ),
+    awaiting_connection: (
+        CallSession.start,
+        CallSession.profile_budget_spent,
+        CallSession.digit_received,
+        CallSession.hangup_received,
+        CallSession.platform_error,
+        CallSession.input_timed_out,
+        CallSession.confirm_elapsed,
+        *_INTERNAL,
+    ),
+    awaiting_profile: (
+        CallSession.start,
+        CallSession.connected,
+        CallSession.handshake_timed_out,
+        CallSession.input_timed_out,
+        CallSession.confirm_elapsed,
+        *_INTERNAL,
+    ),
+    in_menu: (
+        CallSession.start,
+        CallSession.connected,
+        CallSession.profile_budget_spent,
+        CallSession.handshake_timed_out,
+        CallSession.confirm_elapsed,
+    ),
+    collecting: (
+        CallSession.start,
+        CallSession.connected,
+        CallSession.profile_budget_spent,
+        CallSession.handshake_timed_out,
+        CallSession.confirm_elapsed,
+    ),
+    confirming: (
+        CallSession.start,
+        CallSession.connected,
+        CallSession.profile_budget_spent,
+        CallSession.handshake_timed_out,
+        CallSession.input_timed_out,
+        *_INTERNAL,
+    ),
+}
+for _state, _inputs in IGNORED.items():
+    for _input in _inputs:
+        _state.upon(_input).loop().returns(None)
+
+#: Every state, for tests that check each answers every input.
+STATES = (
+    idle,
+    awaiting_both,
+    awaiting_profile,
+    awaiting_connection,
+    in_menu,
+    collecting,
+    confirming,
+    ended,
+)
 
 SessionMachine = builder.build()
 

@@ -9,6 +9,8 @@ import os
 from typing import Any, Optional
 
 from twisted.application.service import IService
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
 from twisted.python import usage
 
 import attrs
@@ -98,11 +100,64 @@ def makeService(options: Options) -> IService:
 
     def stop() -> None:
         if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+            _stop_quietly(reactor)
 
     service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
     install_reload_signal(reactor, service)
+    # Twisted installs its own SIGTERM and SIGINT handlers as the reactor
+    # starts: wrap them once it has.
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "after", "startup", install_stop_signals
+    )
     return service
+
+
+class StopOnce:
+    """
+    A stop-signal handler that passes the first signal on to the reactor's
+    own handler and notes any later one: while the service drains, a second
+    SIGTERM would make the reactor's ``stop`` raise ``ReactorNotRunning``
+    (a critical traceback in the log) and change nothing.
+
+    :param previous: the reactor's handler
+    """
+
+    log = Logger()
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.signalled = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.signalled:
+            self.signalled = True
+            self.previous(signum, frame)
+            return
+        self.log.info("signal {signum} again: already shutting down", signum=signum)
+
+
+def install_stop_signals(signals: Any = None) -> None:
+    """
+    Wrap the handlers of SIGTERM and SIGINT in :class:`StopOnce`.
+
+    :param signals: the :mod:`signal` module (a fake in tests)
+    """
+    if signals is None:
+        import signal as signals
+    for name in ("SIGTERM", "SIGINT"):
+        number = getattr(signals, name, None)
+        if number is None:
+            continue
+        previous = signals.getsignal(number)
+        if callable(previous) and not isinstance(previous, StopOnce):
+            signals.signal(number, StopOnce(previous))
+
+
+def _stop_quietly(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 def install_reload_signal(reactor: Any, service: Any) -> None:

@@ -18,7 +18,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from ivrproto.tap import StopOnce, install_stop_signals
 
 from .test_integration import ROOT, ServiceTestCase
 
@@ -73,10 +75,28 @@ class _Watch(ProcessProtocol):
         self.seen: Deferred[None] = Deferred()
         self.ended: Deferred[Any] = Deferred()
 
+        self.waits: list[tuple[bytes, Deferred[None]]] = []
+
+    def wait_for(self, needle: bytes) -> Deferred[None]:
+        """
+        Fires once ``needle`` has been printed.
+        """
+        d: Deferred[None] = Deferred()
+        self.waits.append((needle, d))
+        self._check()
+        return d
+
+    def _check(self) -> None:
+        for needle, d in list(self.waits):
+            if needle in self.output:
+                self.waits.remove((needle, d))
+                d.callback(None)
+
     def outReceived(self, data: bytes) -> None:
         self.output += data
         if not self.seen.called and self.output.count(self.needle) >= self.count:
             self.seen.callback(None)
+        self._check()
 
     errReceived = outReceived
 
@@ -89,16 +109,17 @@ class _Watch(ProcessProtocol):
 class SigtermTests(TestCase):
     timeout = 60
 
-    @inlineCallbacks
-    def test_sigterm_with_calls_in_progress(self) -> Any:
-        """twistd ivr gets SIGTERM with three callers in the menu; all three are transferred."""
+    def spawn(self, drain_deadline: float = 0.5) -> tuple[_Watch, Any]:
+        """
+        ``twistd ivr`` with three silent scripted callers.
+        """
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
         text = (ROOT / "examples" / "local.toml").read_text()
         text = text.replace("exit_when_done = true", "exit_when_done = false")
         text = text.replace('profiles = "profiles.json"', f'profiles = {str(ROOT / "examples" / "profiles.json")!r}')
         text = text.replace("no_input_timeout = 1.0", "no_input_timeout = 30.0")
-        text = text.replace('listen = "tcp:0:interface=127.0.0.1"   # any', 'drain_deadline = 0.5\nlisten = "tcp:0:interface=127.0.0.1"   # any')
+        text = text.replace('listen = "tcp:0:interface=127.0.0.1"   # any', f'drain_deadline = {drain_deadline}\nlisten = "tcp:0:interface=127.0.0.1"   # any')
         calls = text.index("[[calls]]")
         menu = text.index("# The seed's menu")
         silent = "".join(
@@ -117,6 +138,29 @@ class SigtermTests(TestCase):
             env=env,
             path=str(ROOT),
         )
+        return watch, process
+
+    @inlineCallbacks
+    def test_second_sigterm_while_draining(self) -> Any:
+        """A second SIGTERM during the drain is noted, not a ReactorNotRunning traceback."""
+        watch, process = self.spawn(drain_deadline=2.0)
+        yield watch.seen
+        process.signalProcess("TERM")
+        yield watch.wait_for(b"draining:")
+        process.signalProcess("TERM")
+        ended = yield watch.ended
+        log = watch.output.decode()
+        self.assertIn("already shutting down", log)
+        self.assertIn(ended.exitCode or ended.signal, (0, signal.SIGTERM), log)
+        for i in range(3):
+            self.assertIn(f"call-{i}: transferred to ext:transfer_operator (draining)", log)
+        self.assertNotIn("ReactorNotRunning", log)
+        self.assertNotIn("Traceback", log)
+
+    @inlineCallbacks
+    def test_sigterm_with_calls_in_progress(self) -> Any:
+        """twistd ivr gets SIGTERM with three callers in the menu; all three are transferred."""
+        watch, process = self.spawn()
         yield watch.seen
         process.signalProcess("TERM")
         ended = yield watch.ended
@@ -129,3 +173,39 @@ class SigtermTests(TestCase):
             self.assertIn(f"call-{i}: transferred to ext:transfer_operator (draining)", log)
         self.assertIn("drained", log)
         self.assertNotIn("Traceback", log)
+
+
+class _FakeSignals:
+    SIGTERM = 15
+    SIGINT = 2
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, Any]] = []
+        self.handlers: dict[int, Any] = {
+            15: lambda n, f: self.calls.append((n, f)),
+            2: lambda n, f: self.calls.append((n, f)),
+        }
+
+    def getsignal(self, number: int) -> Any:
+        return self.handlers[number]
+
+    def signal(self, number: int, handler: Any) -> None:
+        self.handlers[number] = handler
+
+
+class StopSignalTests(SynchronousTestCase):
+    def test_second_signal_is_not_passed_on(self) -> None:
+        """The reactor's handler runs for the first stop signal only."""
+        signals = _FakeSignals()
+        install_stop_signals(signals)
+        self.assertIsInstance(signals.handlers[15], StopOnce)
+        signals.handlers[15](15, None)
+        signals.handlers[15](15, None)
+        self.assertEqual(signals.calls, [(15, None)])
+
+    def test_installed_once(self) -> None:
+        """Installing twice does not wrap a wrapper."""
+        signals = _FakeSignals()
+        install_stop_signals(signals)
+        install_stop_signals(signals)
+        self.assertIsInstance(signals.handlers[2].previous, type(lambda: None))

@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import load_config
 from ivrproto.service import IVRService
@@ -89,3 +91,45 @@ class ReloadTests(ServiceTestCase):
         self.assertTrue(taken)
         theirs, ours = yield self.call("CRM-TICKETS", ["menu", "press:2"])
         self.assertEqual(theirs.plays[0].rsplit("/", 1)[1], "ticket_status_v2.mp3")
+
+
+class _Part:
+    def __init__(self, broken: bool = False) -> None:
+        self.broken = broken
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.broken:
+            raise RuntimeError("broken part")
+
+
+class _BrokenEnviron(dict):  # type: ignore[type-arg]
+    def _broken(self, *args: Any) -> Any:
+        raise RuntimeError("the environment broke")
+
+    get = __getitem__ = __contains__ = items = keys = _broken  # type: ignore[assignment]
+
+
+class IsolationTests(SynchronousTestCase):
+    def make(self) -> IVRService:
+        config = load_config(SEED, {"CLIENT_ID": "client", "CLIENT_SECRET": "s3cret"})
+        return IVRService(MemoryReactorClock(), config, intake="tcp:0:interface=127.0.0.1")
+
+    def test_stop_goes_past_a_part_that_breaks(self) -> None:
+        """A part whose stop raises is logged; every other part still stops."""
+        service = self.make()
+        parts = [_Part(), _Part(broken=True), _Part(), _Part()]
+        service.loop_lag, service.lookup, service.source, service.tokens = parts  # type: ignore[assignment]
+        d = service.stop()
+        self.assertEqual([p.stopped for p in parts], [True] * 4)
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_reload_that_breaks_keeps_the_configuration(self) -> None:
+        """An unexpected error while reloading is logged; the working configuration stays."""
+        service = self.make()
+        before = service.config
+        self.assertFalse(service.reload(environ=_BrokenEnviron()))
+        self.assertIs(service.config, before)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
