@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SPEED,
         help="run the call N times faster than configured (no-input, confirmation and "
-        "inter-digit timeouts divided by N); times are still printed in configured "
-        f"seconds (default {DEFAULT_SPEED:g}; 1 is real time)",
+        "inter-digit timeouts, and the caller's reaction, divided by N); those waits are "
+        "printed at their configured length, everything else at its real one "
+        f"(default {DEFAULT_SPEED:g}; 1 is real time)",
     )
     simulate.add_argument(
         "--max-time",
@@ -580,10 +581,15 @@ def simulate(
         yield platform.stop()
 
 
-def timeline_lines(simulation: Simulation, audio_base_url: str) -> Iterator[str]:
+#: The service's timeline notes that end a wait on a scaled timer (their
+#: text starts so): the no-input timeout.
+_SCALED_NOTES = ("no input",)
+
+
+def _timeline_entries(simulation: Simulation, audio_base_url: str) -> List[Tuple[float, int, str]]:
     """
-    The call's timeline: the service's steps and what the platform saw
-    (prompts, the caller's keys), in order, in configured seconds.
+    The service's steps and what the platform saw, in real time order:
+    ``(reactor.seconds(), order, what)``.
     """
     entries: List[Tuple[float, int, str]] = []
     for seconds, what in simulation.timeline:
@@ -613,8 +619,76 @@ def timeline_lines(simulation: Simulation, audio_base_url: str) -> Iterator[str]
     if record.outcome == "hungup-by-caller" and record.ended_at is not None:
         entries.append((record.ended_at, 2, "caller hangs up"))
     entries.sort(key=lambda e: (e[0], e[1]))
+    return entries
+
+
+def scaled_waits(entries: Sequence[Tuple[float, int, str]]) -> List[Tuple[float, float]]:
+    """
+    The real-time intervals that ``--speed`` shortened, from a call's
+    entries (as :func:`_timeline_entries` makes them).
+
+    A scaled wait is one in which nothing happens until it ends: it starts
+    at the entry before the one that ends it.  The waits that ``--speed``
+    divides end with:
+
+    - the service's ``no input`` (its no-input timeout);
+    - a ``transfer`` right after ``selection confirmed`` (the confirmation
+      delay);
+    - ``collected`` not right after a key (the inter-digit timeout);
+    - the caller's keys and hang-up (the caller's reaction time).
+
+    Everything else (the token, the profile lookup, the connection, the
+    service's answers) ran at its real speed.
+    """
+    waits: List[Tuple[float, float]] = []
+    last_note: Optional[str] = None
+    for index, (when, order, what) in enumerate(entries):
+        if index == 0:
+            if order == 0:
+                last_note = what
+            continue
+        before = entries[index - 1]
+        if order == 0:
+            scaled = (
+                what.startswith(_SCALED_NOTES)
+                or (what.startswith("transfer to ") and last_note == "selection confirmed")
+                or (what.startswith("collected ") and not before[2].startswith("caller presses"))
+            )
+            last_note = what
+        else:
+            scaled = order == 2
+        if scaled and when > before[0]:
+            waits.append((before[0], when))
+    return waits
+
+
+def configured_seconds(
+    when: float, started_at: float, speed: float, waits: Sequence[Tuple[float, float]]
+) -> float:
+    """
+    The configured time of the real moment ``when``: real time since
+    ``started_at``, with the part spent in scaled ``waits`` multiplied back
+    by ``speed``.
+    """
+    elapsed = max(0.0, when - started_at)
+    for start, end in waits:
+        overlap = min(end, when) - max(start, started_at)
+        if overlap > 0:
+            elapsed += overlap * (speed - 1)
+    return elapsed
+
+
+def timeline_lines(simulation: Simulation, audio_base_url: str) -> Iterator[str]:
+    """
+    The call's timeline: the service's steps and what the platform saw
+    (prompts, the caller's keys), in order, in configured seconds (the
+    waits that ``--speed`` shortened count at their configured length,
+    everything else at its real one).
+    """
+    entries = _timeline_entries(simulation, audio_base_url)
+    waits = scaled_waits(entries)
     for when, _, what in entries:
-        shown = max(0.0, when - simulation.started_at) * simulation.speed
+        shown = configured_seconds(when, simulation.started_at, simulation.speed, waits)
         yield f"{shown:8.2f}s  {what}"
 
 
@@ -626,7 +700,11 @@ def describe_outcome(simulation: Simulation) -> Tuple[str, int]:
     if outcome is None:
         return "result: the call did not end in time", EXIT_CALL_FAILED
     if simulation.timeline:
-        duration = simulation.timeline[-1][0] * simulation.speed
+        entries = _timeline_entries(simulation, "")
+        end = simulation.started_at + simulation.timeline[-1][0]
+        duration = configured_seconds(
+            end, simulation.started_at, simulation.speed, scaled_waits(entries)
+        )
     else:
         duration = 0.0
     after = f" after {duration:.2f}s"
@@ -658,8 +736,9 @@ def simulation_report(simulation: Simulation, config: Config, path: str) -> Tupl
             f"times: in configured seconds; the call ran {speed:g}x faster (--speed {speed:g}):"
         )
         lines.append(
-            f"  no-input, confirmation and inter-digit timeouts were divided by {speed:g}; "
-            "the token, profile lookup and connection were not"
+            f"  no-input, confirmation and inter-digit timeouts were divided by {speed:g} "
+            "and are shown at their configured length; the token, profile lookup and "
+            "connection were not divided and are shown as they took"
         )
     lines.append(
         f"the caller acts {min(REACTION, timing.no_input_timeout / 4):g}s after the last prompt "

@@ -396,7 +396,7 @@ class ReportTests(SynchronousTestCase):
     """
 
     def test_report(self) -> None:
-        """Service steps and platform events merge in time order, in configured seconds."""
+        """Service steps and platform events merge in time order; only the scaled waits are multiplied back."""
         config, _ = load_for_check(SEED, CREDENTIALS)
         record = CallRecord("c", "e")
         record.commands = [
@@ -430,18 +430,60 @@ class ReportTests(SynchronousTestCase):
             body,
             [
                 "    0.00s  call accepted",
-                "    0.10s  menu offered (1)",
-                "    0.11s    play general_welcome.mp3",
-                "    0.50s  caller presses 1 2 3",
-                "    0.60s  selection confirmed",
-                "    1.00s    play selection_confirmed.mp3 (keys off)",
-                "    2.00s  transfer to ext:transfer_sales",
-                "    2.00s  ended: transferred (selected)",
+                "    0.01s  menu offered (1)",
+                "    0.01s    play general_welcome.mp3",
+                "    0.40s  caller presses 1 2 3",
+                "    0.41s  selection confirmed",
+                "    0.45s    play selection_confirmed.mp3 (keys off)",
+                "    1.45s  transfer to ext:transfer_sales",
+                "    1.45s  ended: transferred (selected)",
                 "",
-                "result: transferred to ext:transfer_sales (selected) after 2.00s",
+                "result: transferred to ext:transfer_sales (selected) after 1.45s",
             ],
         )
         self.assertIn("configured seconds", lines[3])
+
+    def test_unscaled_phases_at_real_duration(self) -> None:
+        """At --speed 20 an 11 ms lookup shows as 0.01 s and a 10 s no-input wait as 10 s."""
+        config, _ = load_for_check(SEED, CREDENTIALS)
+        record = CallRecord("c", "e")
+        record.commands = [
+            {"action": "play", "audio": AUDIO + "general_welcome.mp3", "dtmf": {"enabled": True, "keys": ["1", "0"]}},
+            {"action": "play", "audio": AUDIO + "general_operator.mp3", "dtmf": {"enabled": True, "keys": ["1", "0"]}},
+        ]
+        record.command_times = [100.0150, 100.0151]
+        simulation = Simulation(
+            caller=Caller("SIM-CALLER", None, "none"),
+            tokens=("timeout",),
+            speed=20.0,
+            started_at=100.0,
+            timeline=(
+                (0.0, "call accepted"),
+                (0.011, "profile not found; default menu"),
+                (0.013, "connected"),
+                (0.014, "menu offered (1 0)"),
+                (0.0151 + 10.0 / 20, "no input"),
+                (0.0151 + 10.0 / 20, "transfer to ext:transfer_operator"),
+                (0.0151 + 10.0 / 20, "ended: transferred (no-input)"),
+            ),
+            outcome=Outcome("transferred", "no-input", "ext:transfer_operator", "transfer_operator"),
+            record=record,
+        )
+        lines, _ = simulation_report(simulation, config, "seed.toml")
+        body = lines[lines.index("") + 1 :]
+        self.assertEqual(
+            body[:6],
+            [
+                "    0.00s  call accepted",
+                "    0.01s  profile not found; default menu",
+                "    0.01s  connected",
+                "    0.01s  menu offered (1 0)",
+                "    0.02s    play general_welcome.mp3",
+                "    0.02s    play general_operator.mp3",
+            ],
+        )
+        self.assertEqual(body[6], "   10.02s  no input")
+        self.assertEqual(lines[-1], "result: transferred to ext:transfer_operator (no-input) after 10.02s")
 
     def test_failed_and_unfinished(self) -> None:
         """A failed call, or one that did not end, exits 3."""

@@ -13,11 +13,22 @@ embed it::
     ...
     await record.when_finished()
     await platform.stop()
+
+A person can also place a call over HTTP: ``POST /emulator/calls`` (see
+:mod:`ivrproto.emulator.byhand`).
 """
 
+from .byhand import keys_script
 from .callcontrol import CallRecord, parse_step
 from .platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
-from .scenario import CallSpec, Scenario, load_scenario, parse_scenario, place_calls
+from .scenario import (
+    CallSpec,
+    Scenario,
+    accept_calls_by_hand,
+    load_scenario,
+    parse_scenario,
+    place_calls,
+)
 
 __all__ = [
     "ALL_SCOPES",
@@ -29,6 +40,8 @@ __all__ = [
     "Platform",
     "PlatformStats",
     "Scenario",
+    "accept_calls_by_hand",
+    "keys_script",
     "load_scenario",
     "parse_scenario",
     "parse_step",

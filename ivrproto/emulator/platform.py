@@ -36,6 +36,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .byhand import CALLS_PATH, HandCallsResource
 from .callcontrol import CallControlServerFactory, CallRecord, parse_script
 
 __all__ = ["ALL_SCOPES", "FAULT_KINDS", "Fault", "Faults", "Platform", "PlatformStats"]
@@ -626,6 +627,7 @@ class _Root(Resource):
         self._platform = platform
         self._token = _TokenResource(platform)
         self._contacts = _ContactsResource(platform)
+        self._by_hand = HandCallsResource(platform)
         self._websocket = websocket
         self._not_found = _NotFound()
 
@@ -637,6 +639,8 @@ class _Root(Resource):
             return self._websocket
         if path == CONTACTS_PATH:
             return self._contacts
+        if path == CALLS_PATH or path.startswith(CALLS_PATH + b"/"):
+            return self._by_hand
         if path.startswith(PROFILES_PREFIX):
             segment = path[len(PROFILES_PREFIX):]
             external_id: Optional[str] = None
@@ -756,6 +760,10 @@ class Platform:
         self._prune_at = 1024  # forget expired tokens when there are this many
         self._calls: dict[str, CallRecord] = {}
         self._timers: set[IDelayedCall] = set()
+        self._intake_url: Optional[str] = None
+        self._announcer: Optional[Callable[[CallRecord], object]] = None
+        self._on_call: Optional[Callable[[CallRecord], object]] = None
+        self._placed_by_hand = 0
         self._port: Optional[IListeningPort] = None
         self._base_url: Optional[str] = None
         self._date_modified = (
@@ -874,6 +882,72 @@ class Platform:
         )
         self._calls[call_id] = record
         return record
+
+    def announce_calls_to(
+        self,
+        intake_url: str,
+        announcer: Callable[[CallRecord], object],
+        on_call: Optional[Callable[[CallRecord], object]] = None,
+    ) -> None:
+        """
+        Announce calls placed with :meth:`place_call` (and so ``POST
+        /emulator/calls``) to a service's intake.  :func:`place_calls` sets
+        this up when it is given an intake.
+
+        :param intake_url: the intake's ``/v1/calls`` URL, for the answers
+        :param announcer: tells the intake about a call (it never fails)
+        :param on_call: called with each record as its call is placed
+        """
+        self._intake_url = intake_url
+        self._announcer = announcer
+        self._on_call = on_call
+
+    @property
+    def intake_url(self) -> Optional[str]:
+        """
+        Where :meth:`place_call` announces calls, if anywhere.
+        """
+        return self._intake_url
+
+    def place_call(
+        self,
+        external_id: str,
+        script: Sequence[str] = (),
+        *,
+        call_id: Optional[str] = None,
+        announce: bool = True,
+    ) -> tuple[CallRecord, Optional[str]]:
+        """
+        Place a call by hand: expect it and, when asked and an intake is
+        known (:meth:`announce_calls_to`), announce it there.
+
+        :param call_id: the call's id; by default the next free ``hand-<n>``
+        :return: the record, and the intake URL it is announced to (``None``
+            when it is only expected)
+        :raises ValueError: as :meth:`expect_call`
+        """
+        if call_id is None:
+            while True:
+                self._placed_by_hand += 1
+                call_id = f"hand-{self._placed_by_hand}"
+                known = self._calls.get(call_id)
+                if known is None or known.finished:
+                    break
+        record = self.expect_call(call_id, external_id, script)
+        if self._on_call is not None:
+            self._on_call(record)
+        announced_to = None
+        if announce and self._announcer is not None:
+            announced_to = self._intake_url
+            self._log.info(
+                "call {call_id} placed by hand; announcing it to {intake}",
+                call_id=call_id,
+                intake=announced_to,
+            )
+            self._announcer(record)
+        else:
+            self._log.info("call {call_id} placed by hand; expecting it", call_id=call_id)
+        return record, announced_to
 
     def issue_token(
         self,

@@ -52,7 +52,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CallSpec", "Scenario", "load_scenario", "parse_scenario", "place_calls"]
+__all__ = [
+    "CallSpec",
+    "Scenario",
+    "accept_calls_by_hand",
+    "load_scenario",
+    "parse_scenario",
+    "place_calls",
+]
 
 _log = Logger()
 
@@ -314,6 +321,8 @@ def place_calls(
         pending.clear()
 
     result: Deferred[list[CallRecord]] = Deferred(cancel)
+    if intake_url is not None:
+        accept_calls_by_hand(reactor, platform, intake_url, http, intake_wait, on_call)
 
     def place(index: int) -> None:
         spec = specs[index]
@@ -346,6 +355,32 @@ def place_calls(
     else:
         result.callback(records)
     return result
+
+
+def accept_calls_by_hand(
+    reactor: Any,
+    platform: Platform,
+    intake_url: str,
+    http: Any = None,
+    intake_wait: float = 0.0,
+    on_call: Optional[Callable[[CallRecord], object]] = None,
+) -> None:
+    """
+    Announce the calls placed by hand on ``platform`` (``POST
+    /emulator/calls``) to ``intake_url``, as :func:`place_calls` announces
+    scripted ones.
+
+    :param http: a treq-like client (``post``); by default ``treq``
+    :param intake_wait: as for :func:`place_calls`
+    :param on_call: called with each record as its call is placed
+    """
+    if http is None:
+        import treq as http
+
+    def announce(record: CallRecord) -> None:
+        _announce(reactor, http, intake_url, record, platform._timers, intake_wait)
+
+    platform.announce_calls_to(intake_url, announce, on_call)
 
 
 def _announce(

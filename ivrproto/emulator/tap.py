@@ -21,7 +21,7 @@ from ivrproto.errors import ConfigError
 
 from .callcontrol import CallRecord
 from .platform import Platform
-from .scenario import Scenario, load_scenario, place_calls
+from .scenario import Scenario, accept_calls_by_hand, load_scenario, place_calls
 
 __all__ = ["EmulatorService", "Options", "makeService"]
 
@@ -110,6 +110,15 @@ class EmulatorService(Service):
         print(line, file=out, flush=True)
         scenario = self.scenario
         if not scenario.calls:
+            if scenario.intake is not None:
+                accept_calls_by_hand(
+                    self._reactor,
+                    self.platform,
+                    scenario.intake,
+                    http=self._http,
+                    intake_wait=scenario.intake_wait,
+                    on_call=self._watch,
+                )
             return
         self.placed = place_calls(
             self._reactor,
@@ -119,9 +128,12 @@ class EmulatorService(Service):
             http=self._http,
             interval=scenario.call_interval,
             intake_wait=scenario.intake_wait,
-            on_call=lambda record: record.when_finished().addCallback(self._report),
+            on_call=self._watch,
         )
         self.placed.addCallback(self._all_done)
+
+    def _watch(self, record: CallRecord) -> None:
+        record.when_finished().addCallback(self._report)
 
     def _report(self, record: CallRecord) -> CallRecord:
         duration = (
