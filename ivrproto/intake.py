@@ -128,7 +128,8 @@ def capped_request(
 
     :param early_problem: judges a request on its headers alone, before its
         body is read; a request it finds a problem with keeps none of its
-        body and remembers the problem as ``refused`` (and counts it)
+        body and remembers the problem as ``refused`` (counting it is
+        ``early_problem``'s)
     :param refusals: where a body found too large is counted
 
     A request whose body is too large, or that ``early_problem`` refuses,

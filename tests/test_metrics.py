@@ -167,7 +167,7 @@ class IntakeRefusalTests(SynchronousTestCase):
         """An accepted call counts no refusal: every reason starts and stays at 0."""
         self.make()
         self.assertEqual(self.post(self.call()), [202])
-        self.assertEqual(self.site.refusals.counts, only("draining", 0))
+        self.assertEqual(self.site.refusals.counts, dict.fromkeys(REFUSAL_REASONS, 0))
 
     def test_draining(self) -> None:
         """A call posted while draining counts under draining."""
@@ -271,7 +271,6 @@ class TokenCounterTests(TokenSourceTestsMixin, SynchronousTestCase):
         found = scrape(unit_stats(tokens))
         self.assertEqual(value(found, "ivr_token_fast_failures_total"), 1)
         self.assertEqual(value(found, "ivr_token_failures_total"), 1)
-        self.clock.advance(3600)
 
     def test_invalidations(self) -> None:
         """A refused token dropped moves ivr_token_invalidations_total; one reported again too soon, _ignored."""
@@ -491,7 +490,7 @@ class ScrapedServiceTests(ServiceTestCase):
         self.assertEqual(response.code, 503)
         self.service.draining = False
         after = refusals(samples_of((yield self.scraped())))
-        self.assertEqual(after, {**only("draining", 0), "too_large": 1, "bad_request": 1, "draining": 1})
+        self.assertEqual(after, {**dict.fromkeys(REFUSAL_REASONS, 0), "too_large": 1, "bad_request": 1, "draining": 1})
 
     @inlineCallbacks
     def test_connection_cap_and_deadline_served(self) -> Any:
@@ -506,4 +505,4 @@ class ScrapedServiceTests(ServiceTestCase):
         answer = yield self.raw(b"POST /v1/calls HTTP/1.1\r\nHost: x\r\n")
         self.assertIn(b" 408 ", answer)
         found = refusals(samples_of((yield self.scraped())))
-        self.assertEqual(found, {**only("capacity", 0), "capacity": 1, "timeout": 1})
+        self.assertEqual(found, {**dict.fromkeys(REFUSAL_REASONS, 0), "capacity": 1, "timeout": 1})
