@@ -20,6 +20,7 @@ import json
 from typing import Any, Callable, Optional, Type
 from urllib.parse import quote
 
+import attrs
 import orjson
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
@@ -29,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site, UnsupportedMethod
 from .calls import CallRegistry
 from .connlimit import GuardedConnection, raw_answer
 from .logthrottle import LogThrottle
+from .metrics import REFUSAL_REASONS
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: The platform issues call ids, and the contract only says "str": any
@@ -39,6 +41,19 @@ MAX_EXTERNAL_ID = 256
 
 def _printable(value: object, limit: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+@attrs.define
+class IntakeRefusals:
+    """
+    Intake requests refused, by reason (one of :data:`REFUSAL_REASONS`),
+    counted where the intake answers them.
+    """
+
+    counts: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(REFUSAL_REASONS, 0))
+
+    def count(self, reason: str) -> None:
+        self.counts[reason] += 1
 
 
 class TooDeep(ValueError):
@@ -103,7 +118,9 @@ class _JSONMethodErrors:
 
 
 def capped_request(
-    max_body: int, early_problem: Optional[Callable[[Request], Optional[str]]] = None
+    max_body: int,
+    early_problem: Optional[Callable[[Request], Optional[str]]] = None,
+    refusals: Optional[IntakeRefusals] = None,
 ) -> Type[Request]:
     """
     A :class:`Request` class that buffers at most ``max_body`` bytes of body
@@ -111,7 +128,9 @@ def capped_request(
 
     :param early_problem: judges a request on its headers alone, before its
         body is read; a request it finds a problem with keeps none of its
-        body and remembers the problem as ``refused``
+        body and remembers the problem as ``refused`` (counting it is
+        ``early_problem``'s)
+    :param refusals: where a body found too large is counted
 
     A request whose body is too large, or that ``early_problem`` refuses,
     is answered (413, 401) as soon as that is known, and its connection
@@ -133,7 +152,7 @@ def capped_request(
 
         def gotLength(self, length: Optional[int]) -> None:
             if length is not None and length > max_body:
-                self.too_large = True
+                self._too_large()
                 length = 0
                 self._answer_at_once(b"413 Payload Too Large", "request body too large")
             elif length != 0 and early_problem is not None:
@@ -148,10 +167,15 @@ def capped_request(
                 return
             assert self.content is not None
             if self.content.tell() + len(data) > max_body:
-                self.too_large = True
+                self._too_large()
                 self._answer_at_once(b"413 Payload Too Large", "request body too large")
                 return
             super().handleContentChunk(data)
+
+        def _too_large(self) -> None:
+            self.too_large = True
+            if refusals is not None:
+                refusals.count("too_large")
 
         def _answer_at_once(self, status: bytes, error: str) -> None:
             channel = self.channel
@@ -216,12 +240,14 @@ class CallsResource(Resource):
         is_draining: Callable[[], bool],
         signatures: Optional[SignatureCheck] = None,
         is_overloaded: Callable[[], bool] = lambda: False,
+        refusals: Optional[IntakeRefusals] = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.is_draining = is_draining
         self.signatures = signatures
         self.is_overloaded = is_overloaded
+        self.refusals = IntakeRefusals() if refusals is None else refusals
         self.throttle = LogThrottle(registry.context.reactor, self.log)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -232,15 +258,22 @@ class CallsResource(Resource):
     def render_GET(self, request: Request) -> bytes:
         return _json(request, 200, {"active": len(self.registry.active)})
 
+    def _refuse(self, request: Request, status: int, reason: str, body: dict[str, Any]) -> bytes:
+        self.refusals.count(reason)
+        return _json(request, status, body)
+
     def render_POST(self, request: Request) -> bytes:
+        # A request refused on its headers (too large, unsigned) was counted then.
         if getattr(request, "too_large", False):
             return _json(request, 413, {"error": "request body too large"})
         if self.is_draining():
             request.setHeader(b"retry-after", b"5")
-            return _json(request, 503, {"error": "draining: not taking new calls"})
+            return self._refuse(request, 503, "draining", {"error": "draining: not taking new calls"})
         if self.is_overloaded():
             request.setHeader(b"retry-after", b"1")
-            return _json(request, 503, {"error": "overloaded: try another instance"})
+            return self._refuse(
+                request, 503, "overloaded", {"error": "overloaded: try another instance"}
+            )
         assert request.content is not None
         raw = request.content.read()
         now = self.registry.context.reactor.seconds()
@@ -255,23 +288,29 @@ class CallsResource(Resource):
                 self.throttle.warn(
                     "intake-unsigned", "intake request refused: {problem}", problem=problem
                 )
-                return _json(request, 401, {"error": problem})
+                return self._refuse(request, 401, "unsigned", {"error": problem})
         try:
             body = _loads_body(raw)
         except TooDeep:
-            return _json(
-                request, 400, {"error": "body is not valid JSON: arrays and objects nested too deeply"}
+            return self._refuse(
+                request,
+                400,
+                "bad_request",
+                {"error": "body is not valid JSON: arrays and objects nested too deeply"},
             )
         except ValueError:  # UnicodeDecodeError is one
-            return _json(request, 400, {"error": "body is not valid JSON"})
+            return self._refuse(request, 400, "bad_request", {"error": "body is not valid JSON"})
         if not isinstance(body, dict):
-            return _json(request, 400, {"error": "body must be a JSON object"})
+            return self._refuse(
+                request, 400, "bad_request", {"error": "body must be a JSON object"}
+            )
         call_control_id = body.get("callControlId")
         external_id = body.get("externalId")
         if not _printable(call_control_id, MAX_CALL_ID):
-            return _json(
+            return self._refuse(
                 request,
                 400,
+                "bad_request",
                 {
                     "error": f"callControlId must be a printable string of 1-{MAX_CALL_ID} "
                     "characters",
@@ -279,24 +318,28 @@ class CallsResource(Resource):
                 },
             )
         if not _printable(external_id, MAX_EXTERNAL_ID):
-            return _json(
+            return self._refuse(
                 request,
                 400,
+                "bad_request",
                 {
                     "error": f"externalId must be a printable string of 1-{MAX_EXTERNAL_ID} characters",
                     "field": "externalId",
                 },
             )
         if call_control_id in self.registry.active:
-            return _json(
-                request, 409, {"error": "a session for this call is already active"}
+            return self._refuse(
+                request, 409, "duplicate", {"error": "a session for this call is already active"}
             )
         if self.registry.full:
             request.setHeader(b"retry-after", b"1")
-            return _json(request, 503, {"error": "over capacity"})
+            return self._refuse(request, 503, "capacity", {"error": "over capacity"})
         if self.signatures is not None and not self.signatures.first_time(call_control_id, now):
-            return _json(
-                request, 409, {"error": "this call was already started (replayed request?)"}
+            return self._refuse(
+                request,
+                409,
+                "duplicate",
+                {"error": "this call was already started (replayed request?)"},
             )
         self.registry.start_call(call_control_id, external_id)
         request.setHeader(
@@ -381,7 +424,11 @@ class _QuietSite(Site):
     A site without the access log: one line per request is one line per
     call, which the call's own log line already covers (and at hundreds of
     calls a second, formatting it costs more than handling the request).
+
+    :ivar refusals: the requests it refused, by reason
     """
+
+    refusals: IntakeRefusals
 
     def log(self, request: Any) -> None:
         pass
@@ -398,12 +445,14 @@ def make_site(
     is_overloaded: Callable[[], bool] = lambda: False,
 ) -> Site:
     """
-    The intake's web site.
+    The intake's web site.  Its ``refusals`` count the requests it refused,
+    by reason.
     """
     root = JSONResource()
     v1 = JSONResource()
     root.putChild(b"v1", v1)
-    calls = CallsResource(registry, is_draining, signatures, is_overloaded)
+    refusals = IntakeRefusals()
+    calls = CallsResource(registry, is_draining, signatures, is_overloaded, refusals)
     v1.putChild(b"calls", calls)
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
@@ -424,6 +473,7 @@ def make_site(
                     request.getHeader(TIMESTAMP_HEADER), clock.seconds()
                 )
             if problem is not None:
+                refusals.count("unsigned")
                 calls.throttle.warn(
                     "intake-unsigned", "intake request refused: {problem}", problem=problem
                 )
@@ -431,9 +481,10 @@ def make_site(
 
     site = _QuietSite(
         root,
-        requestFactory=capped_request(max_body, early_problem),
+        requestFactory=capped_request(max_body, early_problem, refusals),
         reactor=registry.context.reactor,
     )
+    site.refusals = refusals
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -82,6 +82,7 @@ class TokenStats:
         elsewhere
     :ivar invalidations_ignored: refusals reported within
         ``invalidate_interval`` of the last drop, which kept the token
+    :ivar retries: token requests sent again after one that failed
     """
 
     requests: int = 0
@@ -91,6 +92,7 @@ class TokenStats:
     fast_failures: int = 0
     invalidations: int = 0
     invalidations_ignored: int = 0
+    retries: int = 0
 
 
 def basic_auth_header(client_id: str, client_secret: str) -> bytes:
@@ -480,6 +482,7 @@ class TokenSource:
                         f"gave up after {attempt} attempts: {error.reason}",
                         retryable=True,
                     )
+                self.stats.retries += 1
                 self.log.info(
                     "token request failed ({reason}); retrying in {delay:.3f}s "
                     "(attempt {attempt} of {max_attempts})",

@@ -210,6 +210,7 @@ class ProfileStats:
     Counters of a profile client.
 
     :ivar lookups: lookups started
+    :ivar requests: HTTP requests sent (retries included)
     :ivar found: lookups that found a profile
     :ivar not_found: lookups answered with 404
     :ivar errors: lookups that failed with :class:`ProfileError`
@@ -221,6 +222,7 @@ class ProfileStats:
     """
 
     lookups: int = 0
+    requests: int = 0
     found: int = 0
     not_found: int = 0
     errors: int = 0
@@ -536,6 +538,7 @@ class _ProfileSource:
         """
         endpoint = self.endpoint
         backoff = partial(self._retry.backoff, attempt)
+        self.stats.requests += 1
         answer = await send(
             self._http,
             self._reactor,

@@ -26,9 +26,9 @@ from .connlimit import IntakeGuard
 from .signing import SignatureCheck
 from .errors import ConfigError
 from ._retry import RequestWindow, RetryBudget
-from .intake import make_site
+from .intake import IntakeRefusals, make_site
 from .lookup import ProfileLookup
-from .metrics import Metrics, MetricsResource
+from .metrics import REFUSAL_REASONS, Metrics, MetricsResource
 from .overload import LoopLag
 from .protocol import CLOSE_GRACE
 from .oauth import TokenSource
@@ -417,15 +417,28 @@ class IVRService(Service):
 
     def stats(self) -> dict[str, Any]:
         """
-        The service's counters (``GET /v1/stats``): calls by outcome, token
-        refreshes, profile lookups by outcome, cache and breaker.
+        The service's counters (``GET /v1/stats``): calls by outcome, intake
+        refusals by reason, token refreshes, profile lookups by outcome,
+        cache and breaker.
         """
         assert self.registry is not None and self.tokens is not None
         assert self.lookup is not None and self.source is not None
+        refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        guard = self.intake_guard
+        if guard is not None:
+            site_refusals: Optional[IntakeRefusals] = getattr(
+                guard.wrappedFactory, "refusals", None
+            )
+            if site_refusals is not None:
+                refused.update(site_refusals.counts)
+            # Connections the guard answered itself, before any request.
+            refused["capacity"] += guard.refused
+            refused["timeout"] += guard.timed_out
         return {
             "draining": self.draining,
             "loop_lag": round(self.loop_lag.lag, 4) if self.loop_lag is not None else 0.0,
             "calls": {"active": len(self.registry.active), **self.registry.totals},
+            "intake": {"refused": refused},
             "fallbacks": dict(self.registry.fallbacks),
             "closes": dict(self.registry.closes),
             "tokens": attrs.asdict(self.tokens.stats),
@@ -434,6 +447,7 @@ class IVRService(Service):
                 "requests": attrs.asdict(self.source.stats),
                 "lookups": attrs.asdict(self.lookup.stats),
                 "cache_entries": self.lookup.cache_size,
+                "cache_bytes": self.lookup.cache_bytes,
                 "breaker": self.lookup.breaker_state,
             },
         }

@@ -373,10 +373,23 @@ class ExpressionNameTests(SynchronousTestCase):
         self.assertEqual(_exported_names(text), {"c_total", "c_created", "g"})
 
 
+def _readme_metrics() -> set[str]:
+    """
+    The metric names the README's Metrics section and "What to watch" name.
+    """
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Metrics")
+    section = readme[start : readme.index("\n### ", start + 1)]
+    watch = readme.index("**What to watch**")
+    section += readme[watch : readme.index("\n\n", watch)]
+    return set(re.findall(r"`((?:ivr|process|python)_[a-z_]*[a-z])[`{]", section))
+
+
 class ServedMetricsTests(ServiceTestCase):
     """
-    The alert rules and the dashboard name only metrics that the service's
-    ``/metrics`` really serves, and that text passes ``promtool check metrics``.
+    The alert rules, the dashboard and the README name only metrics that the
+    service's ``/metrics`` really serves, and that text passes ``promtool
+    check metrics``.
     """
 
     @inlineCallbacks
@@ -399,6 +412,18 @@ class ServedMetricsTests(ServiceTestCase):
             self.assertTrue(names, where)
             unknown += [(where, name) for name in sorted(names - exported)]
         self.assertEqual(unknown, [])
+
+    @inlineCallbacks
+    def test_every_readme_metric_is_served(self) -> Any:
+        """Every metric named in the README's Metrics section and "What to watch" is in a real scrape."""
+        yield self.call("CRM-PREMIUM", ["menu", "press:1"])
+        named = _readme_metrics()
+        self.assertGreaterEqual(len(named), 30)
+        self.assertIn("ivr_intake_refused_total", named)
+        exported = _exported_names((yield self._served()))
+        # A histogram is named by its family: its series are _bucket, _sum, _count.
+        exported |= {name[: -len("_bucket")] for name in exported if name.endswith("_bucket")}
+        self.assertEqual(named - exported, set())
 
     @inlineCallbacks
     def test_promtool_check_metrics(self) -> Any:
