@@ -19,6 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.calls import CallContext, CallRegistry, CallRunner
+from ivrproto.cli import describe_config
 from ivrproto.config import load_config
 from ivrproto.errors import IVRError
 from ivrproto.logs import event_as_json
@@ -366,6 +367,11 @@ class MenuVersionTests(RecordTestCase):
         (option,) = [o for o in data["options"] if "when" in o][:1]
         option["when"] = {"attribute": "nobody", "equals": "x"}
         self.assertNotEqual(self.book(data).version, self.config.menu.version)
+
+    def test_ivr_check_shows_it(self) -> None:
+        """ivr check prints the version that the calls' records will name."""
+        lines = list(describe_config(self.config))
+        self.assertIn(f"menu version: {self.config.menu.version}", "\n".join(lines))
 
     def test_a_reload_gives_new_calls_the_new_version(self) -> None:
         """After a reload with another menu, a call in progress keeps its version; a new one has the new."""
