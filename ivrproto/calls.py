@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Protocol
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -296,6 +296,14 @@ class CallRunner:
 class CallRecord:
     """
     What ``GET /v1/calls/<id>`` shows of an ended call.
+
+    :ivar menu_version: :attr:`~ivrproto.menu.MenuBook.version` of the menu
+        configuration that served the call
+    :ivar option: the last option the caller chose (see
+        :func:`describe_option`), or ``None``
+    :ivar fallback: why the caller got no personal menu (the profile
+        lookup's outcome: ``not-found``, ``timed-out``, ``rate-limited``,
+        ``failed``...), or ``none``
     """
 
     call_control_id: str
@@ -304,6 +312,9 @@ class CallRecord:
     menu: str
     keys: tuple[str, ...]
     profile: str = "pending"
+    menu_version: str = ""
+    option: Optional[Mapping[str, Optional[str]]] = None
+    fallback: str = "none"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -311,10 +322,41 @@ class CallRecord:
             "state": "ended",
             "outcome": self.outcome.to_json(),
             "profile": self.profile,
+            "fallback": self.fallback,
             "menu": self.menu,
+            "menuVersion": self.menu_version,
+            "option": None if self.option is None else dict(self.option),
             "keys": list(self.keys),
             "duration": round(self.duration, 3),
         }
+
+
+#: The profile lookup outcomes that give the caller their own menu.
+PERSONAL = frozenset({"found", "hit"})
+
+
+def describe_option(core: SessionCore) -> Optional[dict[str, Optional[str]]]:
+    """
+    The last option the caller chose, as the call's record shows it: the
+    menu, the key, what the option does and what it names (the target's
+    action name and the target for a transfer, the sub-menu, the prompt, or
+    the name of the digits a ``collect`` asks for: never the digits).
+    """
+    if core.selected is None:
+        return None
+    menu, key, action = core.selected
+    name = action.name
+    if action.kind == "collect" and action.collect is not None:
+        name = action.collect.name
+    target = core.book.targets.get(name) if action.kind == "transfer" and name else None
+    return {"menu": menu, "key": key, "action": action.kind, "name": name, "target": target}
+
+
+def _option_text(option: Optional[Mapping[str, Optional[str]]]) -> str:
+    if option is None:
+        return "none"
+    what = " ".join(str(option[k]) for k in ("action", "name") if option.get(k))
+    return f"{option['key']} in {option['menu']} ({what})"
 
 
 def describe_timeline(core: SessionCore) -> str:
@@ -399,37 +441,48 @@ class CallRegistry:
 
     def _finished(self, runner: CallRunner, outcome: Outcome) -> None:
         core = runner.core
-        duration = self.context.reactor.seconds() - core.started_at
-        record = CallRecord(
-            runner.call_control_id,
-            outcome,
-            duration,
-            "none" if core.menu is None else ("default" if core.menu.is_default else "profile"),
-            tuple(core.keys),
-            core.profile,
-        )
         self.active.pop(runner.call_control_id, None)
+        duration = self.context.reactor.seconds() - core.started_at
+        try:
+            record = CallRecord(
+                runner.call_control_id,
+                outcome,
+                duration,
+                "none" if core.menu is None else ("default" if core.menu.is_default else "profile"),
+                tuple(core.keys),
+                core.profile,
+                core.book.version,
+                describe_option(core),
+                "none" if core.profile in PERSONAL else core.profile,
+            )
+            self.log_call_record(runner, record)
+        except Exception:
+            # The record is the audit trail: a call that cannot be described
+            # in full is still recorded, with what is certain.
+            self.log.failure(
+                "{call_control_id}: describing the call broke",
+                call_control_id=runner.call_control_id,
+            )
+            record = CallRecord(runner.call_control_id, outcome, duration, "none", ())
+            self.log.info(
+                "{call_control_id}: {kind} ({reason}), caller {caller}, menu {menu_version}",
+                call_control_id=runner.call_control_id,
+                caller=runner.caller,
+                kind=outcome.kind,
+                reason=outcome.reason,
+                menu_version=core.book.version,
+                call_record={
+                    "call_control_id": runner.call_control_id,
+                    "caller": runner.caller,
+                    "menu_version": core.book.version,
+                    "outcome": outcome.kind,
+                    "reason": outcome.reason,
+                    "target": outcome.target,
+                },
+            )
         self.totals[outcome.kind] = self.totals.get(outcome.kind, 0) + 1
         if core.menu is not None and core.menu.is_default:
             self.fallbacks[core.profile] = self.fallbacks.get(core.profile, 0) + 1
-
-        target = f" to {outcome.target}" if outcome.target else ""
-        self.log.info(
-            "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
-            "caller {caller}, profile {profile}, {menu} menu, keys [{keys}]: {timeline}",
-            # ``keys`` and ``timeline`` are bounded by the session
-            # (max_keys_kept, max_notes), with a count of what was left out.
-            call_control_id=runner.call_control_id,
-            caller=runner.caller,
-            kind=outcome.kind,
-            target=target,
-            reason=outcome.reason,
-            duration=duration,
-            profile=core.profile,
-            menu=record.menu,
-            keys=describe_keys(core),
-            timeline=describe_timeline(core),
-        )
         if self.retention > 0:
             now = self.context.reactor.seconds()
             self._expire(now)
@@ -440,6 +493,55 @@ class CallRegistry:
         for waiter in self._waiters.pop(runner.call_control_id, []):
             waiter.callback(record)
         self._check_idle()
+
+    def log_call_record(self, runner: CallRunner, record: CallRecord) -> None:
+        """
+        Write the call's end-of-call line, its audit trail: once per call,
+        however it ended.  Every field is in the text and, for log formats
+        that keep fields (JSON), in the one field ``call_record``.  The
+        digits a ``collect`` step took are never in it.
+        """
+        core = runner.core
+        outcome = record.outcome
+        fields = {
+            "call_control_id": record.call_control_id,
+            "caller": runner.caller,
+            "menu_version": record.menu_version,
+            "menu": record.menu,
+            "menu_name": None if core.menu is None else core.menu.name,
+            "profile": record.profile,
+            "fallback": record.fallback,
+            "option": record.option,
+            "outcome": outcome.kind,
+            "reason": outcome.reason,
+            "target": outcome.target,
+            "action": outcome.action,
+            "duration": round(record.duration, 3),
+            "keys": list(record.keys),
+            "keys_total": core.keys_total,
+        }
+        self.log.info(
+            "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
+            "caller {caller}, menu {menu_version} ({menu}, {menu_name}), option {option}, "
+            "profile {profile}, fallback {fallback}, keys [{keys}]: {timeline}",
+            # ``keys`` and ``timeline`` are bounded by the session
+            # (max_keys_kept, max_notes), with a count of what was left out.
+            call_control_id=record.call_control_id,
+            caller=runner.caller,
+            kind=outcome.kind,
+            target=f" to {outcome.target}" if outcome.target else "",
+            reason=outcome.reason,
+            duration=record.duration,
+            menu_version=record.menu_version,
+            menu=record.menu,
+            menu_name=fields["menu_name"] or "none",
+            option=_option_text(record.option),
+            profile=record.profile,
+            fallback=record.fallback,
+            keys=describe_keys(core),
+            timeline=describe_timeline(core),
+            call_record=fields,
+        )
 
     def _attached(self, protocol: CallControlProtocol) -> None:
         self.connections.add(protocol)
@@ -475,6 +577,9 @@ class CallRegistry:
             # One call that breaks must not keep the others from their
             # transfer: it is logged and ended on its own.
             runner._guard(runner.session.drain)
+            if self.active.get(runner.call_control_id) is runner:
+                # Every call ends, and is recorded, before the service stops.
+                runner.end_broken("still in progress when the service stopped")
 
     def abort_connections(self) -> None:
         """

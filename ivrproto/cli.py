@@ -264,6 +264,7 @@ def describe_config(config: Config, placeholders: Sequence[str] = ()) -> Iterato
             "placeholders (twistd ivr needs them)"
         )
     yield f"prompts: relative to {book.audio_base_url}"
+    yield f"menu version: {book.version} (each call's end-of-call record names it)"
     yield ""
     yield "menu tree:"
     for depth, line in book.walk():

@@ -16,6 +16,8 @@ per-call cost is one pass over the rules.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import attrs
@@ -36,6 +38,7 @@ __all__ = [
     "MenuSpec",
     "Not",
     "Option",
+    "menu_version",
     "parse_menu",
     "parse_rule",
 ]
@@ -195,6 +198,10 @@ class MenuBook:
     :ivar operator: the action used when the caller gives no input or the
         call cannot go on
     :ivar language_attribute: the profile attribute that picks the language
+    :ivar version: a short hash of everything above (menus, options, rules,
+        targets, prompts), computed once when the book is made: each call's
+        record names the menu that served it, and a reload that changes the
+        menu changes it
     """
 
     menus: Mapping[str, MenuSpec]
@@ -207,6 +214,11 @@ class MenuBook:
     start: str = START
     language_attribute: Optional[str] = None
     _cache: Dict[Tuple[Any, ...], Menu] = attrs.field(factory=dict, eq=False, repr=False)
+    version: str = attrs.field(init=False, eq=False)
+
+    @version.default
+    def _version(self) -> str:
+        return menu_version(self)
 
     @property
     def audio_base_url(self) -> str:
@@ -377,6 +389,38 @@ class MenuBook:
 
     def on_failure_of(self, spec: MenuSpec) -> Action:
         return spec.on_failure or Action("transfer", self.operator)
+
+
+def _canonical(value: Any) -> Any:
+    """
+    ``value`` as plain JSON data that names each class, with mappings in key
+    order: two books serialize alike exactly when they are configured alike.
+    """
+    if attrs.has(type(value)):
+        fields = {
+            f.name: _canonical(getattr(value, f.name))
+            for f in attrs.fields(type(value))
+            if f.init and f.name != "_cache"
+        }
+        return {"class": type(value).__name__, "fields": fields}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (tuple, list)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (frozenset, set)):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return {"class": type(value).__name__, "repr": repr(value)}
+
+
+def menu_version(book: MenuBook) -> str:
+    """
+    A short, stable hash of a book's configuration (see
+    :attr:`MenuBook.version`).
+    """
+    text = json.dumps(_canonical(book), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _describe_rule(rule: Rule) -> str:

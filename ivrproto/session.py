@@ -184,6 +184,8 @@ class SessionCore:
 
     :ivar timeline: ``(seconds since start, what happened)`` pairs, for the
         call's log line and for tests
+    :ivar selected: the last option the caller chose: ``(menu name, key,
+        action)``, for the call's record
     """
 
     call_control_id: str
@@ -202,6 +204,7 @@ class SessionCore:
     keys_total: int = 0
     notes_dropped: int = 0
     chosen: Optional[str] = None
+    selected: Optional[tuple[str, str, Action]] = None
     collect: Optional[Collect] = None
     digits: str = ""
     collected: dict[str, str] = attrs.Factory(dict)
@@ -568,6 +571,7 @@ def _digit(session: CallSession, core: SessionCore, digit: str) -> None:
     action = core.menu.actions.get(digit)
     if action is not None:
         core.chosen = digit
+        core.selected = (core.menu.name, digit, action)
         core.perform(session, action, "selected")
     elif core.invalid_input():
         # The no-input timer keeps running from the last menu prompt
