@@ -1,0 +1,213 @@
+"""
+The docs/ pages stay true to the code: the session diagram is generated
+from the machine and must match it, the call-flow diagram names real
+states and paths, every configuration key is documented, the repository
+points at nothing outside itself, and CI runs the README's test command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from automat import TypeMachineBuilder
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def load_diagrams() -> ModuleType:
+    """
+    scripts/diagrams.py as a module (scripts/ is not a package).
+    """
+    spec = importlib.util.spec_from_file_location("diagrams", ROOT / "scripts" / "diagrams.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_blocks() -> list[str]:
+    """
+    The ``sh`` code blocks of README.md, in order.
+    """
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [b.strip() for b in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)]
+
+
+class _Door(Protocol):
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def knock(self) -> None: ...
+
+
+class _Core:
+    pass
+
+
+def _door_machine() -> Any:
+    builder = TypeMachineBuilder(_Door, _Core)
+    shut = builder.state("shut")
+    opened = builder.state("opened")
+
+    @shut.upon(_Door.open).to(opened)
+    def _open(door: _Door, core: _Core) -> None:
+        pass
+
+    @opened.upon(_Door.close).to(shut)
+    def _close(door: _Door, core: _Core) -> None:
+        pass
+
+    @opened.upon(_Door.knock).loop()
+    def _answer(door: _Door, core: _Core) -> None:
+        pass
+
+    shut.upon(_Door.close).loop().returns(None)
+    shut.upon(_Door.knock).loop().returns(None)
+    opened.upon(_Door.open).loop().returns(None)
+    return builder.build()
+
+
+class SessionDiagramTests(SynchronousTestCase):
+    """
+    docs/session-machine.md is the session machine, drawn by scripts/diagrams.py.
+    """
+
+    def test_current(self) -> None:
+        """The committed page is what the script draws from ivrproto.session today."""
+        expected = load_diagrams().session_machine_markdown()
+        current = (DOCS / "session-machine.md").read_text(encoding="utf-8")
+        self.assertTrue(
+            current == expected,
+            "docs/session-machine.md is out of date: run `python scripts/diagrams.py`",
+        )
+
+    def test_draws_transitions(self) -> None:
+        """Moves and acting self-loops are arrows; do-nothing inputs are listed, not drawn."""
+        text = load_diagrams().session_machine_markdown(_door_machine())
+        diagram = text[text.index("```mermaid") : text.index("```", text.index("```mermaid") + 3)]
+        self.assertIn("[*] --> shut", diagram)
+        self.assertIn("shut --> opened : open", diagram)
+        self.assertIn("opened --> shut : close", diagram)
+        self.assertIn("opened --> opened : knock", diagram)
+        self.assertNotIn("shut --> shut", diagram)
+        self.assertNotIn("opened --> opened : open", diagram)
+        self.assertIn("| `shut` | `close`, `knock` |", text)
+        self.assertIn("| `opened` | `open` |", text)
+        self.assertIn("| `opened` | `knock` | `opened` | `_answer` |", text)
+
+    def test_every_state_drawn(self) -> None:
+        """Every state of the session machine appears in the diagram."""
+        from ivrproto.session import STATES
+
+        text = (DOCS / "session-machine.md").read_text(encoding="utf-8")
+        for state in STATES:
+            self.assertIn(f"    {state.name} --> ", text)
+
+    def test_check_option(self) -> None:
+        """`diagrams.py --check` says whether the page is current, and writes nothing."""
+        diagrams = load_diagrams()
+        page = DOCS / "session-machine.md"
+        before = page.read_text(encoding="utf-8")
+        self.assertEqual(diagrams.main(["--check"]), 0)
+        stale = self.mktemp()
+        Path(stale).write_text("stale\n", encoding="utf-8")
+        setattr(diagrams, "SESSION_MACHINE", Path(stale))
+        self.assertEqual(diagrams.main(["--check"]), 1)
+        self.assertEqual(Path(stale).read_text(encoding="utf-8"), "stale\n")
+        self.assertEqual(page.read_text(encoding="utf-8"), before)
+
+
+class CallFlowTests(SynchronousTestCase):
+    """
+    docs/call-flow.md's sequence diagram names what the code does.
+    """
+
+    def setUp(self) -> None:
+        self.text = (DOCS / "call-flow.md").read_text(encoding="utf-8")
+
+    def test_is_a_sequence_diagram(self) -> None:
+        """The page holds a Mermaid sequence diagram."""
+        self.assertIn("```mermaid\nsequenceDiagram\n", self.text)
+
+    def test_states_are_the_machines(self) -> None:
+        """Each state the diagram names (after an arrow) is one of the session machine's."""
+        from ivrproto.session import STATES
+
+        names = {state.name for state in STATES}
+        named = re.findall(r"→ (\w+)", self.text)
+        self.assertTrue(named)
+        self.assertEqual(set(named) - names, set())
+
+    def test_paths_are_the_codes(self) -> None:
+        """The token, profile and WebSocket paths are those the service requests."""
+        from ivrproto.config import PlatformConfig
+        from ivrproto.profiles import profile_url
+
+        platform = PlatformConfig(
+            api_url="https://api.example",
+            login_url="https://login.example",
+            client_id="id",
+            client_secret="secret",
+            audio_base_url="https://audio.example/",
+        )
+        self.assertIn(platform.token_url.removeprefix("https://login.example"), self.text)
+        self.assertIn(platform.websocket_url.removeprefix("wss://api.example"), self.text)
+        profile_path = profile_url("https://api.example", "EXTERNAL_ID")
+        self.assertIn(profile_path.removeprefix("https://api.example"), self.text)
+
+
+class SelfContainedTests(SynchronousTestCase):
+    """
+    Nothing tracked points at folders a clone of the repository does not have.
+    """
+
+    def test_no_outside_references(self) -> None:
+        """No tracked file outside .ci names the sibling shared folder or its contract."""
+        if shutil.which("git") is None or not (ROOT / ".git").exists():
+            raise SkipTest("not a git checkout")
+        # Built here so that this file does not match itself.
+        patterns = ["../" + "shared", "shared/" + "contract", "/work/" + "shared"]
+        args = ["git", "grep", "-n", "-I", "-F"]
+        for pattern in patterns:
+            args += ["-e", pattern]
+        result = subprocess.run(
+            args + ["--", ".", ":(exclude).ci"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, "files name a folder outside the repository:\n" + result.stdout)
+
+    def test_no_copied_client(self) -> None:
+        """The copied Node.js client and its tests are gone."""
+        self.assertFalse((ROOT / "tests" / "node").exists())
+        self.assertFalse((ROOT / "tests" / "test_seed_client.py").exists())
+
+
+class CITests(SynchronousTestCase):
+    """
+    .ci/run runs the README's test command, which needs nothing but Python.
+    """
+
+    def test_runs_readme_second_command(self) -> None:
+        """The last line of .ci/run is the README's second command, verbatim."""
+        second = readme_blocks()[1]
+        lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+        self.assertEqual(lines[-1], second)
+
+    def test_no_node(self) -> None:
+        """The test command installs and runs nothing of Node.js."""
+        second = readme_blocks()[1]
+        self.assertNotIn("npm", second)
+        self.assertNotIn("tests/node", second)
+        self.assertTrue(second.endswith(".venv/bin/python -m pytest tests"))
