@@ -11,12 +11,19 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+import attrs
 from automat import TypeMachineBuilder
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -211,3 +218,152 @@ class CITests(SynchronousTestCase):
         self.assertNotIn("npm", second)
         self.assertNotIn("tests/node", second)
         self.assertTrue(second.endswith(".venv/bin/python -m pytest tests"))
+
+
+def documented_settings() -> dict[str, dict[str, str]]:
+    """
+    docs/configuration.md's tables: for each ``## [section]`` (or ``###``)
+    heading, each key and its default cell.
+    """
+    tables: dict[str, dict[str, str]] = {}
+    heading: str | None = None
+    for line in (DOCS / "configuration.md").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^#{2,3} (\[.*)$", line)
+        if match:
+            heading = match.group(1)
+            tables[heading] = {}
+            continue
+        if line.startswith("## "):
+            heading = None
+            continue
+        row = re.match(r"^\| `(\w+)` \| [^|]* \| ([^|]*) \|", line)
+        if row and heading is not None:
+            tables[heading][row.group(1)] = row.group(2).strip()
+    return tables
+
+
+def toml_default(cell: str) -> Any:
+    """
+    The value of a default cell written as a TOML literal (`` `300.0` ``),
+    or ``None`` for one that is not (``—``).
+    """
+    if not (cell.startswith("`") and cell.endswith("`")):
+        return None
+    return tomllib.loads(f"v = {cell[1:-1]}")["v"]
+
+
+#: What the parser calls the settings whose config field has another name.
+_RENAMED = {
+    "[platform]": ({"region"}, set()),
+    "[intake]": ({"secret_env"}, {"secret"}),
+    "[logging]": ({"hash_key_env"}, {"hash_key"}),
+}
+
+
+def _seed_data() -> dict[str, Any]:
+    data = tomllib.loads((ROOT / "examples" / "seed.toml").read_text(encoding="utf-8"))
+    data["platform"]["client_id"] = "id"
+    data["platform"]["client_secret"] = "secret"
+    return data
+
+
+class ConfigurationDocsTests(SynchronousTestCase):
+    """
+    docs/configuration.md lists every key the parser takes, and only those,
+    with the parser's defaults.
+    """
+
+    def setUp(self) -> None:
+        self.tables = documented_settings()
+
+    def test_core_sections(self) -> None:
+        """Each of [platform] [intake] [timing] [profiles] [logging] documents exactly its config fields."""
+        from ivrproto import config
+
+        classes = {
+            "[platform]": config.PlatformConfig,
+            "[intake]": config.IntakeConfig,
+            "[timing]": config.Timing,
+            "[profiles]": config.ProfilesConfig,
+            "[logging]": config.LoggingConfig,
+        }
+        for heading, cls in classes.items():
+            added, removed = _RENAMED.get(heading, (set(), set()))
+            accepted = ({f.name for f in attrs.fields(cls)} - removed) | added
+            self.assertEqual(set(self.tables[heading]), accepted, heading)
+
+    def test_documented_keys_accepted_with_their_defaults(self) -> None:
+        """Setting any documented key to its documented default loads the same configuration as leaving it out."""
+        from ivrproto.config import parse_config
+
+        environ = {"IVR_INTAKE_SECRET": "s3cret", "IVR_LOG_KEY": "k3y"}
+        checked = 0
+        for heading in ("[platform]", "[intake]", "[timing]", "[profiles]", "[logging]", "[menu]"):
+            section = heading.strip("[]")
+            for key, cell in self.tables[heading].items():
+                if heading == "[menu]" and key in ("invalid_prompt", "no_input_prompt"):
+                    continue  # in [menu] these set the start menu's own prompt too
+                value = toml_default(cell)
+                without = _seed_data()
+                without.setdefault(section, {}).pop(key, None)
+                with_default = _seed_data()
+                with_default.setdefault(section, {}).pop(key, None)
+                if value is None:
+                    continue
+                with_default[section][key] = value
+                self.assertEqual(
+                    parse_config(with_default, environ=environ),
+                    parse_config(without, environ=environ),
+                    f"{section}.{key}",
+                )
+                checked += 1
+        self.assertGreater(checked, 40)
+
+    def test_unknown_key_refused(self) -> None:
+        """A key that is not documented is refused, so that accepting the documented ones means something."""
+        from ivrproto.config import parse_config
+        from ivrproto.errors import ConfigError
+
+        data = _seed_data()
+        data["intake"]["not_a_setting"] = 1
+        error = self.assertRaises(ConfigError, parse_config, data)
+        self.assertEqual(error.key, "intake.not_a_setting")
+
+    def test_environment(self) -> None:
+        """Every environment variable that overrides the file is documented."""
+        from ivrproto.config import ENVIRONMENT, SECRET_ENV
+
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        for variable, name in ENVIRONMENT.items():
+            self.assertIn(f"| `{variable}` | `[platform] {name}` |", text)
+        self.assertIn(f"`{SECRET_ENV}`", text)
+
+    def test_menu(self) -> None:
+        """The [menu] tables list the keys the menu loader takes, with the defaults of a collection."""
+        from ivrproto import menu
+
+        loader = menu._Loader({}, "menu")
+        self.assertEqual(set(self.tables["[menu]"]), loader.extra_keys("menu"))
+        self.assertEqual(set(self.tables["[menu] menus"]), menu._MENU_KEYS)
+        self.assertEqual(set(self.tables["[menu] options"]), menu._OPTION_KEYS)
+        self.assertEqual(set(self.tables["[menu] collect"]), menu._COLLECT_KEYS)
+        defaults = {f.name: f.default for f in attrs.fields(menu.Collect)}
+        for key, cell in self.tables["[menu] collect"].items():
+            value = toml_default(cell)
+            if value is not None:
+                self.assertEqual(value, defaults[key], key)
+
+    def test_emulator(self) -> None:
+        """The [emulator] and [[calls]] tables list the keys the scenario loader takes, with its defaults."""
+        from ivrproto.emulator import scenario
+
+        embedded = {"enabled", "exit_when_done"}
+        self.assertEqual(set(self.tables["[emulator]"]), scenario._EMULATOR_KEYS | embedded)
+        self.assertEqual(set(self.tables["[[calls]]"]), scenario._CALL_KEYS)
+        for table, cls in (("[emulator]", scenario.Scenario), ("[[calls]]", scenario.CallSpec)):
+            fields = {f.name: f.default for f in attrs.fields(cls)}
+            for key, cell in self.tables[table].items():
+                value = toml_default(cell)
+                if value is not None and key not in embedded:
+                    expected = fields[key]
+                    self.assertEqual(list(expected) if key == "script" else expected, value, key)
