@@ -367,3 +367,51 @@ class ConfigurationDocsTests(SynchronousTestCase):
                 if value is not None and key not in embedded:
                     expected = fields[key]
                     self.assertEqual(list(expected) if key == "script" else expected, value, key)
+
+
+class IntakeDocsTests(SynchronousTestCase):
+    """
+    docs/intake.md's signing scheme is the one the service checks.
+    """
+
+    def setUp(self) -> None:
+        self.text = (DOCS / "intake.md").read_text(encoding="utf-8")
+
+    def test_python_example_signs_as_the_service(self) -> None:
+        """The page's Python example computes the signature the service accepts."""
+        from ivrproto.signing import SignatureCheck
+
+        [example] = re.findall(r"```python\n(.*?)```", self.text, re.DOTALL)
+        secret, body, now = b"shared-s3cret", b'{"callControlId": "c-1", "externalId": "X"}', 1795770924
+        namespace: dict[str, Any] = {
+            "secret": secret,
+            "body": body,
+            "time": type("FakeTime", (), {"time": staticmethod(lambda: now + 0.25)}),
+            "hmac": __import__("hmac"),
+            "hashlib": __import__("hashlib"),
+        }
+        exec(example, namespace)
+        check = SignatureCheck(secret, 300.0)
+        self.assertIsNone(
+            check.problem(
+                namespace["timestamp"].encode(), namespace["signature"].encode(), body, float(now)
+            )
+        )
+
+    def test_refusals_named(self) -> None:
+        """Each reason the service gives for refusing a signature is on the page."""
+        from ivrproto.signing import SignatureCheck, sign
+
+        check = SignatureCheck(b"k", 300.0)
+        problems = {
+            check.problem(None, None, b"", 1000.0),
+            check.problem(b"1e3", b"v1=00", b"", 1000.0),
+            check.problem(b"1", b"v1=00", b"", 1000.0),
+            check.problem(b"1000", b"v1=00", b"", 1000.0),
+        }
+        self.assertNotIn(None, problems)
+        self.assertEqual(len(problems), 4)
+        flat = self.text.replace("\n   ", " ").replace("\n", " ")
+        for problem in problems:
+            self.assertTrue(f"(else `{problem}`)" in flat, f"docs/intake.md does not name {problem!r}")
+        self.assertIn(sign(b"k", 1, b"").split("=")[0] + "=", self.text)
