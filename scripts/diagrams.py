@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from automat._typed import TypeMachine
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_MACHINE = ROOT / "docs" / "session-machine.md"
 
@@ -37,16 +39,37 @@ def _outputs(outputs: Sequence[Any]) -> str:
     return ", ".join(getattr(getattr(o, "method", o), "__name__", repr(o)) for o in outputs)
 
 
+def session_machine() -> Any:
+    """
+    The session's built automat machine: the one ``TypeMachine`` in the
+    module that defines :func:`ivrproto.session.new_session` (found there,
+    rather than by its name, so that the page follows the code if the
+    module moves or renames it).
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from ivrproto.session import new_session
+
+    module = sys.modules[new_session.__module__]
+    machines = {
+        id(value): value
+        for value in vars(module).values()
+        if isinstance(value, TypeMachine)
+    }
+    if len(machines) != 1:
+        raise LookupError(
+            f"expected one automat machine in {module.__name__}, found {len(machines)}"
+        )
+    return next(iter(machines.values()))
+
+
 def session_machine_markdown(machine: Any = None) -> str:
     """
     The text of docs/session-machine.md for a built automat ``TypeMachine``
-    (by default :data:`ivrproto.session.SessionMachine`).
+    (by default the session's, :func:`session_machine`).
     """
     if machine is None:
-        sys.path.insert(0, str(ROOT))
-        from ivrproto.session import SessionMachine
-
-        machine = SessionMachine
+        machine = session_machine()
     automaton = machine.__automat_automaton__
     initial = automaton.initialState
     states = sorted(automaton.states(), key=lambda s: (s is not initial, s.name))
