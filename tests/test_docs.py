@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -138,11 +139,13 @@ class SessionDiagramTests(SynchronousTestCase):
         page = DOCS / "session-machine.md"
         before = page.read_text(encoding="utf-8")
         self.assertEqual(diagrams.main(["--check"]), 0)
-        stale = self.mktemp()
-        Path(stale).write_text("stale\n", encoding="utf-8")
-        setattr(diagrams, "SESSION_MACHINE", Path(stale))
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        stale = Path(folder) / "session-machine.md"
+        stale.write_text("stale\n", encoding="utf-8")
+        setattr(diagrams, "SESSION_MACHINE", stale)
         self.assertEqual(diagrams.main(["--check"]), 1)
-        self.assertEqual(Path(stale).read_text(encoding="utf-8"), "stale\n")
+        self.assertEqual(stale.read_text(encoding="utf-8"), "stale\n")
         self.assertEqual(page.read_text(encoding="utf-8"), before)
 
 
