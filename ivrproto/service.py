@@ -154,7 +154,7 @@ class _EmbeddedPlatformService(Service):
         if self._listening is not None:
             return
         super().privilegedStartService()
-        self._listening = Deferred()  # (a failure below leaves it unfired)
+        self._listening = Deferred()  # tried: a failure below is not retried
         self._listening = listen_now(
             "emulator", self.description, self.platform.listen(self.description)
         )

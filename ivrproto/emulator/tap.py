@@ -99,7 +99,7 @@ class EmulatorService(Service):
             return
         super().privilegedStartService()
         self.platform = self.scenario.platform(self._reactor)
-        self._bound = Deferred()  # (a failure below leaves it unfired)
+        self._bound = Deferred()  # tried: a failure below is not retried
         self._bound = listen_now(
             "emulator",
             self.scenario.listen,
