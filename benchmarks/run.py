@@ -311,6 +311,10 @@ max_active_calls = 50000
 outcome_retention = 30.0
 drain_deadline = 1.0
 {shed}
+[admin]
+# The intake is loopback only: /v1/stats (read below) is served on it.
+listen = "intake"
+
 [timing]
 request_timeout = 5.0
 handshake_timeout = 10.0

@@ -551,7 +551,7 @@ def simulate(
                 client_secret=secret,
             ),
         )
-        service = IVRService(reactor, scaled, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, scaled, intake="tcp:0:interface=127.0.0.1", admin="intake")
         yield service.start()
         assert service.registry is not None
         record = platform.expect_call(SIMULATED_CALL_ID, caller.external_id, script)

@@ -200,6 +200,23 @@ class ProfilesConfig:
     breaker_reset: float = 10.0
 
 
+#: ``[admin] listen`` value that serves the admin routes on the intake
+#: itself (allowed only when the intake listens on loopback).
+ADMIN_ON_INTAKE = "intake"
+
+
+@attrs.frozen
+class AdminConfig:
+    """
+    :ivar listen: Twisted server endpoint of the admin listener, which
+        serves ``/metrics``, ``/v1/stats`` and ``GET /v1/calls/<id>`` (and
+        ``/healthz``, ``/readyz``); or :data:`ADMIN_ON_INTAKE` to serve them
+        on a loopback intake
+    """
+
+    listen: str = "tcp:9100:interface=127.0.0.1"
+
+
 @attrs.frozen
 class Config:
     """
@@ -217,6 +234,7 @@ class Config:
     base_dir: Path
     profiles: ProfilesConfig = ProfilesConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
     # repr=False: the emulator table may hold the (local) client secret.
     emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)
 
@@ -352,7 +370,9 @@ def parse_config(
         override the file
     :raises ConfigError: for the first problem found
     """
-    known = {"platform", "intake", "timing", "profiles", "logging", "menu", "emulator", "calls"}
+    known = {
+        "platform", "intake", "admin", "timing", "profiles", "logging", "menu", "emulator", "calls"
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section", source)
@@ -467,6 +487,10 @@ def parse_config(
     )
     intake.finish()
 
+    admin = _Table(data.get("admin"), "admin", source)
+    admin_config = AdminConfig(listen=admin.get("listen", str, AdminConfig().listen))
+    admin.finish()
+
     timing = _Table(data.get("timing"), "timing", source)
     defaults = Timing()
     timing_config = Timing(
@@ -567,6 +591,7 @@ def parse_config(
         menu=menu,
         profiles=profiles_config,
         logging=logging_config,
+        admin=admin_config,
         source=source,
         base_dir=base_dir,
         emulator=emulator,

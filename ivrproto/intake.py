@@ -17,7 +17,7 @@ and how many may be open, is :mod:`ivrproto.connlimit`'s.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, Type
+from typing import Any, Callable, Mapping, Optional, Type
 from urllib.parse import quote
 
 import attrs
@@ -443,16 +443,22 @@ def make_site(
     extra: Optional[dict[bytes, Resource]] = None,
     signatures: Optional[SignatureCheck] = None,
     is_overloaded: Callable[[], bool] = lambda: False,
+    show_calls: bool = True,
 ) -> Site:
     """
     The intake's web site.  Its ``refusals`` count the requests it refused,
     by reason.
+
+    :param show_calls: whether ``GET /v1/calls/<id>`` shows a call (else a
+        404, as for any unknown path: the admin site shows calls, see
+        :func:`make_admin_site`)
     """
     root = JSONResource()
     v1 = JSONResource()
     root.putChild(b"v1", v1)
     refusals = IntakeRefusals()
-    calls = CallsResource(registry, is_draining, signatures, is_overloaded, refusals)
+    calls_class = CallsResource if show_calls else _PublicCallsResource
+    calls = calls_class(registry, is_draining, signatures, is_overloaded, refusals)
     v1.putChild(b"calls", calls)
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))
@@ -485,6 +491,68 @@ def make_site(
         reactor=registry.context.reactor,
     )
     site.refusals = refusals
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+class _PublicCallsResource(CallsResource):
+    """
+    ``/v1/calls`` on an intake that does not show calls: ``/v1/calls/<id>``
+    is a 404, as for any path the site does not have.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return NotFoundResource()
+
+
+class _AdminCallsResource(JSONResource):
+    """
+    ``GET /v1/calls`` (how many are active) and ``GET /v1/calls/<id>`` on
+    the admin site, which takes no calls.
+    """
+
+    def __init__(self, registry: CallRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return CallResource(self.registry, path.decode("utf-8", "replace"))
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, {"active": len(self.registry.active)})
+
+
+def make_admin_site(
+    registry: CallRegistry,
+    token_ready: Callable[[], bool],
+    is_draining: Callable[[], bool],
+    stats: Callable[[], dict[str, Any]],
+    extra: Optional[Mapping[bytes, Resource]] = None,
+) -> Site:
+    """
+    The admin listener's web site: what only operators should read, which
+    a public intake does not serve: ``/v1/stats``, ``GET /v1/calls`` and
+    ``GET /v1/calls/<id>``, and ``extra`` (``/metrics``); with
+    ``/healthz`` and ``/readyz`` as on the intake.  It takes no requests
+    with a body (``POST /v1/calls`` is a 405).
+    """
+    root = JSONResource()
+    v1 = JSONResource()
+    root.putChild(b"v1", v1)
+    v1.putChild(b"calls", _AdminCallsResource(registry))
+    v1.putChild(b"stats", StatsResource(stats))
+    root.putChild(b"healthz", HealthResource())
+    root.putChild(b"readyz", ReadyResource(token_ready, is_draining))
+    for name, resource in (extra or {}).items():
+        root.putChild(name, resource)
+    site = _QuietSite(
+        root, requestFactory=capped_request(4096), reactor=registry.context.reactor
+    )
     site.displayTracebacks = False
     site.noisy = False
     return site

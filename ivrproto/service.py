@@ -12,21 +12,30 @@ from typing import Any, Mapping, Optional
 
 import attrs
 from treq.client import HTTPClient
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
 
 from .calls import CallContext, CallRegistry
-from .config import Config, check_intake_protection, load_config
+from .config import (
+    ADMIN_ON_INTAKE,
+    Config,
+    check_intake_protection,
+    endpoint_is_loopback,
+    load_config,
+)
 from .connlimit import IntakeGuard
 from .signing import SignatureCheck
 from .errors import ConfigError
 from ._retry import RequestWindow, RetryBudget
-from .intake import IntakeRefusals, make_site
+from .intake import IntakeRefusals, make_admin_site, make_site
+from .listeners import CannotListen, ListenerService, listen_now
 from .lookup import ProfileLookup
 from .metrics import REFUSAL_REASONS, Metrics, MetricsResource
 from .overload import LoopLag
@@ -84,9 +93,88 @@ def check_scenario(config: Config) -> Any:
     return parse_scenario(table, config.base_dir, config.source)
 
 
-class IVRService(Service):
+def check_admin(config: Config, intake: str, admin: str, reactor: Any = None) -> None:
     """
-    The ivrproto service.
+    Refuse an ``[admin] listen`` that is not an endpoint, or that puts the
+    admin routes on an intake listening beyond loopback.
+
+    :raises ConfigError: naming ``admin.listen``
+    """
+    if admin == ADMIN_ON_INTAKE:
+        if not endpoint_is_loopback(intake):
+            raise ConfigError(
+                "admin.listen",
+                f'"{ADMIN_ON_INTAKE}" would serve /metrics, /v1/stats and the calls on an '
+                f"intake that listens beyond loopback ({intake!r}): give the admin "
+                "listener its own endpoint, such as tcp:9100:interface=127.0.0.1",
+                config.source,
+            )
+        return
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        serverFromString(reactor, admin)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(
+            "admin.listen", f"{admin!r} is not a server endpoint: {e}", config.source
+        ) from None
+
+
+class _LoopLagService(Service):
+    """
+    Runs a :class:`LoopLag` while the service runs.
+    """
+
+    def __init__(self, loop_lag: LoopLag) -> None:
+        self.setName("loop-lag monitor")
+        self.loop_lag = loop_lag
+
+    def startService(self) -> None:
+        super().startService()
+        self.loop_lag.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.loop_lag.stop()
+
+
+class _EmbeddedPlatformService(Service):
+    """
+    Runs the embedded platform emulator: it binds in
+    ``privilegedStartService`` and raises :class:`CannotListen` there.
+    """
+
+    def __init__(self, platform: Any, description: str) -> None:
+        self.setName("emulator")
+        self.platform = platform
+        self.description = description
+        self._listening: Optional[Deferred[Any]] = None
+
+    def privilegedStartService(self) -> None:
+        if self._listening is not None:
+            return
+        super().privilegedStartService()
+        self._listening = Deferred()  # tried: a failure below is not retried
+        self._listening = listen_now(
+            "emulator", self.description, self.platform.listen(self.description)
+        )
+
+    def startService(self) -> None:
+        self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.platform.stop()  # type: ignore[no-any-return]
+
+
+class IVRService(MultiService):
+    """
+    The ivrproto service: a ``MultiService`` of the embedded platform
+    emulator (when the configuration has one), the loop-lag monitor, the
+    intake listener and the admin listener.  Each listener binds in
+    ``privilegedStartService``, which raises :class:`CannotListen` for one
+    that cannot.
 
     :param reactor: the reactor (``IReactorTCP``, ``IReactorTime``...)
     :param config: the loaded configuration
@@ -94,6 +182,8 @@ class IVRService(Service):
     :param on_scenario_done: called when the embedded platform's scripted
         calls have all ended (``twistd`` stops the reactor here when the
         config says ``exit_when_done``)
+    :param admin: a server endpoint description (or ``"intake"``)
+        overriding ``[admin] listen``
     """
 
     log = Logger()
@@ -104,11 +194,15 @@ class IVRService(Service):
         config: Config,
         intake: Optional[str] = None,
         on_scenario_done: Optional[Any] = None,
+        admin: Optional[str] = None,
     ) -> None:
+        super().__init__()
         self.reactor = reactor
         self.config = config
         self.intake_description = intake or config.intake.listen
         check_intake_protection(config, self.intake_description)
+        self.admin_description = admin or config.admin.listen
+        check_admin(config, self.intake_description, self.admin_description, reactor)
         self.scenario = check_scenario(config)
         self.on_scenario_done = on_scenario_done
         self.platform: Any = None
@@ -117,8 +211,12 @@ class IVRService(Service):
         self.source: Optional[_ProfileSource] = None
         self.lookup: Optional[ProfileLookup] = None
         self.registry: Optional[CallRegistry] = None
-        self.port: Optional[IListeningPort] = None
+        self.intake_listener: Optional[ListenerService] = None
+        self.admin_listener: Optional[ListenerService] = None
         self.intake_address: Any = None
+        self.admin_address: Any = None
+        self._prepared = False
+        self._stopped = False
         self.draining = False
         self.metrics: Optional[Metrics] = None
         self.loop_lag: Optional[LoopLag] = None
@@ -132,6 +230,26 @@ class IVRService(Service):
         assert address is not None, "the intake is not listening yet"
         return f"http://{address.host}:{address.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """
+        Where ``/metrics``, ``/v1/stats`` and ``GET /v1/calls/<id>`` are
+        served: the admin listener, or the intake with ``[admin] listen =
+        "intake"``.
+        """
+        if self.admin_description == ADMIN_ON_INTAKE:
+            return self.intake_url
+        address = self.admin_address
+        assert address is not None, "the admin listener is not listening yet"
+        return f"http://{address.host}:{address.port}"
+
+    @property
+    def port(self) -> Optional[IListeningPort]:
+        """
+        The intake's listening port, while it listens.
+        """
+        return None if self.intake_listener is None else self.intake_listener.port
+
     def setServiceParent(self, parent: Any) -> None:
         # With JSON logs asked for, offer twistd the JSON observer as the
         # application's log observer (twistd's --logger still wins).
@@ -141,17 +259,56 @@ class IVRService(Service):
             parent.setComponent(ILogObserver, json_observer())
         super().setServiceParent(parent)
 
+    def privilegedStartService(self) -> None:
+        """
+        Make the parts and bind every listener (the embedded platform's
+        first: the clients need its address).
+
+        :raises CannotListen: for a listener that cannot be bound
+        """
+        if self._prepared:
+            return
+        self._prepared = True
+        platform_config = self.config.platform
+        if self.scenario is not None:
+            from .emulator import Platform
+
+            scenario = self.scenario
+            self.platform = Platform(
+                self.reactor,
+                clients={platform_config.client_id: platform_config.client_secret},
+                profiles=scenario.profiles,
+                token_ttl=scenario.token_ttl,
+                close_after_transfer=scenario.close_after_transfer,
+            )
+            embedded = _EmbeddedPlatformService(self.platform, scenario.listen)
+            embedded.setServiceParent(self)
+            embedded.privilegedStartService()
+            platform_config = attrs.evolve(
+                platform_config, api_url=self.platform.base_url, login_url=self.platform.base_url
+            )
+        self._make_parts(platform_config)
+        super().privilegedStartService()
+
     def startService(self) -> None:
+        self._start()
+        freeze_startup_objects()
+
+    def _start(self) -> None:
+        self.privilegedStartService()
         super().startService()
-        self._started = self.start()
-
-        def failed(failure: Any) -> None:
-            self.log.failure("ivrproto could not start", failure)
-            if self.reactor.running:
-                self.reactor.stop()
-
-        self._started.addCallback(lambda _: freeze_startup_objects())
-        self._started.addErrback(failed)
+        if self.platform is not None:
+            self.log.info(
+                "embedded platform emulator listening on {url}", url=self.platform.base_url
+            )
+        self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
+        if self.admin_listener is not None:
+            self.log.info(
+                "admin listener (/metrics, /v1/stats, /v1/calls/<id>) on {url}",
+                url=self.admin_url,
+            )
+        if self.scenario is not None:
+            self.scenario_done = self._place_scripted_calls()
 
     def reload(self, environ: Optional[Mapping[str, str]] = None) -> bool:
         """
@@ -178,7 +335,7 @@ class IVRService(Service):
             return False
         needs_restart = [
             name
-            for name in ("platform", "intake", "profiles")
+            for name in ("platform", "intake", "admin", "profiles")
             if getattr(new, name) != getattr(self.config, name)
         ]
         if needs_restart:
@@ -198,7 +355,7 @@ class IVRService(Service):
         return True
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        # Drain with the intake still listening (it answers 503), then stop.
         if self.registry is None:
             return self.stop()
         return self.drain().addBoth(lambda _: self.stop())
@@ -234,31 +391,22 @@ class IVRService(Service):
             registry.abort_connections()
         self.log.info("drained")
 
-    @inlineCallbacks
-    def start(self) -> Any:
+    def start(self) -> Deferred[None]:
         """
-        Start everything; fires once the intake listens.
+        Start everything; fires once every listener listens, or fails (with
+        :class:`CannotListen`) once what had started has stopped.
         """
-        platform_config = self.config.platform
-        if self.scenario is not None:
-            from .emulator import Platform
+        try:
+            self._start()
+        except Exception:
+            failure = Failure()
+            return self.stop().addBoth(lambda _: failure)
+        return succeed(None)
 
-            scenario = self.scenario
-            self.platform = Platform(
-                self.reactor,
-                clients={platform_config.client_id: platform_config.client_secret},
-                profiles=scenario.profiles,
-                token_ttl=scenario.token_ttl,
-                close_after_transfer=scenario.close_after_transfer,
-            )
-            yield self.platform.listen(scenario.listen)
-            platform_config = attrs.evolve(
-                platform_config, api_url=self.platform.base_url, login_url=self.platform.base_url
-            )
-            self.log.info(
-                "embedded platform emulator listening on {url}", url=self.platform.base_url
-            )
-
+    def _make_parts(self, platform_config: Any) -> None:
+        """
+        The clients, the call registry and the listeners' sites.
+        """
         timing = self.config.timing
         self.pool = HTTPConnectionPool(self.reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
@@ -338,13 +486,16 @@ class IVRService(Service):
         self.registry = CallRegistry(
             context, self.config.intake.max_active_calls, self.config.intake.outcome_retention
         )
+        admin_on_intake = self.admin_description == ADMIN_ON_INTAKE
+        admin_routes: dict[bytes, Resource] = {b"metrics": MetricsResource(self.metrics)}
         site = make_site(
             self.registry,
             self.tokens.ready,
             lambda: self.draining,
             self.config.intake.max_body,
-            stats=self.stats,
-            extra={b"metrics": MetricsResource(self.metrics)},
+            stats=self.stats if admin_on_intake else None,
+            extra=admin_routes if admin_on_intake else None,
+            show_calls=admin_on_intake,
             is_overloaded=self.overloaded,
             signatures=(
                 None
@@ -356,18 +507,37 @@ class IVRService(Service):
             ),
         )
         self.loop_lag = LoopLag(self.reactor, limit=self.config.intake.max_loop_lag)
-        self.loop_lag.start()
+        _LoopLagService(self.loop_lag).setServiceParent(self)
         site.timeOut = self.config.intake.idle_timeout
         intake = self.config.intake
         self.intake_guard = IntakeGuard(
             site, self.reactor, intake.max_connections, intake.request_deadline, intake.fd_reserve
         )
-        endpoint = serverFromString(self.reactor, self.intake_description)
-        self.port = yield endpoint.listen(self.intake_guard)
-        self.intake_address = self.port.getHost()
-        self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
-        if self.scenario is not None:
-            self.scenario_done = self._place_scripted_calls()
+        self.intake_listener = ListenerService(
+            "intake",
+            self.intake_description,
+            serverFromString(self.reactor, self.intake_description),
+            self.intake_guard,
+            on_listening=lambda port: setattr(self, "intake_address", port.getHost()),
+        )
+        self.intake_listener.setServiceParent(self)
+        if not admin_on_intake:
+            admin_site = make_admin_site(
+                self.registry,
+                self.tokens.ready,
+                lambda: self.draining,
+                self.stats,
+                extra=admin_routes,
+            )
+            admin_site.timeOut = self.config.intake.idle_timeout
+            self.admin_listener = ListenerService(
+                "admin listener",
+                self.admin_description,
+                serverFromString(self.reactor, self.admin_description),
+                admin_site,
+                on_listening=lambda port: setattr(self, "admin_address", port.getHost()),
+            )
+            self.admin_listener.setServiceParent(self)
 
     def _place_scripted_calls(self) -> Deferred[Any]:
         from .emulator import place_calls
@@ -454,8 +624,13 @@ class IVRService(Service):
 
     def stop(self) -> Deferred[None]:
         """
-        Stop listening, end the embedded platform, close idle connections.
+        Stop listening (every child service: the listeners, the loop-lag
+        monitor, the embedded platform), then the clients together: the
+        profile lookup and source, the token source and the connection pool.
         """
+        if self._stopped:
+            return succeed(None)
+        self._stopped = True
         waits: list[Deferred[Any]] = []
 
         def step(what: str, action: Any) -> None:
@@ -469,14 +644,14 @@ class IVRService(Service):
             if isinstance(result, Deferred):
                 waits.append(result)
 
-        if self.port is not None:
-            port, self.port = self.port, None
-            waits.append(succeed(None).addCallback(lambda _: port.stopListening()))
-        if self.platform is not None:
-            platform, self.platform = self.platform, None
-            step("the embedded platform", platform.stop)
+        waits.append(
+            maybeDeferred(MultiService.stopService, self).addErrback(
+                lambda f: self.log.failure("stopping the listeners broke", f)
+            )
+        )
+        self.platform = None
         for what, part in (
-            ("the loop-lag monitor", self.loop_lag),
+            ("the loop-lag monitor", self.loop_lag),  # (stopping twice does nothing)
             ("the profile lookup", self.lookup),
             ("the profile source", self.source),
             ("the token source", self.tokens),

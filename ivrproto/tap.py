@@ -102,7 +102,11 @@ def makeService(options: Options) -> IService:
         if reactor.running:  # type: ignore[attr-defined]
             _stop_quietly(reactor)
 
-    service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+    try:
+        service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+    except ConfigError as e:
+        raise SystemExit(f"ivrproto: bad configuration: {e}") from None
+    bind_before_daemonizing(service)
     install_reload_signal(reactor, service)
     # Twisted installs its own SIGTERM and SIGINT handlers as the reactor
     # starts: wrap them once it has.
@@ -110,6 +114,26 @@ def makeService(options: Options) -> IService:
         "after", "startup", install_stop_signals
     )
     return service
+
+
+def bind_before_daemonizing(service: IService) -> None:
+    """
+    Bind every listener now, in the process that twistd started: twistd
+    daemonizes before it calls ``privilegedStartService``, so a port that
+    cannot be bound would otherwise be reported by the daemon's parent as
+    twistd's "An error has occurred" with the message cut at 100 bytes.
+    Here it is one line on stderr and exit status 1, in daemon mode as in
+    the foreground; twistd's own ``privilegedStartService`` later finds
+    everything bound and does nothing.
+
+    :raises SystemExit: with the one line, for a listener that cannot bind
+    """
+    from .listeners import CannotListen
+
+    try:
+        service.privilegedStartService()
+    except CannotListen as e:
+        raise SystemExit(str(e)) from None
 
 
 class StopOnce:

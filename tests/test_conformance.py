@@ -104,7 +104,7 @@ class CallIdTests(ServiceTestCase):
         yield record.when_finished()
         yield self.service.registry.when_ended(call_id)
         response = yield treq.get(
-            self.service.intake_url + "/v1/calls/call%207%2Fa%2Bb%3D%3D", timeout=5, persistent=False
+            self.service.admin_url + "/v1/calls/call%207%2Fa%2Bb%3D%3D", timeout=5, persistent=False
         )
         view: Any = yield response.json()
         self.assertEqual(view["outcome"]["target"], "ext:transfer_operator")

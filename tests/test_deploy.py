@@ -394,7 +394,7 @@ class ServedMetricsTests(ServiceTestCase):
 
     @inlineCallbacks
     def _served(self) -> Any:
-        response = yield treq.get(self.service.intake_url + "/metrics", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/metrics", timeout=5, persistent=False)
         self.assertEqual(response.code, 200)
         return (yield response.content()).decode()
 

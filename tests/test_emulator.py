@@ -1429,7 +1429,9 @@ class TapTests(TestCase):
         options.parseOptions(["--config", str(EXAMPLE), "--listen", "tcp:0"])
         self.assertEqual(options.scenario.listen, "tcp:0")
         self.assertEqual(len(options.scenario.calls), 6)
-        self.assertIsInstance(makeService(options), EmulatorService)
+        service = makeService(options)  # which binds the emulator's port
+        self.addCleanup(service.stopService)
+        self.assertIsInstance(service, EmulatorService)
 
     def test_config_required(self) -> None:
         """Without --config the options are refused."""

@@ -82,7 +82,7 @@ class HostileIntakeTests(ServiceTestCase):
         config = attrs.evolve(
             self.service.config, intake=attrs.evolve(self.service.config.intake, **self.intake)
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         self.service = service
@@ -171,7 +171,7 @@ class DescriptorReserveTests(ServiceTestCase):
                 fd_reserve=50,
             ),
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         self.service = service
@@ -209,7 +209,7 @@ class FloodTests(ServiceTestCase):
             self.service.config,
             intake=attrs.evolve(self.service.config.intake, secret="flood-secret"),
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         self.service = service

@@ -80,7 +80,7 @@ class ServiceTestCase(TestCase):
             config = attrs.evolve(config, platform=attrs.evolve(config.platform, scope=scope))
         if profiles:
             config = attrs.evolve(config, profiles=attrs.evolve(config.profiles, **profiles))
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         return service
@@ -375,12 +375,12 @@ class IntakeTests(ServiceTestCase):
     def test_call_state_and_outcome(self) -> Any:
         """GET /v1/calls/<id> shows an ended call's outcome; unknown ids get 404."""
         yield self.call("CRM-PREMIUM", ["menu", "press:1"], call_id="call-get")
-        response = yield treq.get(self.service.intake_url + "/v1/calls/call-get", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/v1/calls/call-get", timeout=5, persistent=False)
         view = yield response.json()
         self.assertEqual(view["state"], "ended")
         self.assertEqual(view["outcome"]["kind"], "transferred")
         self.assertEqual(view["outcome"]["target"], "ext:transfer_premium")
-        response = yield treq.get(self.service.intake_url + "/v1/calls/nope", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/v1/calls/nope", timeout=5, persistent=False)
         self.assertEqual(response.code, 404)
         yield response.content()
 

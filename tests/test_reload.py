@@ -39,7 +39,7 @@ class ReloadTests(ServiceTestCase):
         }
         config = load_config(str(self.path), self.env)
         config = attrs.evolve(config, timing=attrs.evolve(config.timing, **self.timing))
-        self.service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        self.service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield self.service.start()
         self.addCleanup(self.service.stop)
 

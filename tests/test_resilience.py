@@ -197,7 +197,7 @@ class CacheAndLimitTests(ServiceTestCase):
         """GET /v1/stats shows token, lookup and call counters moving."""
         yield self.call("CRM-PREMIUM", ["menu", "press:1"], call_id="call-a")
         yield self.call("CRM-UNKNOWN", ["menu", "press:1"], call_id="call-b")
-        response = yield treq.get(self.service.intake_url + "/v1/stats", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/v1/stats", timeout=5, persistent=False)
         stats = yield response.json()
         self.assertEqual(stats["calls"]["transferred"], 2)
         self.assertEqual(stats["profiles"]["lookups"]["found"], 1)
@@ -244,7 +244,7 @@ class MetricsTests(ServiceTestCase):
         yield self.call("CRM-PREMIUM", ["menu", "press:1"], call_id="call-a")
         yield self.call("CRM-UNKNOWN", ["menu", "press:2"], call_id="call-b")
         yield self.call("CRM-PREMIUM", ["menu", "drop"], call_id="call-c")
-        response = yield treq.get(self.service.intake_url + "/metrics", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/metrics", timeout=5, persistent=False)
         self.assertEqual(response.code, 200)
         self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
         text = (yield response.content()).decode()

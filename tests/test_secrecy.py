@@ -54,7 +54,7 @@ class LogCanaryTests(ServiceTestCase):
         self.platform.faults.add("profile", status=500, count=5)
         self.service.lookup._cache.clear()
         yield self.call(CALLER, ["menu", "press:0"], call_id="call-4")
-        response = yield treq.get(self.service.intake_url + "/metrics", timeout=5, persistent=False)
+        response = yield treq.get(self.service.admin_url + "/metrics", timeout=5, persistent=False)
         metrics = yield response.content()
         tokens = list(self.platform._tokens)
         self.assertTrue(tokens)

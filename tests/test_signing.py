@@ -136,7 +136,7 @@ class SignedIntakeTests(ServiceTestCase):
             self.service.config,
             intake=attrs.evolve(self.service.config.intake, secret=SECRET.decode()),
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         self.service = service

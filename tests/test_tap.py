@@ -17,6 +17,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import attrs
+
+from ivrproto.config import AdminConfig
 from ivrproto.service import IVRService
 from ivrproto.tap import Options, makeService
 
@@ -83,7 +86,13 @@ class OptionsTests(SynchronousTestCase):
         os.environ.update(CLIENT_ID="a", CLIENT_SECRET="b")
         options = Options()
         options.parseOptions(["--config", SEED, "--intake", "tcp:0:interface=127.0.0.1"])
+        assert options.config is not None
+        # makeService binds the listeners: an admin listener on any free port.
+        options.config = attrs.evolve(
+            options.config, admin=AdminConfig(listen="tcp:0:interface=127.0.0.1")
+        )
         service = makeService(options)
+        self.addCleanup(service.stop)  # type: ignore[attr-defined]
         self.assertIsInstance(service, IVRService)
         self.assertEqual(service.intake_description, "tcp:0:interface=127.0.0.1")
 

@@ -319,7 +319,7 @@ class TLSTestCase(TestCase):
                 config.timing, handshake_timeout=5.0, profile_budget=5.0, confirm_delay=0.05
             ),
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1")
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1")
         yield service.start()
         self.addCleanup(service.stop)
         return service

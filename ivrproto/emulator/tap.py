@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ivrproto.errors import ConfigError
+from ivrproto.listeners import CannotListen, listen_now
 
 from .callcontrol import CallRecord
 from .platform import Platform
@@ -86,15 +87,34 @@ class EmulatorService(Service):
         self._out = out
         self.platform: Optional[Platform] = None
         self.placed: Optional[Deferred[list[CallRecord]]] = None
+        self._bound: Optional[Deferred[Any]] = None
 
-    def startService(self) -> None:
-        super().startService()
+    def privilegedStartService(self) -> None:
+        """
+        Bind the emulator's port.
+
+        :raises CannotListen: when it cannot be bound
+        """
+        if self._bound is not None:
+            return
+        super().privilegedStartService()
         self.platform = self.scenario.platform(self._reactor)
-        self.platform.listen(self.scenario.listen).addCallbacks(
-            self._listening, self._failed
+        self._bound = Deferred()  # tried: a failure below is not retried
+        self._bound = listen_now(
+            "emulator",
+            self.scenario.listen,
+            self.platform.listen(self.scenario.listen),
+            program="ivr-emulator",
         )
 
+    def startService(self) -> None:
+        self.privilegedStartService()
+        super().startService()
+        assert self._bound is not None
+        self._bound.addCallbacks(self._listening, self._failed)
+
     def _failed(self, failure: Any) -> None:
+        # Only an endpoint that fails later than at once gets here.
         self._log.error(
             "ivr-emulator cannot listen on {endpoint}: {reason}",
             endpoint=self.scenario.listen,
@@ -195,4 +215,10 @@ def makeService(options: Options) -> EmulatorService:
     """
     from twisted.internet import reactor
 
-    return EmulatorService(reactor, options.scenario, http=_quiet_http(reactor))
+    service = EmulatorService(reactor, options.scenario, http=_quiet_http(reactor))
+    # Bind before twistd daemonizes (see ivrproto.tap.bind_before_daemonizing).
+    try:
+        service.privilegedStartService()
+    except CannotListen as e:
+        raise SystemExit(str(e)) from None
+    return service
