@@ -455,7 +455,7 @@ class ScrapedServiceTests(ServiceTestCase):
     @inlineCallbacks
     def scraped(self, service: Any = None) -> Any:
         service = service or self.service
-        response = yield treq.get(service.intake_url + "/metrics", timeout=5, persistent=False)
+        response = yield treq.get(service.admin_url + "/metrics", timeout=5, persistent=False)
         self.assertEqual(response.code, 200)
         return (yield response.content()).decode()
 
