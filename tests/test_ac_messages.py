@@ -16,6 +16,7 @@ from ivrproto.audioconnector.messages import (
     Dtmf,
     Event,
     Ignored,
+    Invalid,
     MalformedMessage,
     MessageTooLarge,
     Open,
@@ -109,6 +110,14 @@ class ParseTests(SynchronousTestCase):
             b'{"type":"ping","id":"x","seq":"1","parameters":{}}',
             b'{"type":"ping","id":"x","seq":true,"parameters":{}}',
             b'{"type":"ping","id":"x","seq":1}',
+        ]
+        for text in bad:
+            with self.assertRaises(MalformedMessage, msg=text):
+                parse_message(text)
+
+    def test_invalid_parameters(self) -> None:
+        "Known types with wrong parameters keep their envelope and are Invalid."
+        bad = [
             frame("dtmf", digit="12"),
             frame("dtmf", digit="A"),
             frame("dtmf"),
@@ -117,8 +126,9 @@ class ParseTests(SynchronousTestCase):
             frame("open", 1, organizationId="o", conversationId="c", media="PCMU"),
         ]
         for text in bad:
-            with self.assertRaises(MalformedMessage, msg=text):
-                parse_message(text)
+            r = parse_message(text)
+            self.assertIsInstance(r.message, Invalid, text)
+            self.assertEqual(r.seq, orjson.loads(text)["seq"])
 
     def test_digit_alphabet_is_a_parameter(self) -> None:
         "Keys beyond 0-9*# are accepted when the alphabet allows them."
@@ -126,8 +136,11 @@ class ParseTests(SynchronousTestCase):
 
     def test_reason_does_not_quote(self) -> None:
         "A malformed frame's reason does not repeat its content."
+        r = parse_message(frame("dtmf", digit="SECRET"))
+        assert isinstance(r.message, Invalid)
+        self.assertNotIn("SECRET", r.message.reason)
         with self.assertRaises(MalformedMessage) as e:
-            parse_message(frame("dtmf", digit="SECRET"))
+            parse_message(b'{"type":"SECRET","id":"x","seq":"SECRET","parameters":{}}')
         self.assertNotIn("SECRET", str(e.exception))
 
     def test_durations(self) -> None:

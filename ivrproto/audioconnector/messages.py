@@ -182,6 +182,20 @@ class Close:
 
 
 @attrs.frozen
+class Invalid:
+    """
+    A message with a sound envelope whose parameters do not fit its type
+    (a ``dtmf`` with an unknown key, an ``error`` without a code).  Its
+    ``seq`` still counts; the message itself is logged and ignored.
+
+    :ivar reason: what is wrong (never the message's content)
+    """
+
+    type: str
+    reason: str
+
+
+@attrs.frozen
 class Ignored:
     """
     A message of a type this server does not handle (a new one, or one only
@@ -203,6 +217,7 @@ ClientMessage = Union[
     Update,
     ClientError,
     Close,
+    Invalid,
     Ignored,
 ]
 
@@ -305,9 +320,10 @@ def parse_message(
     :param digits: the keys accepted in ``dtmf``
     :raises MalformedMessage: when the frame is not a JSON object with a
         string ``id`` and ``type``, an integer ``seq`` and an object
-        ``parameters``, or a known message lacks a required field.  The
-        reason never quotes the frame.
-    :return: the message; types this server does not handle are :class:`Ignored`
+        ``parameters``.  The reason never quotes the frame.
+    :return: the message; types this server does not handle are
+        :class:`Ignored`, and known types whose parameters are wrong are
+        :class:`Invalid`
     """
     try:
         obj = orjson.loads(text)
@@ -325,12 +341,13 @@ def parse_message(
     params = obj.get("parameters")
     if not isinstance(params, dict):
         raise MalformedMessage("no 'parameters' object")
+    body: ClientMessage
+    try:
+        body = _body(kind, params, digits)
+    except MalformedMessage as e:
+        body = Invalid(kind, e.reason)
     return Received(
-        session_id,
-        seq,
-        _int(obj, "serverseq"),
-        parse_duration(obj.get("position")),
-        _body(kind, params, digits),
+        session_id, seq, _int(obj, "serverseq"), parse_duration(obj.get("position")), body
     )
 
 
