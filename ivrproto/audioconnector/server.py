@@ -63,7 +63,9 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
 
     # -- Autobahn callbacks ----------------------------------------------------
 
-    def onConnect(self, request: ConnectionRequest) -> "Deferred[None]":
+    def onConnect(self, request: ConnectionRequest) -> "Deferred[None]":  # type: ignore[override]
+        # Autobahn waits for a Deferred from onConnect (its typing says
+        # otherwise): a refusal is answered after the authenticator's delay.
         f = self.factory
         target = self.http_request_uri
         headers: Mapping[str, str] = request.headers
@@ -124,7 +126,10 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
         if session is None:
             return
         self.factory.sessions.discard(session)
-        why = "message too large" if code == 1009 else ("socket closed" if wasClean else "connection lost")
+        if self.localCloseCode == 1009:
+            why = "message too large"
+        else:
+            why = "socket closed" if wasClean else "connection lost"
         try:
             session.connection_lost(why)
         except Exception:

@@ -228,6 +228,7 @@ def connect_in_memory(
     client_address = IPv4Address("TCP", "127.0.0.1", 40000)
     server_address = IPv4Address("TCP", "127.0.0.1", 8080)
     client = client_factory.buildProtocol(server_address)
+    assert isinstance(client, GenesysClientProtocol)
     server = server_factory.buildProtocol(client_address)
     pump = connect(
         server,
