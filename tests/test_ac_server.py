@@ -732,3 +732,16 @@ class EndingTests(ServerCase):
         self.assertEqual(self.listeners[0].events[-2], ("hangup", "error"))
         self.advance(1)
         self.assertTrue(client.lost)
+
+
+class UninterruptibleTests(ServerCase):
+    def test_prompt_without_barge_in(self) -> None:
+        "A prompt queued with barge_in=False keeps playing through a key, which is still reported."
+        self.script["opened"] = lambda call, info: call.play(["menu"], barge_in=False)
+        client = self.open()
+        client.send("dtmf", digit="5")
+        self.advance(3.5)
+        self.assertEqual(len(client.audio), 15)
+        self.assertNotIn("event", client.types()[2:])
+        self.assertEqual(self.listeners[0].events[-1], ("digit", "5"))
+        self.finish()

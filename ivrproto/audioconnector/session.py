@@ -167,7 +167,9 @@ class ConnectorCall(TypingProtocol):
     def language(self) -> Optional[str]:
         "The call's current language (``open``, or a later ``update``)."
 
-    def play(self, prompt_names: Sequence[str], text: Optional[str] = None) -> None:
+    def play(
+        self, prompt_names: Sequence[str], text: Optional[str] = None, barge_in: bool = True
+    ) -> None:
         "Queue prompts, in order, after any already queued."
 
     def stop_audio(self) -> None:
@@ -271,7 +273,9 @@ class ConnectorSession:
         self._clientseq = 0
         # The paced audio sender.
         self._frame_seconds = settings.frame_bytes / SAMPLE_RATE
-        self._queue: Deque[bytes] = deque()
+        # (frame, may a key interrupt it)
+        self._queue: Deque[Tuple[bytes, bool]] = deque()
+        self._last_interruptible = True
         self._t0 = clock.seconds()
         self._sent_in_run = 0
         self._audio_timer: Optional[IDelayedCall] = None
@@ -373,11 +377,15 @@ class ConnectorSession:
             or self._client_playing
         )
 
-    def play(self, prompt_names: Sequence[str], text: Optional[str] = None) -> None:
+    def play(
+        self, prompt_names: Sequence[str], text: Optional[str] = None, barge_in: bool = True
+    ) -> None:
         """
         Queue prompts after any already queued, and start sending.
 
         :param text: what the prompts say, for the ``bot_turn_response`` event
+        :param barge_in: whether a key pressed during these prompts stops the
+            queue (when the ``barge_in`` setting is on)
         :raises PromptError: when a prompt has no playable file (nothing is
             queued then)
         """
@@ -387,7 +395,7 @@ class ConnectorSession:
         if self.settings.bot_turn_events:
             self._send(Event((bot_turn_response(text),)))
         for prompt in prompts:
-            self._queue.extend(prompt.frames)
+            self._queue.extend((frame, barge_in) for frame in prompt.frames)
         self._pump()
 
     def stop_audio(self) -> None:
@@ -485,7 +493,7 @@ class ConnectorSession:
         if isinstance(message, Dtmf):
             if self._pending is not None:
                 return
-            if self.settings.barge_in and self.is_playing:
+            if self.settings.barge_in and self.is_playing and self._interruptible():
                 self.stop_audio()
             self._tell("digit_received", message.digit)
         elif isinstance(message, PlaybackStarted):
@@ -604,10 +612,15 @@ class ConnectorSession:
             if due > now + 1e-9:
                 self._audio_timer = self._clock.callLater(due - now, self._pump)
                 return
-            self._transport.send_audio(self._queue.popleft())
+            frame, self._last_interruptible = self._queue.popleft()
+            self._transport.send_audio(frame)
             self._sent_in_run += 1
             self.frames_sent += 1
         self._maybe_finish()
+
+    def _interruptible(self) -> bool:
+        "Whether the audio playing now may be cut short by a key."
+        return self._queue[0][1] if self._queue else self._last_interruptible
 
     def _flush(self) -> None:
         self._queue.clear()
