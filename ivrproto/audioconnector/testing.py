@@ -11,11 +11,12 @@ answers ``disconnect`` with ``close``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -90,18 +91,25 @@ class GenesysClientProtocol(WebSocketClientProtocol):
         self.answer_disconnect = True
         #: Close the WebSocket once ``closed`` arrives, as Genesys does.
         self.close_after_closed = True
+        #: Fires (with the protocol) when the connection is gone.
+        self.done: Deferred[GenesysClientProtocol] = Deferred()
 
     def onOpen(self) -> None:
         self.upgraded = True
+        if self.factory.open_on_upgrade:
+            self.send_open()
 
     def failHandshake(self, reason: str) -> None:
         self.upgrade_failure = reason
         super().failHandshake(reason)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        hook = self.factory.on_message
         if isBinary:
             self.audio.append((self.factory.clock.seconds(), payload))
             self.wire.append(("audio", len(payload)))
+            if hook is not None:
+                hook(self, "audio", payload)
             return
         message = orjson.loads(payload)
         self.received.append(message)
@@ -119,10 +127,14 @@ class GenesysClientProtocol(WebSocketClientProtocol):
             self.send("close", reason="disconnect")
         if message.get("type") == "closed" and self.close_after_closed:
             self.sendClose()
+        if hook is not None:
+            hook(self, "text", message)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.lost = True
         self.close_code = code
+        if not self.done.called:
+            self.done.callback(self)
 
     # -- sending -----------------------------------------------------------------
 
@@ -192,6 +204,19 @@ class GenesysClientFactory(WebSocketClientFactory):
         self._batched_timer = ReactorTimer(clock)
         self.clock = clock
         self.session_id = session_id
+        #: Called with (protocol, "text" or "audio", message or frame) for
+        #: everything the server sends, after it is recorded.
+        self.on_message: Optional[Callable[[GenesysClientProtocol, str, Any], None]] = None
+        #: Send ``open`` as soon as the upgrade succeeds.
+        self.open_on_upgrade = False
+        #: Fires with the protocol once its connection is gone.
+        self.done: Deferred[GenesysClientProtocol] = Deferred()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        assert isinstance(protocol, GenesysClientProtocol)
+        protocol.done.chainDeferred(self.done)
+        return protocol
         self.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0)
 
 
