@@ -26,7 +26,7 @@ from ivrproto.audioconnector.testing import (
     upgrade_headers,
 )
 
-from .test_ac_server import write_prompt
+from .test_ac_server import temp_dir, write_prompt
 
 SECRET = "c2VjcmV0LWJ5dGVzLWZvci10aGUtdGVzdHM="
 
@@ -56,7 +56,7 @@ class MenuListener:
 class LoopbackTests(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        prompts = self.mktemp()
+        prompts = temp_dir(self)
         write_prompt(prompts, "welcome", 2.0)
         auth = Authenticator(reactor, {"signed": SECRET, "plain": None},
                              AuthSettings(min_failure_delay=0.05))

@@ -11,6 +11,7 @@ import wave
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_ac_server import temp_dir
 from ivrproto.audioconnector.prompts import (
     FRAME_BYTES,
     PromptError,
@@ -39,8 +40,7 @@ def write_pcm(path: str, pcm: bytes, rate: int = 8000, channels: int = 1, width:
 
 class ReadTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.dir = self.mktemp()
-        os.makedirs(self.dir)
+        self.dir = temp_dir(self)
 
     def file(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -102,7 +102,7 @@ class FramesTests(SynchronousTestCase):
 
 class LibraryTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.dir = self.mktemp()
+        self.dir = temp_dir(self)
         for lang in ("en-US", "fr-FR"):
             os.makedirs(os.path.join(self.dir, lang))
         write_pcm(os.path.join(self.dir, "en-US", "welcome.wav"), tone(8000))

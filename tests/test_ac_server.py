@@ -6,6 +6,8 @@ Tests for the Audio Connector server: ivrproto.audioconnector.server and
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import wave
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -35,6 +37,13 @@ from twisted.test.iosim import IOPump
 KEY = "the-api-key"
 SECRET = "c2VjcmV0LWJ5dGVzLWZvci10aGUtdGVzdHM="
 T0 = 1_800_000_000.0
+
+
+def temp_dir(case: Any) -> str:
+    "A fresh directory, removed when the test ends."
+    path = tempfile.mkdtemp(prefix="ivr-ac-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 def write_prompt(directory: str, name: str, seconds: float, language: str = "en-US") -> None:
@@ -93,7 +102,7 @@ class ServerCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.prompt_dir = self.mktemp()
+        self.prompt_dir = temp_dir(self)
         write_prompt(self.prompt_dir, "welcome", 1.0)
         write_prompt(self.prompt_dir, "menu", 3.0)
         write_prompt(self.prompt_dir, "bye", 0.4)
