@@ -754,3 +754,15 @@ class UninterruptibleTests(ServerCase):
         self.assertNotIn("event", client.types()[2:])
         self.assertEqual(self.listeners[0].events[-1], ("digit", "5"))
         self.finish()
+
+
+class RefusalRaceTests(ServerCase):
+    def test_client_gone_during_refusal_delay(self) -> None:
+        "A client that leaves while its refusal is delayed leaves no error and no timer."
+        client, _, pump = self.connect(upgrade_headers("nope"))
+        client.dropConnection(abort=True)
+        pump.flush()
+        self.clock.advance(0.5)
+        pump.flush()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.listeners, [])
