@@ -1,0 +1,197 @@
+"""
+The seam between the call's state machine (:mod:`ivrproto.session`, written
+for Call Control) and an Audio Connector session.
+
+:class:`SessionBridge` is both halves of the join:
+
+- the session's :class:`~ivrproto.session.CallPort`, for ``send``,
+  ``close`` and ``finished``: ``Play`` queues the prompt of the same name
+  (the file name of its URL without the extension: ``.../en-US/welcome.mp3``
+  plays ``welcome``), ``Transfer`` and ``Hangup`` are remembered, and the
+  outcome ends the session with ``disconnect`` and the output variables;
+- the Audio Connector session's
+  :class:`~ivrproto.audioconnector.session.ConnectorListener`: keys, the
+  caller's hang-up and the end of the socket go to the state machine.
+
+The profile lookup is not the bridge's: it is given ``lookup_profile``,
+which the wiring code makes from :attr:`CallInfo.ani` or an input variable.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Callable, Dict, List, Mapping, Optional
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.logger import Logger
+
+from ..messages import Command, Hangup, Play, Transfer
+from ..session import CallSession, Outcome
+from .prompts import PromptError
+from .session import CallInfo, ConnectorCall
+
+
+@attrs.frozen
+class OutputNames:
+    """
+    The names of the output variables returned on ``disconnect``: they must
+    match the Outputs defined on the flow's Call Audio Connector action.
+    ``None`` leaves a variable out.
+    """
+
+    target: Optional[str] = "ivr_target"
+    outcome: Optional[str] = "ivr_outcome"
+    option: Optional[str] = "ivr_option"
+    digits: Optional[str] = "ivr_digits"
+    reason: Optional[str] = "ivr_reason"
+
+
+def prompt_name(url: str) -> str:
+    "The prompt a ``Play`` URL names: its file name without the extension."
+    path = urlsplit(url).path
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def outcome_value(outcome: Outcome) -> str:
+    """
+    ``selected``, ``operator``, ``hangup`` or ``failed``: what the flow is
+    told happened.  A transfer for any reason but a selection (no input,
+    invalid input, a failed lookup's fallback) is the operator path.
+    """
+    if outcome.kind == "transferred":
+        return "selected" if outcome.reason == "selected" else "operator"
+    if outcome.kind == "hungup":
+        return "hangup"
+    return "failed"
+
+
+class SessionBridge:
+    """
+    Joins one call's state machine to one Audio Connector session.
+
+    :param call: the Audio Connector session's commands
+    :param lookup_profile: starts the profile lookup (the port's
+        ``lookup_profile``)
+    :param names: the output variables' names
+    :param finished: told the outcome once the call ended (metrics, logs)
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        call: ConnectorCall,
+        lookup_profile: Callable[[], None],
+        names: OutputNames = OutputNames(),
+        finished: Optional[Callable[[Outcome], None]] = None,
+        to_prompt: Callable[[str], str] = prompt_name,
+    ) -> None:
+        self._call = call
+        self._lookup = lookup_profile
+        self._names = names
+        self._finished = finished
+        self._to_prompt = to_prompt
+        self.session: Optional[CallSession] = None
+        self._collected: Callable[[], Mapping[str, str]] = dict
+        #: Every key the caller pressed (not returned: the flow gets the
+        #: digits of ``collect`` steps).
+        self.digits: List[str] = []
+        self.outcome: Optional[Outcome] = None
+        self._open = False
+        self._gone = False
+
+    def attach(
+        self, session: CallSession, collected: Optional[Callable[[], Mapping[str, str]]] = None
+    ) -> None:
+        """
+        The state machine this bridge drives (set before ``opened``).
+
+        :param collected: the digits of the call's ``collect`` steps, by name
+            (``lambda: core.collected``)
+        """
+        self.session = session
+        if collected is not None:
+            self._collected = collected
+
+    # -- CallPort ----------------------------------------------------------------
+
+    def lookup_profile(self) -> None:
+        self._lookup()
+
+    def open_connection(self) -> None:
+        # The connection is the one Genesys opened: already there (or gone).
+        assert self.session is not None
+        if self._gone:
+            self.session.connection_failed("the caller left before the menu")
+        else:
+            self.session.connected()
+
+    def send(self, command: Command) -> bool:
+        if self._gone:
+            return False
+        if isinstance(command, Play):
+            try:
+                # A prompt that does not listen for keys (the confirmation)
+                # is not cut short by one.
+                self._call.play([self._to_prompt(command.audio)], barge_in=command.dtmf_enabled)
+            except PromptError as e:
+                # A prompt without audio is skipped: the menu's keys still
+                # work, and the caller is not left waiting on nothing.
+                self._log.error("prompt not playable: {reason}", reason=str(e))
+        # Transfer and Hangup end the call: ``finished`` sends the disconnect.
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def finished(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        if not self._gone:
+            variables = self.output_variables(outcome)
+            reason = "error" if outcome.kind == "failed" else "completed"
+            self._call.disconnect(reason, variables, outcome.reason[:200])
+        if self._finished is not None:
+            self._finished(outcome)
+
+    def output_variables(self, outcome: Outcome) -> Dict[str, str]:
+        "The ``outputVariables`` for an outcome (string values only)."
+        n = self._names
+        values = {
+            n.target: outcome.target or "",
+            n.outcome: outcome_value(outcome),
+            n.option: outcome.action or "",
+            # One collect step is the usual case; several are joined.
+            n.digits: ",".join(self._collected().values()),
+            n.reason: outcome.reason,
+        }
+        return {k: v for k, v in values.items() if k is not None}
+
+    # -- ConnectorListener -------------------------------------------------------
+
+    def opened(self, info: CallInfo) -> None:
+        assert self.session is not None
+        self._open = True
+        self.session.start()
+
+    def digit_received(self, digit: str) -> None:
+        assert self.session is not None
+        self.digits.append(digit)
+        self.session.digit_received(digit)
+
+    def playback_completed(self) -> None:
+        # The state machine times its own prompts (no-input, confirmation).
+        pass
+
+    def hangup_received(self, reason: str) -> None:
+        assert self.session is not None
+        self._gone = True
+        self.session.hangup_received(reason or None)
+
+    def connection_lost(self, reason: str) -> None:
+        assert self.session is not None
+        self._gone = True
+        self.session.connection_lost(reason)

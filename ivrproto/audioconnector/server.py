@@ -1,0 +1,211 @@
+"""
+The Audio Connector WebSocket server: an Autobahn protocol that
+authenticates the upgrade, routes on the request path (the connector id) and
+hands every frame to a :class:`~.session.ConnectorSession`.  It holds no
+protocol rules and no call logic.
+
+Serve it with any Twisted server endpoint::
+
+    factory = AudioConnectorFactory(reactor, authenticator, {"/ivr": new_listener}, prompts)
+    serverFromString(reactor, "tcp:8080:interface=127.0.0.1").listen(factory)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .._autobahn import QuietAutobahnLog, ReactorTimer
+from ..logthrottle import LogThrottle
+from .auth import Accepted, Authenticator, AuthRefused
+from .prompts import PromptLibrary
+from .session import ConnectorCall, ConnectorListener, ConnectorSession, SessionSettings
+
+#: The largest text message accepted from the client (64 KiB).
+MAX_MESSAGE_SIZE = 64 * 1024
+
+#: Makes the call logic of one call, given its session's commands.
+NewListener = Callable[[ConnectorCall], ConnectorListener]
+
+
+def normalize_path(path: str) -> str:
+    "A request path as routes are keyed: no query, no trailing slash."
+    path = urlsplit(path).path or "/"
+    if len(path) > 1:
+        path = path.rstrip("/") or "/"
+    return path
+
+
+class AudioConnectorServerProtocol(WebSocketServerProtocol):
+    """
+    One Audio Connector connection: one session.
+    """
+
+    # Autobahn logs the upgrade request, API key and signature included, at
+    # debug level: its own logging is replaced (see ``ivrproto._autobahn``).
+    log = QuietAutobahnLog(Logger(namespace="ivrproto.audioconnector.autobahn"))
+    _log = Logger()
+    factory: "AudioConnectorFactory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: Optional[ConnectorSession] = None
+        self._accepted: Optional[Accepted] = None
+        self._route: Optional[NewListener] = None
+        self._connector = ""
+
+    # -- Autobahn callbacks ----------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> "Deferred[None]":  # type: ignore[override]
+        # Autobahn waits for a Deferred from onConnect (its typing says
+        # otherwise): a refusal is answered after the authenticator's delay.
+        f = self.factory
+        target = self.http_request_uri
+        headers: Mapping[str, str] = request.headers
+
+        def accepted(result: Accepted) -> None:
+            connector = normalize_path(target)
+            route = f.routes.get(connector)
+            if route is None:
+                f.bad_input.warn("unknown-path", "Audio Connector upgrade for an unknown path")
+                raise ConnectionDeny(404, "Not Found")
+            self._accepted, self._route, self._connector = result, route, connector
+
+        def refused(failure: Failure) -> None:
+            failure.trap(AuthRefused)
+            f.refusals += 1
+            f.bad_input.warn(
+                "refused",
+                "Audio Connector upgrade refused: {reason}",
+                reason=failure.value.reason,  # type: ignore[union-attr]
+            )
+            raise ConnectionDeny(401, "Unauthorized")
+
+        d = f.authenticator.authenticate(headers, target)
+        return d.addCallbacks(accepted, refused)
+
+    def onOpen(self) -> None:
+        f = self.factory
+        assert self._accepted is not None and self._route is not None
+        self.session = ConnectorSession(
+            f.reactor,
+            self,
+            self._accepted,
+            self._connector,
+            self._route,
+            f.prompts,
+            f.settings,
+            f.bad_input,
+        )
+        f.sessions.add(self.session)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            if isBinary:
+                session.audio_received(payload)
+            else:
+                session.text_received(payload)
+        except Exception:
+            self._log.failure("error while handling an Audio Connector message")
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
+        session = self.session
+        if session is None:
+            return
+        self.factory.sessions.discard(session)
+        if self.localCloseCode == 1009:
+            why = "message too large"
+        else:
+            why = "socket closed" if wasClean else "connection lost"
+        try:
+            session.connection_lost(why)
+        except Exception:
+            self._log.failure("error while ending an Audio Connector session")
+
+    # -- SessionTransport ------------------------------------------------------
+
+    def send_text(self, payload: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary=False)
+
+    def send_audio(self, frame: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(frame, isBinary=True)
+
+    def drop(self) -> None:
+        self.dropConnection(abort=True)
+
+
+class AudioConnectorFactory(WebSocketServerFactory):
+    """
+    Builds :class:`AudioConnectorServerProtocol` for every connection.
+
+    :param reactor: the clock of every timer and of the audio pacing
+    :param authenticator: checks the upgrade
+    :param routes: request path (e.g. ``/ivr``) -> what makes a call's listener
+    :param prompts: the prompt library shared by every call
+    :param settings: how sessions behave
+    :param max_message_size: the largest text (or binary) message accepted;
+        a larger one closes the connection with 1009
+    :param open_handshake_timeout: seconds for the upgrade (authentication's
+        delay included)
+    """
+
+    protocol = AudioConnectorServerProtocol  # type: ignore[assignment]
+    noisy = False
+    log = QuietAutobahnLog(Logger(namespace="ivrproto.audioconnector.autobahn"))
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        authenticator: Authenticator,
+        routes: Mapping[str, NewListener],
+        prompts: PromptLibrary,
+        settings: SessionSettings = SessionSettings(),
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        open_handshake_timeout: float = 10.0,
+        close_handshake_timeout: float = 2.0,
+    ) -> None:
+        super().__init__(server="ivrproto", reactor=reactor)
+        self._batched_timer = ReactorTimer(reactor)
+        self.reactor = reactor
+        self.authenticator = authenticator
+        self.routes: Dict[str, NewListener] = {normalize_path(p): r for p, r in routes.items()}
+        self.prompts = prompts
+        self.settings = settings
+        #: Lines about what clients sent wrong, a few a minute.
+        self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.audioconnector"))
+        #: The sessions open now.
+        self.sessions: "set[ConnectorSession]" = set()
+        #: Upgrades refused by authentication.
+        self.refusals = 0
+        self.setProtocolOptions(
+            maxFramePayloadSize=int(max_message_size),
+            maxMessagePayloadSize=int(max_message_size),
+            openHandshakeTimeout=open_handshake_timeout,
+            closeHandshakeTimeout=close_handshake_timeout,
+            # Genesys pings at the protocol level (``ping`` messages): no
+            # WebSocket pings of our own.
+            autoPingInterval=0,
+            # Close with 1009 (not a TCP drop) for a message over the limit,
+            # so that the client learns why.
+            failByDrop=False,
+            tcpNoDelay=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"<AudioConnectorFactory {sorted(self.routes)}>"
+
