@@ -30,6 +30,7 @@ DOCUMENTED = (
     "ivrproto.testing.RecordingListener",
     "ivrproto.testing.ScriptedPlatformFactory",
     "ivrproto.logs.json_observer",
+    "ivrproto.audioconnector",
 )
 
 #: A dotted ``ivrproto`` name in prose or code, not part of a file name
