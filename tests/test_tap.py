@@ -47,34 +47,34 @@ class OptionsTests(SynchronousTestCase):
         """A bad setting gives one message naming the key, not a traceback."""
         os.environ.update(CLIENT_ID="a", CLIENT_SECRET="b")
         path = self.write(Path(SEED).read_text().replace("confirm_delay = 1.5", 'confirm_delay = "soon"'))
-        e = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", path])
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path])
         self.assertIn("timing.confirm_delay", str(e))
 
     def test_missing_secret_named(self) -> None:
         """A missing client secret names the setting and its environment variable."""
         os.environ.update(CLIENT_ID="a")
-        e = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", SEED])
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--config", SEED])
         self.assertIn("platform.client_secret", str(e))
         self.assertIn("CLIENT_SECRET", str(e))
 
     def test_missing_file(self) -> None:
         """A config file that cannot be read is reported as such."""
         e = self.assertRaises(
-            usage.UsageError, Options().parseOptions, ["--config", "/nonexistent/ivr.toml"]
+            SystemExit, Options().parseOptions, ["--config", "/nonexistent/ivr.toml"]
         )
         self.assertIn("cannot read", str(e))
 
     def test_bad_scenario_named(self) -> None:
         """A bad scripted call in the embedded platform's scenario names its place."""
         path = self.write(Path(LOCAL).read_text().replace('script = ["menu", "press:1"]', 'script = ["menu", "sing"]', 1))
-        e = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", path])
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path])
         self.assertIn("calls[0].script", str(e))
 
     def test_bad_intake_endpoint(self) -> None:
-        """A malformed --intake endpoint is a usage error."""
+        """A malformed --intake endpoint is one line naming --intake."""
         os.environ.update(CLIENT_ID="a", CLIENT_SECRET="b")
         e = self.assertRaises(
-            usage.UsageError, Options().parseOptions, ["--config", SEED, "--intake", "bogus:1"]
+            SystemExit, Options().parseOptions, ["--config", SEED, "--intake", "bogus:1"]
         )
         self.assertIn("--intake", str(e))
 
