@@ -745,3 +745,38 @@ class DeploymentEnvironmentTests(_ConfigFiles, SynchronousTestCase):
                 self.assertIn(f"(set by the environment variable {variable})", str(error))
         error = self.assertConfigError('[platform]\napi_url = "http://api.example.com"\n', "platform.api_url")
         self.assertNotIn("set by", str(error))
+
+
+class CheckCommandEnvironmentTests(SynchronousTestCase):
+    """
+    ``ivr check`` reads IVR_CONFIG without CONFIG, and the deployment's
+    variables like the service does.
+    """
+
+    def run_check(self, argv: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
+        import io
+
+        from ivrproto.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        code = main(argv, stdout=out, stderr=err, environ=environ)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_config_from_environment(self) -> None:
+        """Without CONFIG, ivr check loads IVR_CONFIG; without either, it says so."""
+        code, out, err = self.run_check(["check"], {**CREDENTIALS, "IVR_CONFIG": SEED})
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("transfer_premium", out)
+        code, out, err = self.run_check(["check"], CREDENTIALS)
+        self.assertEqual(code, 2)
+        self.assertIn("IVR_CONFIG", err)
+
+    def test_intake_from_environment(self) -> None:
+        """An open intake from IVR_INTAKE_LISTEN is refused, naming the variable."""
+        code, out, err = self.run_check(
+            ["check", SEED], {**CREDENTIALS, "IVR_INTAKE_LISTEN": "tcp:8080"}
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("intake.listen", err)
+        self.assertIn("IVR_INTAKE_LISTEN", err)

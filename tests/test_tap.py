@@ -203,7 +203,7 @@ class EnvironmentOptionsTests(SynchronousTestCase):
 class TwistdLoggingTests(SynchronousTestCase):
     """
     Under twistd, the service offers the application an observer of the file
-    twistd would log to, unless twistd's --logger was given.
+    twistd would log to.
     """
 
     def setUp(self) -> None:
@@ -236,19 +236,6 @@ class TwistdLoggingTests(SynchronousTestCase):
         Logger(namespace="ivrproto.test", observer=observer).info("hello {x}", x=1)
         lines = Path(path).read_text().splitlines()
         self.assertEqual([json.loads(line)["message"] for line in lines], ["hello 1"])
-
-    def test_logger_wins(self) -> None:
-        """twistd's --logger is left to win: no file is opened for the service."""
-        from twisted.application.service import Application
-        from twisted.logger import ILogObserver
-
-        options = self.server_options(
-            ["-n", "--logger", "ivrproto.logs.json_observer", "ivr", "--config", SEED]
-        )
-        application = Application("ivr")
-        makeService(options.subOptions).setServiceParent(application)
-        self.assertIsNone(ILogObserver(application, None))
-        self.assertEqual(os.listdir(self.directory), [])
 
 
 def _env() -> dict[str, str]:
