@@ -33,6 +33,7 @@ import orjson
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     PredicateResult,
@@ -40,6 +41,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 #: Factories' start and stop lines (``Factory.noisy``): the HTTP client pool
 #: makes a factory for every connection it opens.
@@ -54,21 +56,27 @@ _PLUMBING = re.compile(
 )
 
 
-def is_operator_event(event: LogEvent) -> PredicateResult:
+@implementer(ILogFilterPredicate)
+class _OperatorEvents:
     """
     A :class:`~twisted.logger.FilteringLogObserver` predicate that leaves out
     Twisted's plumbing lines (see the module's docstring).
     """
-    if event.get("log_format") in _FACTORY_FORMATS:
-        return PredicateResult.no
-    if event.get("log_namespace") == "log_legacy":
-        text = event.get("log_text")
-        if not isinstance(text, str):
-            message = event.get("message")
-            text = " ".join(map(str, message)) if isinstance(message, tuple) else ""
-        if _PLUMBING.match(text):
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        if event.get("log_format") in _FACTORY_FORMATS:
             return PredicateResult.no
-    return PredicateResult.maybe
+        if event.get("log_namespace") == "log_legacy":
+            text = event.get("log_text")
+            if not isinstance(text, str):
+                message = event.get("message")
+                text = " ".join(map(str, message)) if isinstance(message, tuple) else ""
+            if _PLUMBING.match(text):
+                return PredicateResult.no
+        return PredicateResult.maybe
+
+
+is_operator_event = _OperatorEvents()
 
 
 def quiet(observer: ILogObserver) -> ILogObserver:
