@@ -213,6 +213,12 @@ class TwistdLoggingTests(SynchronousTestCase):
         os.environ.update(CLIENT_ID="a", CLIENT_SECRET="b")
         self.directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.directory)
+        import signal
+
+        # A log file is rotated on SIGUSR1, as twistd's: keep the handler local.
+        if hasattr(signal, "SIGUSR1"):
+            self.addCleanup(signal.signal, signal.SIGUSR1, signal.getsignal(signal.SIGUSR1))
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
 
     def server_options(self, argv: list[str]) -> Any:
         from twisted.scripts.twistd import ServerOptions
