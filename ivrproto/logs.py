@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any, Callable, Mapping, Optional
+from typing import IO, Any, Callable, Mapping, Optional, cast
 
 import orjson
 from twisted.logger import (
@@ -41,7 +41,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 #: Factories' start and stop lines (``Factory.noisy``): the HTTP client pool
 #: makes a factory for every connection it opens.
@@ -56,34 +55,29 @@ _PLUMBING = re.compile(
 )
 
 
-@implementer(ILogFilterPredicate)
-class _OperatorEvents:
+def is_operator_event(event: LogEvent) -> PredicateResult:
     """
     A :class:`~twisted.logger.FilteringLogObserver` predicate that leaves out
     Twisted's plumbing lines (see the module's docstring).
     """
-
-    def __call__(self, event: LogEvent) -> PredicateResult:
-        if event.get("log_format") in _FACTORY_FORMATS:
+    if event.get("log_format") in _FACTORY_FORMATS:
+        return PredicateResult.no
+    if event.get("log_namespace") == "log_legacy":
+        text = event.get("log_text")
+        if not isinstance(text, str):
+            message = event.get("message")
+            text = " ".join(map(str, message)) if isinstance(message, tuple) else ""
+        if _PLUMBING.match(text):
             return PredicateResult.no
-        if event.get("log_namespace") == "log_legacy":
-            text = event.get("log_text")
-            if not isinstance(text, str):
-                message = event.get("message")
-                text = " ".join(map(str, message)) if isinstance(message, tuple) else ""
-            if _PLUMBING.match(text):
-                return PredicateResult.no
-        return PredicateResult.maybe
-
-
-is_operator_event = _OperatorEvents()
+    return PredicateResult.maybe
 
 
 def quiet(observer: ILogObserver) -> ILogObserver:
     """
     ``observer``, without Twisted's plumbing lines.
     """
-    return FilteringLogObserver(observer, [is_operator_event])
+    # A plain callable is a predicate (FilteringLogObserver calls it).
+    return FilteringLogObserver(observer, [cast(ILogFilterPredicate, is_operator_event)])
 
 
 def rfc3339(timestamp: float) -> str:
