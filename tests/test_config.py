@@ -674,21 +674,19 @@ class SuggestionTests(_ConfigFiles, SynchronousTestCase):
     """
 
     def test_misspelt_key(self) -> None:
-        """A misspelt key names the key it is nearest to."""
+        """A misspelt key names the key it is nearest to (and a name near nothing, none)."""
         error = self.assertConfigError("[timing]\nconfrim_delay = 1\n", "timing.confrim_delay")
         self.assertIn("unknown setting; did you mean confirm_delay?", str(error))
         error = self.assertConfigError("[intake]\nmax_conections = 5\n", "intake.max_conections")
         self.assertIn("did you mean max_connections?", str(error))
+        # A name near nothing known gets no suggestion.
+        error = self.assertConfigError("[timing]\nzzz = 1\n", "timing.zzz")
+        self.assertNotIn("did you mean", str(error))
 
     def test_misspelt_section(self) -> None:
         """A misspelt section names the section it is nearest to."""
         error = self.assertConfigError("[timng]\nconfirm_delay = 1\n", "timng")
         self.assertIn("unknown section; did you mean timing?", str(error))
-
-    def test_nothing_near(self) -> None:
-        """A name near nothing known gets no suggestion."""
-        error = self.assertConfigError("[timing]\nzzz = 1\n", "timing.zzz")
-        self.assertNotIn("did you mean", str(error))
 
 
 class DeploymentEnvironmentTests(_ConfigFiles, SynchronousTestCase):
