@@ -6,7 +6,7 @@ module that touches the global reactor.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -83,7 +83,7 @@ class Options(usage.Options):
         # A missing --config is a usage error (twistd shows the usage); every
         # other problem is one line on stderr and exit status 1 (SystemExit
         # with a message: twistd lets it through, without its usage text).
-        environ = os.environ
+        environ: Mapping[str, str] = os.environ
         path = self["config"] or environ.get(CONFIG_ENV)
         if not path:
             raise usage.UsageError(f"--config FILE (or {CONFIG_ENV}) is required")
@@ -93,6 +93,9 @@ class Options(usage.Options):
             raise SystemExit(
                 f"bad --log-format {log_format!r}: must be one of: {', '.join(LOG_FORMATS)}"
             )
+        if log_format is not None:
+            # The option wins: the variable is not even read.
+            environ = {k: v for k, v in environ.items() if k != LOG_FORMAT_ENV}
         from .service import check_scenario
 
         try:

@@ -198,6 +198,10 @@ class EnvironmentOptionsTests(SynchronousTestCase):
         os.environ["IVR_LOG_FORMAT"] = "xml"
         e = self.assertRaises(SystemExit, Options().parseOptions, ["--config", SEED])
         self.assertIn("IVR_LOG_FORMAT", str(e))
+        options = Options()
+        options.parseOptions(["--config", SEED, "--log-format", "json"])
+        assert options.config is not None
+        self.assertEqual(options.config.logging.format, "json")
 
 
 class TwistdLoggingTests(SynchronousTestCase):
