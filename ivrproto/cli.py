@@ -26,7 +26,7 @@ import attrs
 from twisted.internet.defer import Deferred, TimeoutError as TimedOut, inlineCallbacks
 
 from . import __version__
-from .config import Config, check_intake_protection, load_config
+from .config import CONFIG_ENV, Config, check_intake_protection, load_config
 from .errors import ConfigError
 from .menu import Action, MenuBook, MenuSpec, Option
 
@@ -85,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "CLIENT_SECRET are replaced by placeholders, so that a menu can be checked "
         "without credentials.",
     )
-    check.add_argument("config", metavar="CONFIG", help="the configuration file (TOML)")
+    check.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        help=f"the configuration file (TOML; default: ${CONFIG_ENV})",
+    )
 
     simulate = commands.add_parser(
         "simulate",
@@ -167,6 +172,9 @@ def main(
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         if args.command == "check":
+            args.config = args.config or env.get(CONFIG_ENV)
+            if not args.config:
+                raise UsageError(f"CONFIG (or {CONFIG_ENV}) is required")
             return run_check(args.config, env, out)
         return run_simulate(args, env, out, err)
     except BrokenPipeError:

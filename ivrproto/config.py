@@ -6,12 +6,13 @@ as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import IO, Any, Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 import attrs
@@ -39,6 +40,46 @@ ENVIRONMENT = {
     "CLIENT_SECRET": "client_secret",
     "AUDIO_BASE_URL": "audio_base_url",
 }
+
+#: The environment variables of the deployment (each below its command-line
+#: option, above the file): the config file's path (for ``twistd ivr``), the
+#: intake's endpoint (``[intake] listen``) and the log format
+#: (``[logging] format``).
+CONFIG_ENV = "IVR_CONFIG"
+INTAKE_LISTEN_ENV = "IVR_INTAKE_LISTEN"
+LOG_FORMAT_ENV = "IVR_LOG_FORMAT"
+
+
+def from_environment(variable: str) -> str:
+    """
+    How an error names the environment variable ``variable`` as the origin
+    of a bad value (rather than the file): ``GENESYS_BASE_URL (environment)``.
+    """
+    return f"{variable} (environment)"
+
+
+def _set_by_environment(variable: str) -> str:
+    return f"the environment variable {variable}"
+
+
+def _from(origin: Optional[str], error: ConfigError) -> ConfigError:
+    """
+    ``error``, saying that the bad value was set by ``origin`` (an
+    environment variable, or a
+    command-line option such as ``--intake``), not by the file: ``... (set
+    by the environment variable GENESYS_BASE_URL)``.
+    """
+    if origin is None:
+        return error
+    return ConfigError(error.key, f"{error.reason} (set by {origin})", error.source)
+
+
+def did_you_mean(name: str, known: "Any") -> str:
+    """
+    ``"; did you mean X?"`` for the known name nearest ``name``, or ``""``.
+    """
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 @attrs.frozen
@@ -91,6 +132,8 @@ class IntakeConfig:
         between requests
     :ivar fd_reserve: file descriptors below the open-file limit that intake
         connections never take, kept for the outgoing connections
+    :ivar listen_origin: what set ``listen``, as errors name it: the file
+        (``None``) or the environment (:data:`INTAKE_LISTEN_ENV`)
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -105,6 +148,7 @@ class IntakeConfig:
     request_deadline: float = 10.0
     idle_timeout: float = 30.0
     fd_reserve: int = 256
+    listen_origin: Optional[str] = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -158,10 +202,14 @@ class LoggingConfig:
     :ivar hash_key: the key of the keyed hash that stands in for caller ids
         in logs (from the environment variable named by ``hash_key_env``);
         ``None``: a random key per process
+    :ivar log_file: opens the file the service logs to, in ``format``, when
+        the service is started by ``twistd ivr`` (the file twistd would log
+        to: see :func:`ivrproto.logs.log_file_opener`); not from the file
     """
 
     format: str = "text"
     hash_key: Optional[str] = attrs.field(default=None, repr=False)
+    log_file: Optional[Callable[[], IO[Any]]] = attrs.field(default=None, eq=False, repr=False)
 
 
 PROFILE_SOURCES = ("profiles", "external-contacts")
@@ -269,18 +317,28 @@ def endpoint_is_loopback(description: str) -> bool:
     return False
 
 
-def check_intake_protection(config: "Config", listen: str) -> None:
+def check_intake_protection(
+    config: "Config", listen: str, origin: Optional[str] = None
+) -> None:
     """
     Refuse an intake that listens beyond loopback with no shared secret.
 
+    :param origin: where ``listen`` came from, when not from the file (e.g.
+        ``--intake``); by default the origin of the configuration's own
+        ``[intake] listen`` (the file, or :data:`INTAKE_LISTEN_ENV`)
     :raises ConfigError: naming ``intake.listen``
     """
+    if origin is None and listen == config.intake.listen:
+        origin = config.intake.listen_origin
     if config.intake.secret is None and not endpoint_is_loopback(listen):
-        raise ConfigError(
-            "intake.listen",
-            f"{listen!r} listens beyond loopback: set {SECRET_ENV} so that intake "
-            "requests must be signed",
-            config.source,
+        raise _from(
+            origin,
+            ConfigError(
+                "intake.listen",
+                f"{listen!r} listens beyond loopback: set {SECRET_ENV} so that intake "
+                "requests must be signed",
+                config.source,
+            ),
         )
 
 
@@ -353,7 +411,11 @@ class _Table:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown setting", self.source)
+            raise ConfigError(
+                self.key(unknown[0]),
+                "unknown setting" + did_you_mean(unknown[0], self.used),
+                self.source,
+            )
 
 
 def parse_config(
@@ -375,7 +437,7 @@ def parse_config(
     }
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(unknown[0], "unknown section", source)
+        raise ConfigError(unknown[0], "unknown section" + did_you_mean(unknown[0], known), source)
 
     emulator_table = data.get("emulator")
     emulator: Optional[Dict[str, Any]] = None
@@ -412,9 +474,12 @@ def parse_config(
             raise ConfigError(
                 "platform.region", f"unknown region {region!r}; known: {known_regions()}", source
             ) from None
+    # Each setting's origin, as its error names it: the file, or the variable.
+    origins: Dict[str, str] = {}
     for variable, name in ENVIRONMENT.items():
         if environ.get(variable):
             values[name] = environ[variable]
+            origins[name] = _set_by_environment(variable)
 
     if emulator is not None:
         # The embedded platform decides the URLs and credentials at start.
@@ -429,27 +494,39 @@ def parse_config(
     # follows it (as the contract's default says) unless it is explicit too.
     if not values["api_url"] and not values["login_url"] and region_login:
         values["login_url"] = region_login
-    api_url = check_url(
-        values["api_url"] or region_api or DEFAULT_API_URL,
-        "platform.api_url",
-        source,
-        tls_unless_loopback=True,
-    )
-    login_url = check_url(
-        values["login_url"] or api_url, "platform.login_url", source, tls_unless_loopback=True
-    )
+    try:
+        api_url = check_url(
+            values["api_url"] or region_api or DEFAULT_API_URL,
+            "platform.api_url",
+            source,
+            tls_unless_loopback=True,
+        )
+    except ConfigError as e:
+        raise _from(origins.get("api_url"), e) from None
+    try:
+        login_url = check_url(
+            values["login_url"] or api_url,
+            "platform.login_url",
+            source,
+            tls_unless_loopback=True,
+        )
+    except ConfigError as e:
+        raise _from(origins.get("login_url"), e) from None
     for name in ("client_id", "client_secret"):
         if not values[name]:
             variable = name.upper()
             raise ConfigError(
                 f"platform.{name}", f"is required (or set {variable} in the environment)", source
             )
-    audio_base_url = check_url(
-        values["audio_base_url"] or "https://example.com/ivr/audio/",
-        "platform.audio_base_url",
-        source,
-        tls_unless_loopback=False,
-    )
+    try:
+        audio_base_url = check_url(
+            values["audio_base_url"] or "https://example.com/ivr/audio/",
+            "platform.audio_base_url",
+            source,
+            tls_unless_loopback=False,
+        )
+    except ConfigError as e:
+        raise _from(origins.get("audio_base_url"), e) from None
     platform_config = PlatformConfig(
         api_url=api_url.rstrip("/"),
         login_url=login_url.rstrip("/"),
@@ -461,8 +538,14 @@ def parse_config(
 
     intake = _Table(data.get("intake"), "intake", source)
     intake_defaults = IntakeConfig()
+    listen = intake.get("listen", str, intake_defaults.listen)
+    listen_origin = None
+    if environ.get(INTAKE_LISTEN_ENV):
+        listen = environ[INTAKE_LISTEN_ENV]
+        listen_origin = _set_by_environment(INTAKE_LISTEN_ENV)
     intake_config = IntakeConfig(
-        listen=intake.get("listen", str, intake_defaults.listen),
+        listen=listen,
+        listen_origin=listen_origin,
         max_body=intake.count("max_body", intake_defaults.max_body, minimum=64),
         max_active_calls=intake.count(
             "max_active_calls", intake_defaults.max_active_calls, minimum=1
@@ -571,13 +654,17 @@ def parse_config(
         )
 
     logging = _Table(data.get("logging"), "logging", source)
+    log_format = logging.get("format", str, "text")
     logging_config = LoggingConfig(
-        format=logging.get("format", str, "text"),
+        format=environ.get(LOG_FORMAT_ENV) or log_format,
         hash_key=environ.get(logging.get("hash_key_env", str, "IVR_LOG_KEY")) or None,
     )
     logging.finish()
     if logging_config.format not in LOG_FORMATS:
-        raise ConfigError("logging.format", f"must be one of: {', '.join(LOG_FORMATS)}", source)
+        raise _from(
+            _set_by_environment(LOG_FORMAT_ENV) if environ.get(LOG_FORMAT_ENV) else None,
+            ConfigError("logging.format", f"must be one of: {', '.join(LOG_FORMATS)}", source),
+        )
 
     try:
         menu = parse_menu(data.get("menu"), platform_config.audio_base_url)

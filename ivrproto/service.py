@@ -251,12 +251,19 @@ class IVRService(MultiService):
         return None if self.intake_listener is None else self.intake_listener.port
 
     def setServiceParent(self, parent: Any) -> None:
-        # With JSON logs asked for, offer twistd the JSON observer as the
-        # application's log observer (twistd's --logger still wins).
-        if self.config.logging.format == "json" and isinstance(parent, Componentized):
-            from .logs import json_observer
+        # Offer twistd the application's log observer (its --logger still
+        # wins): under ``twistd ivr``, one writing the configured format to
+        # the file twistd would log to (standard output with -n, --logfile,
+        # twistd.log once daemonized); in a .tac file, JSON logs go to
+        # standard output.  Both leave out Twisted's plumbing lines.
+        if isinstance(parent, Componentized):
+            from .logs import file_observer, json_observer
 
-            parent.setComponent(ILogObserver, json_observer())
+            logging = self.config.logging
+            if logging.log_file is not None:
+                parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
+            elif logging.format == "json":
+                parent.setComponent(ILogObserver, json_observer())
         super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:

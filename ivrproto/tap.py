@@ -6,7 +6,7 @@ module that touches the global reactor.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from twisted.application.service import IService
 from twisted.internet.error import ReactorNotRunning
@@ -15,37 +15,58 @@ from twisted.python import usage
 
 import attrs
 
-from .config import LOG_FORMATS, Config, check_intake_protection, load_config
+from .config import (
+    CONFIG_ENV,
+    INTAKE_LISTEN_ENV,
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    Config,
+    check_intake_protection,
+    from_environment,
+    load_config,
+)
 from .errors import ConfigError
+from .logs import log_file_opener
 
 
 class Options(usage.Options):
     """
-    ``twistd ivr --config FILE [--intake ENDPOINT]``
+    ``twistd ivr --config FILE [--intake ENDPOINT] [--log-format FORMAT]``
+
+    Each option has an environment equivalent (:data:`CONFIG_ENV`,
+    :data:`INTAKE_LISTEN_ENV`, :data:`LOG_FORMAT_ENV`): the option wins
+    over the variable, and the variable over the file.  A bad configuration
+    stops the start with one line on stderr (exit status 1), without
+    twistd's usage text.
     """
 
     synopsis = "--config FILE [--intake ENDPOINT]"
     longdesc = (
         "Personalized IVR menus over the Genesys Cloud Call Control API. "
         "The environment variables GENESYS_BASE_URL, GENESYS_LOGIN_URL, CLIENT_ID, "
-        "CLIENT_SECRET and AUDIO_BASE_URL override the config file."
+        "CLIENT_SECRET and AUDIO_BASE_URL override the config file; "
+        f"{CONFIG_ENV}, {INTAKE_LISTEN_ENV} and {LOG_FORMAT_ENV} stand in for "
+        "--config, --intake and --log-format."
     )
     optParameters = [
-        ["config", "c", None, "The configuration file (TOML). Required."],
+        ["config", "c", None, f"The configuration file (TOML). Required (or {CONFIG_ENV})."],
         [
             "log-format",
             None,
             None,
-            "text or json (one JSON object a line); overrides [logging] format.",
+            "text or json (one JSON object a line); overrides "
+            f"{LOG_FORMAT_ENV} and [logging] format.",
         ],
         [
             "intake",
             "i",
             None,
             "Twisted server endpoint of the intake listener "
-            "(e.g. tcp:8080:interface=127.0.0.1); overrides the config file.",
+            f"(e.g. tcp:8080:interface=127.0.0.1); overrides {INTAKE_LISTEN_ENV} "
+            "and the config file.",
         ],
     ]
+    compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
 
     config: Optional[Config] = None
 
@@ -61,31 +82,75 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
-        if not self["config"]:
-            raise usage.UsageError("--config FILE is required")
-        if self["intake"]:
-            from twisted.internet import reactor
-            from twisted.internet.endpoints import serverFromString
-
-            try:
-                serverFromString(reactor, self["intake"])
-            except (ValueError, TypeError, KeyError) as e:
-                raise usage.UsageError(f"bad --intake endpoint {self['intake']!r}: {e}") from None
+        # A missing --config is a usage error (twistd shows the usage); every
+        # other problem is one line on stderr and exit status 1 (SystemExit
+        # with a message: twistd lets it through, without its usage text).
+        environ: Mapping[str, str] = os.environ
+        path = self["config"] or environ.get(CONFIG_ENV)
+        if not path:
+            raise usage.UsageError(f"--config FILE (or {CONFIG_ENV}) is required")
+        path_origin = None if self["config"] else from_environment(CONFIG_ENV)
+        log_format = self["log-format"]
+        if log_format is not None and log_format not in LOG_FORMATS:
+            raise SystemExit(
+                f"bad --log-format {log_format!r}: must be one of: {', '.join(LOG_FORMATS)}"
+            )
+        if log_format is not None:
+            # The option wins: the variable is not even read.
+            environ = {k: v for k, v in environ.items() if k != LOG_FORMAT_ENV}
         from .service import check_scenario
 
         try:
-            self.config = load_config(self["config"], os.environ)
+            self.config = load_config(path, environ)
             check_scenario(self.config)
-            check_intake_protection(self.config, self["intake"] or self.config.intake.listen)
         except ConfigError as e:
-            raise usage.UsageError(f"bad configuration: {e}") from None
-        if self["log-format"] is not None:
-            if self["log-format"] not in LOG_FORMATS:
-                raise usage.UsageError(f"--log-format must be one of: {', '.join(LOG_FORMATS)}")
+            if path_origin is not None and e.key == "--config":
+                raise SystemExit(f"bad configuration: {path_origin}: {e.reason}") from None
+            raise SystemExit(f"bad configuration: {e}") from None
+        if self["intake"]:
+            _check_endpoint(self["intake"], "--intake")
+        else:
+            intake = self.config.intake
+            _check_endpoint(
+                intake.listen,
+                f"configuration: {from_environment(INTAKE_LISTEN_ENV)}"
+                if intake.listen_origin
+                else f"configuration: {self.config.source}: intake.listen",
+            )
+        try:
+            check_intake_protection(
+                self.config,
+                self["intake"] or self.config.intake.listen,
+                "--intake" if self["intake"] else None,
+            )
+        except ConfigError as e:
+            raise SystemExit(f"bad configuration: {e}") from None
+        if log_format is not None:
             self.config = attrs.evolve(
                 self.config,
-                logging=attrs.evolve(self.config.logging, format=self["log-format"]),
+                logging=attrs.evolve(self.config.logging, format=log_format),
             )
+        # Log where twistd logs (--logfile, or twistd.log once daemonized).
+        opener = log_file_opener(self.parent, self.config.logging.format)
+        if opener is not None:
+            self.config = attrs.evolve(
+                self.config, logging=attrs.evolve(self.config.logging, log_file=opener)
+            )
+
+
+def _check_endpoint(description: str, origin: str) -> None:
+    """
+    Parse a server endpoint description, as the intake will.
+
+    :raises SystemExit: with one line naming ``origin`` when it is malformed
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"bad {origin}: {description!r} is not a server endpoint: {e}") from None
 
 
 def makeService(options: Options) -> IService:

@@ -666,3 +666,115 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(config.source, "<config>")
         self.assertEqual(config.base_dir, Path("."))
         self.assertEqual(config.platform.client_id, "a")
+
+
+class SuggestionTests(_ConfigFiles, SynchronousTestCase):
+    """
+    A misspelt section or key is answered with the nearest known one.
+    """
+
+    def test_misspelt_key(self) -> None:
+        """A misspelt key names the key it is nearest to (and a name near nothing, none)."""
+        error = self.assertConfigError("[timing]\nconfrim_delay = 1\n", "timing.confrim_delay")
+        self.assertIn("unknown setting; did you mean confirm_delay?", str(error))
+        error = self.assertConfigError("[intake]\nmax_conections = 5\n", "intake.max_conections")
+        self.assertIn("did you mean max_connections?", str(error))
+        # A name near nothing known gets no suggestion.
+        error = self.assertConfigError("[timing]\nzzz = 1\n", "timing.zzz")
+        self.assertNotIn("did you mean", str(error))
+
+    def test_misspelt_section(self) -> None:
+        """A misspelt section names the section it is nearest to."""
+        error = self.assertConfigError("[timng]\nconfirm_delay = 1\n", "timng")
+        self.assertIn("unknown section; did you mean timing?", str(error))
+
+
+class DeploymentEnvironmentTests(_ConfigFiles, SynchronousTestCase):
+    """
+    IVR_INTAKE_LISTEN and IVR_LOG_FORMAT override the file, and an error in
+    a value from the environment names the variable.
+    """
+
+    def test_intake_listen(self) -> None:
+        """IVR_INTAKE_LISTEN wins over [intake] listen."""
+        text = '[intake]\nlisten = "tcp:9090:interface=127.0.0.1"\n'
+        self.assertEqual(self.load(text).intake.listen, "tcp:9090:interface=127.0.0.1")
+        config = self.load(text, {**CREDENTIALS, "IVR_INTAKE_LISTEN": "unix:/run/ivr.sock"})
+        self.assertEqual(config.intake.listen, "unix:/run/ivr.sock")
+
+    def test_intake_listen_named_in_errors(self) -> None:
+        """An open intake set by IVR_INTAKE_LISTEN names the variable; one from the file does not."""
+        from ivrproto.config import check_intake_protection
+
+        config = self.load("", {**CREDENTIALS, "IVR_INTAKE_LISTEN": "tcp:8080"})
+        e = self.assertRaises(ConfigError, check_intake_protection, config, config.intake.listen)
+        self.assertEqual(e.key, "intake.listen")
+        self.assertIn("(set by the environment variable IVR_INTAKE_LISTEN)", str(e))
+        config = self.load('[intake]\nlisten = "tcp:8080"\n')
+        e = self.assertRaises(ConfigError, check_intake_protection, config, config.intake.listen)
+        self.assertNotIn("set by", str(e))
+        e = self.assertRaises(
+            ConfigError, check_intake_protection, config, "tcp:8081", "--intake"
+        )
+        self.assertIn("(set by --intake)", str(e))
+
+    def test_log_format(self) -> None:
+        """IVR_LOG_FORMAT wins over [logging] format; a bad one names the variable."""
+        text = '[logging]\nformat = "text"\n'
+        self.assertEqual(self.load(text).logging.format, "text")
+        config = self.load(text, {**CREDENTIALS, "IVR_LOG_FORMAT": "json"})
+        self.assertEqual(config.logging.format, "json")
+        error = self.assertConfigError(
+            text, "logging.format", environ={**CREDENTIALS, "IVR_LOG_FORMAT": "xml"}
+        )
+        self.assertIn("(set by the environment variable IVR_LOG_FORMAT)", str(error))
+        error = self.assertConfigError('[logging]\nformat = "xml"\n', "logging.format")
+        self.assertNotIn("set by", str(error))
+
+    def test_platform_variable_named(self) -> None:
+        """A bad URL from the environment names its variable; one from the file does not."""
+        for variable, key, value in [
+            ("GENESYS_BASE_URL", "platform.api_url", "http://api.example.com"),
+            ("GENESYS_LOGIN_URL", "platform.login_url", "ftp://x"),
+            ("AUDIO_BASE_URL", "platform.audio_base_url", "/audio/"),
+        ]:
+            with self.subTest(variable=variable):
+                error = self.assertConfigError("", key, environ={**CREDENTIALS, variable: value})
+                self.assertIn(f"(set by the environment variable {variable})", str(error))
+        error = self.assertConfigError('[platform]\napi_url = "http://api.example.com"\n', "platform.api_url")
+        self.assertNotIn("set by", str(error))
+
+
+class CheckCommandEnvironmentTests(SynchronousTestCase):
+    """
+    ``ivr check`` reads IVR_CONFIG without CONFIG, and the deployment's
+    variables like the service does.
+    """
+
+    def run_check(self, argv: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
+        import io
+
+        from ivrproto.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        code = main(argv, stdout=out, stderr=err, environ=environ)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_config_from_environment(self) -> None:
+        """Without CONFIG, ivr check loads IVR_CONFIG; without either, it says so."""
+        code, out, err = self.run_check(["check"], {**CREDENTIALS, "IVR_CONFIG": SEED})
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("transfer_premium", out)
+        code, out, err = self.run_check(["check"], CREDENTIALS)
+        self.assertEqual(code, 2)
+        self.assertIn("IVR_CONFIG", err)
+
+    def test_intake_from_environment(self) -> None:
+        """An open intake from IVR_INTAKE_LISTEN is refused, naming the variable."""
+        code, out, err = self.run_check(
+            ["check", SEED], {**CREDENTIALS, "IVR_INTAKE_LISTEN": "tcp:8080"}
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("intake.listen", err)
+        self.assertIn("IVR_INTAKE_LISTEN", err)
