@@ -11,7 +11,9 @@ standard output.
 
 Each line carries the time (RFC 3339, UTC), level, namespace and the
 formatted message, and the call's correlation id (``call_control_id``) when
-the event has one.  No other event field is copied, so that nothing logged
+the event has one, and the end-of-call audit record (``call_record``: menu
+version, option, outcome, fallback, target; never collected digits or a raw
+caller id) on the line that ends a call.  No other event field is copied, so that nothing logged
 by accident (a request object, a header) reaches the output; the messages
 themselves never hold a secret, a token, a raw caller id or a profile
 attribute value.
@@ -89,6 +91,17 @@ def rfc3339(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _replace_surrogates(value: Any) -> Any:
+    "``value`` with every string made valid UTF-8, at any depth."
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
 def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
     """
     One log event as a line of JSON.
@@ -102,6 +115,9 @@ def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
     call_control_id = event.get("call_control_id")
     if isinstance(call_control_id, str):
         record["call_control_id"] = call_control_id
+    call_record = event.get("call_record")
+    if isinstance(call_record, dict):
+        record["call_record"] = call_record
     failure = event.get("log_failure")
     if isinstance(failure, Failure):
         record["error"] = failure.getErrorMessage()
@@ -111,12 +127,7 @@ def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
         line = orjson.dumps(record)
     except orjson.JSONEncodeError:
         # A lone surrogate (say, from undecodable bytes) is not UTF-8.
-        line = orjson.dumps(
-            {
-                k: v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v
-                for k, v in record.items()
-            }
-        )
+        line = orjson.dumps(_replace_surrogates(record))
     return line.decode("utf-8") + "\n"
 
 

@@ -148,6 +148,7 @@ class RecordTestCase(SynchronousTestCase):
         # The JSON log line keeps the text, and the record is JSON as it is.
         line = json.loads(event_as_json(event) or "")
         self.assertEqual(line["message"], text)
+        self.assertEqual(line["call_record"], json.loads(json.dumps(fields)))
         self.assertEqual(json.loads(json.dumps(fields)), fields)
         self.assertEqual(self.registry.active, {})
         return fields

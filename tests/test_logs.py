@@ -185,3 +185,22 @@ class OpenerTests(SynchronousTestCase):
         out = io.StringIO()
         _publish(options["fileLogObserverFactory"](out)).info("hi")  # type: ignore[misc]
         self.assertEqual(json.loads(out.getvalue())["message"], "hi")
+
+
+class CallRecordLineTests(SynchronousTestCase):
+    """
+    The end-of-call audit record reaches JSON lines as one structured field.
+    """
+
+    def test_call_record_copied(self) -> None:
+        """A call_record dict on the event is copied whole; other fields are not."""
+        record = {"menu_version": "abc123", "outcome": "transferred", "reason": "bad \udc80"}
+        line = event_as_json(
+            {"log_time": 0.0, "log_format": "call ended", "log_namespace": "x",
+             "call_record": record, "request": object()}
+        )
+        assert line is not None
+        parsed = json.loads(line)
+        self.assertEqual(parsed["call_record"]["menu_version"], "abc123")
+        self.assertEqual(parsed["call_record"]["reason"], "bad ?")
+        self.assertNotIn("request", parsed)
