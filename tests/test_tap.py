@@ -175,10 +175,14 @@ class EnvironmentOptionsTests(SynchronousTestCase):
         os.environ["IVR_INTAKE_LISTEN"] = "tcp:0:interface=127.0.0.2"
         options = Options()
         options.parseOptions(["--config", SEED])
-        self.assertEqual(makeService(options).intake_description, "tcp:0:interface=127.0.0.2")
+        self.assertEqual(
+            bound_service(self, options).intake_description, "tcp:0:interface=127.0.0.2"
+        )
         options = Options()
         options.parseOptions(["--config", SEED, "--intake", "tcp:0:interface=127.0.0.1"])
-        self.assertEqual(makeService(options).intake_description, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(
+            bound_service(self, options).intake_description, "tcp:0:interface=127.0.0.1"
+        )
 
     def test_bad_intake_from_environment(self) -> None:
         """A malformed or open IVR_INTAKE_LISTEN names the variable."""
@@ -250,11 +254,25 @@ class TwistdLoggingTests(SynchronousTestCase):
             ["-n", "--logfile", path, "ivr", "--config", SEED, "--log-format", "json"]
         )
         application = Application("ivr")
-        makeService(options.subOptions).setServiceParent(application)
+        bound_service(self, options.subOptions).setServiceParent(application)
         observer = ILogObserver(application)
         Logger(namespace="ivrproto.test", observer=observer).info("hello {x}", x=1)
         lines = Path(path).read_text().splitlines()
         self.assertEqual([json.loads(line)["message"] for line in lines], ["hello 1"])
+
+
+def bound_service(case: Any, options: Options) -> Any:
+    """
+    ``makeService(options)``, which binds its listeners, with the admin
+    listener on any free port and every listener released at cleanup.
+    """
+    assert options.config is not None
+    options.config = attrs.evolve(
+        options.config, admin=AdminConfig(listen="tcp:0:interface=127.0.0.1")
+    )
+    service = makeService(options)
+    case.addCleanup(service.stop)
+    return service
 
 
 def _env() -> dict[str, str]:
