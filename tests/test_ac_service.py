@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +20,7 @@ import attrs
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ivrproto.audioconnector.adapter import ani_to_e164
@@ -414,3 +415,80 @@ class BindTests(TestCase):
             str(failure).split(": ")[:2],
             ["ivrproto", f"cannot listen for the Audio Connector on {listen}"],
         )
+
+
+class _Twistd(ProcessProtocol):
+    "Collects a twistd's output; ``listening`` fires with the Audio Connector's line."
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: Deferred[None] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if b"Audio Connector listening on" in self.output and not self.listening.called:
+            self.listening.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.listening.called:
+            self.listening.errback(AssertionError(self.output.decode(errors="replace")))
+        self.ended.callback(None)
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_the_documented_command(self) -> Any:
+        "twistd -n ivr --config examples/audio-connector.toml --audio-connector tcp:PORT serves a call."
+        platform = Platform(reactor, clients={"client": "s3cret"}, profiles=PROFILES)
+        yield platform.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(platform.stop)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("IVR_", "GENESYS_", "CLIENT_"))}
+        env.update(environment(GENESYS_BASE_URL=platform.base_url))
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        twistd = _Twistd()
+        process = reactor.spawnProcess(  # type: ignore[attr-defined]
+            twistd, sys.executable,
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "ivr", "--config", "examples/audio-connector.toml",
+             "--audio-connector", f"tcp:{port}:interface=127.0.0.1"],
+            env=env, path=str(ROOT),
+        )
+
+        def stop() -> Deferred[None]:
+            if twistd.ended.called:
+                return twistd.ended
+            process.signalProcess("TERM")
+            return twistd.ended
+
+        self.addCleanup(stop)
+        yield twistd.listening
+        factory = CallerFactory(reactor, f"ws://127.0.0.1:{port}/ivr", upgrade_headers("ac-key"))
+        factory.open_kwargs = {"input_variables": {"externalId": "CRM-PREMIUM-TICKETS"}}
+
+        def press(client: GenesysClientProtocol, kind: str, message: Any) -> None:
+            if kind == "audio" and len(client.audio) == 1:
+                client.send("dtmf", digit="1")
+
+        factory.on_message = press
+        connectWS(factory)
+        client = yield factory.done
+        self.assertEqual(client.violations, [])
+        disconnect = [m for m in client.received if m["type"] == "disconnect"]
+        self.assertEqual(disconnect[0]["parameters"]["outputVariables"]["ivr_target"],
+                         "ext:transfer_premium")
+        self.assertEqual(disconnect[0]["parameters"]["outputVariables"]["ivr_outcome"], "selected")
+        self.assertGreater(len(client.audio), 0)
+        yield stop()
+        # Nothing secret reaches the log.
+        for secret in (b"ac-key", b"s3cret"):
+            self.assertNotIn(secret, twistd.output)
