@@ -232,6 +232,8 @@ class IVRService(MultiService):
     ) -> None:
         super().__init__()
         self.reactor = reactor
+        #: ``--audio-connector``, which a reload keeps.
+        self._audio_connector_override = audio_connector
         if audio_connector:
             config = attrs.evolve(
                 config,
@@ -403,9 +405,16 @@ class IVRService(MultiService):
             # progress and the working configuration stay as they were.
             self.log.failure("reload failed, still serving the previous configuration")
             return False
+        if self._audio_connector_override:
+            new = attrs.evolve(
+                new,
+                audio_connector=attrs.evolve(
+                    new.audio_connector, enabled=True, listen=self._audio_connector_override
+                ),
+            )
         needs_restart = [
             name
-            for name in ("platform", "intake", "admin", "profiles")
+            for name in ("platform", "intake", "admin", "profiles", "audio_connector")
             if getattr(new, name) != getattr(self.config, name)
         ]
         if needs_restart:
@@ -692,6 +701,15 @@ class IVRService(MultiService):
             value = outcome_value(outcome)
             counts = self.audio_connector_outcomes
             counts[value] = counts.get(value, 0) + 1
+            # The session id is Genesys's, not the caller's: it may be logged.
+            self.log.info(
+                "{session_id}: Audio Connector call ended: {outcome} ({reason}); target "
+                "{target}",
+                session_id=info.session_id,
+                outcome=value,
+                reason=outcome.reason,
+                target=outcome.target or "none",
+            )
 
         bridge = SessionBridge(call, lookup_profile, names=names, finished=finished)
         session, core = new_session(f"ac-{info.session_id}", book, timing, self.reactor, bridge)

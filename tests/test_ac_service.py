@@ -317,6 +317,42 @@ class EndToEndTests(ServiceCase):
         self.assertEqual(self.service.stats()["audio_connector"]["outcomes"], {"selected": 1})
 
     @inlineCallbacks
+    def test_log_line_without_caller_id(self) -> Any:
+        "Each call logs one end line with its outcome; no log line holds the ani or the key."
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = yield self.call(["1"], ani="tel:+1 415-555-0123")
+        self.outputs(client)
+        yield self._settle()
+        lines = [formatEvent(e) for e in events]
+        ended = [line for line in lines if "Audio Connector call ended" in line]
+        self.assertEqual(len(ended), 1, lines)
+        self.assertIn("selected (selected); target ext:transfer_premium", ended[0])
+        for line in lines:
+            for secret in ("555-0123", "5550123", "ac-key"):
+                self.assertNotIn(secret, line)
+
+    @inlineCallbacks
+    def test_reload_keeps_override(self) -> Any:
+        "A reload under --audio-connector takes the menus and asks for no restart."
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        env = environment(GENESYS_BASE_URL=self.platform.base_url)
+        self.service.config = attrs.evolve(
+            self.service.config, audio_connector=attrs.evolve(
+                self.service.config.audio_connector, auth=()))
+        self.assertTrue(self.service.reload(env))
+        self.assertEqual([formatEvent(e) for e in events if "restart" in formatEvent(e)
+                          and "audio_connector" in formatEvent(e)], [])
+        yield None
+
+    @inlineCallbacks
     def test_tickets_press_2(self) -> Any:
         "A caller with tickets pressing 2 goes to play_ticket_info."
         client = yield self.call(["2"], input_variables={"externalId": "CRM-PREMIUM-TICKETS"})
