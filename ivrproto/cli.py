@@ -26,7 +26,13 @@ import attrs
 from twisted.internet.defer import Deferred, TimeoutError as TimedOut, inlineCallbacks
 
 from . import __version__
-from .config import CONFIG_ENV, Config, check_intake_protection, load_config
+from .config import (
+    CONFIG_ENV,
+    Config,
+    check_audio_connector,
+    check_intake_protection,
+    load_config,
+)
 from .errors import ConfigError
 from .menu import Action, MenuBook, MenuSpec, Option
 
@@ -241,6 +247,11 @@ def load_for_check(path: str, environ: Mapping[str, str]) -> Tuple[Config, List[
 
     check_scenario(config)
     check_intake_protection(config, config.intake.listen)
+    check_audio_connector(config)
+    if config.audio_connector.enabled:
+        from .service import load_prompts
+
+        load_prompts(config)
     return config, placeholders
 
 
@@ -272,6 +283,17 @@ def describe_config(config: Config, placeholders: Sequence[str] = ()) -> Iterato
             "placeholders (twistd ivr needs them)"
         )
     yield f"prompts: relative to {book.audio_base_url}"
+    ac = config.audio_connector
+    if ac.enabled:
+        from .service import load_prompts
+
+        library = load_prompts(config)
+        yield f"audio connector: {ac.path} on {ac.listen}"
+        yield (
+            f"  {library.cached} prompts from {ac.prompts} ({library.size // 1024} KiB as PCMU); "
+            f"profile key: input variable {ac.profile_key or '(none)'}, else the ani"
+        )
+        yield "  outputs: " + ", ".join(f"{k}={v}" for k, v in ac.outputs if v)
     yield f"menu version: {book.version} (each call's end-of-call record names it)"
     yield ""
     yield "menu tree:"

@@ -26,6 +26,7 @@ from .calls import CallContext, CallRegistry
 from .config import (
     ADMIN_ON_INTAKE,
     Config,
+    check_audio_connector,
     check_intake_protection,
     endpoint_is_loopback,
     load_config,
@@ -91,6 +92,36 @@ def check_scenario(config: Config) -> Any:
     emulator.pop("exit_when_done", None)
     table["emulator"] = emulator
     return parse_scenario(table, config.base_dir, config.source)
+
+
+def load_prompts(config: Config) -> Any:
+    """
+    The Audio Connector's prompt library, every file loaded (at start-up,
+    and for ``ivr check``).
+
+    :return: a :class:`~ivrproto.audioconnector.prompts.PromptLibrary`
+    :raises ConfigError: naming ``audio_connector.prompts`` and every file
+        that cannot be played
+    """
+    from .audioconnector.prompts import PromptLibrary
+
+    ac = config.audio_connector
+    library = PromptLibrary(str(ac.prompts), ac.language)
+    errors = library.preload()
+    if errors:
+        raise ConfigError(
+            "audio_connector.prompts",
+            "; ".join(str(e) for e in errors[:10])
+            + (f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""),
+            config.source,
+        )
+    if library.cached == 0:
+        raise ConfigError(
+            "audio_connector.prompts",
+            f"{ac.prompts} holds no prompt (<language>/<name>.wav)",
+            config.source,
+        )
+    return library
 
 
 def check_admin(config: Config, intake: str, admin: str, reactor: Any = None) -> None:
@@ -184,6 +215,8 @@ class IVRService(MultiService):
         config says ``exit_when_done``)
     :param admin: a server endpoint description (or ``"intake"``)
         overriding ``[admin] listen``
+    :param audio_connector: a server endpoint description overriding
+        ``[audio_connector] listen`` (and turning the Audio Connector on)
     """
 
     log = Logger()
@@ -195,9 +228,23 @@ class IVRService(MultiService):
         intake: Optional[str] = None,
         on_scenario_done: Optional[Any] = None,
         admin: Optional[str] = None,
+        audio_connector: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
+        #: ``--audio-connector``, which a reload keeps.
+        self._audio_connector_override = audio_connector
+        if audio_connector:
+            config = attrs.evolve(
+                config,
+                audio_connector=attrs.evolve(
+                    config.audio_connector, enabled=True, listen=audio_connector
+                ),
+            )
+        check_audio_connector(config)
+        #: The Audio Connector's prompts, every file loaded (a bad one is a
+        #: configuration error, before anything listens).
+        self.prompts: Any = load_prompts(config) if config.audio_connector.enabled else None
         self.config = config
         self.intake_description = intake or config.intake.listen
         check_intake_protection(config, self.intake_description)
@@ -215,6 +262,13 @@ class IVRService(MultiService):
         self.admin_listener: Optional[ListenerService] = None
         self.intake_address: Any = None
         self.admin_address: Any = None
+        #: The Audio Connector's factory and listener, when it is on.
+        self.audio_connector: Any = None
+        self.audio_connector_listener: Optional[ListenerService] = None
+        self.audio_connector_address: Any = None
+        #: Audio Connector calls by outcome (``selected``, ``operator``...).
+        self.audio_connector_outcomes: dict[str, int] = {}
+        self.audio_connector_calls = 0
         self._prepared = False
         self._stopped = False
         self.draining = False
@@ -242,6 +296,13 @@ class IVRService(MultiService):
         address = self.admin_address
         assert address is not None, "the admin listener is not listening yet"
         return f"http://{address.host}:{address.port}"
+
+    @property
+    def audio_connector_url(self) -> str:
+        "The Audio Connector's WebSocket URL (``ws://host:port/ivr``)."
+        address = self.audio_connector_address
+        assert address is not None, "the Audio Connector is not listening yet"
+        return f"ws://{address.host}:{address.port}{self.config.audio_connector.path}"
 
     @property
     def port(self) -> Optional[IListeningPort]:
@@ -309,6 +370,10 @@ class IVRService(MultiService):
                 "embedded platform emulator listening on {url}", url=self.platform.base_url
             )
         self.log.info("ivrproto intake listening on {url}", url=self.intake_url)
+        if self.audio_connector_listener is not None:
+            self.log.info(
+                "Audio Connector listening on {url}", url=self.audio_connector_url
+            )
         if self.admin_listener is not None:
             self.log.info(
                 "admin listener (/metrics, /v1/stats, /v1/calls/<id>) on {url}",
@@ -340,9 +405,16 @@ class IVRService(MultiService):
             # progress and the working configuration stay as they were.
             self.log.failure("reload failed, still serving the previous configuration")
             return False
+        if self._audio_connector_override:
+            new = attrs.evolve(
+                new,
+                audio_connector=attrs.evolve(
+                    new.audio_connector, enabled=True, listen=self._audio_connector_override
+                ),
+            )
         needs_restart = [
             name
-            for name in ("platform", "intake", "admin", "profiles")
+            for name in ("platform", "intake", "admin", "profiles", "audio_connector")
             if getattr(new, name) != getattr(self.config, name)
         ]
         if needs_restart:
@@ -545,6 +617,105 @@ class IVRService(MultiService):
                 on_listening=lambda port: setattr(self, "admin_address", port.getHost()),
             )
             self.admin_listener.setServiceParent(self)
+        if self.config.audio_connector.enabled:
+            self._make_audio_connector()
+
+    def _make_audio_connector(self) -> None:
+        """
+        The Audio Connector listener: Genesys Cloud's Call Audio Connector
+        action connects here, and each call plays the same menus.
+        """
+        from .audioconnector.auth import Authenticator, AuthSettings
+        from .audioconnector.server import AudioConnectorFactory
+        from .audioconnector.session import SessionSettings
+
+        ac = self.config.audio_connector
+        assert ac.api_key is not None  # check_audio_connector
+        prompts = self.prompts
+        authenticator = Authenticator(
+            self.reactor, {ac.api_key: ac.client_secret}, AuthSettings(**dict(ac.auth))
+        )
+        self.audio_connector = AudioConnectorFactory(
+            self.reactor,
+            authenticator,
+            {ac.path: self._new_audio_connector_call},
+            prompts,
+            SessionSettings(**dict(ac.session)),
+            max_message_size=ac.max_message_size,
+        )
+        self.audio_connector_listener = ListenerService(
+            "Audio Connector",
+            ac.listen,
+            serverFromString(self.reactor, ac.listen),
+            self.audio_connector,
+            on_listening=lambda port: setattr(self, "audio_connector_address", port.getHost()),
+        )
+        self.audio_connector_listener.setServiceParent(self)
+
+    def _new_audio_connector_call(self, call: Any) -> Any:
+        """
+        The call logic of one Audio Connector call: the menus' state machine,
+        joined to the session by a ``SessionBridge``.  The profile key is
+        the configured input variable, else the caller's ani as E.164; the
+        lookup is the intake's (its budget, cache and fallbacks).
+        """
+        from .audioconnector.adapter import OutputNames, SessionBridge, ani_to_e164
+        from .session import new_session
+
+        ac = self.config.audio_connector
+        info = call.info
+        key: Optional[str] = None
+        if ac.profile_key:
+            value = info.input_variables.get(ac.profile_key)
+            if isinstance(value, str) and value.strip():
+                key = value.strip()
+        if key is None:
+            key = ani_to_e164(info.ani or "")
+        self.audio_connector_calls += 1
+        names = OutputNames(**{name: (value or None) for name, value in ac.outputs})
+        book, timing = self.config.menu, self.config.timing
+        lookup = self.lookup
+        assert lookup is not None
+        holder: dict[str, Any] = {}
+
+        def lookup_profile() -> None:
+            session = holder["session"]
+            if key is None:
+                # Nothing to look up by: the default menu, at once.
+                session.profile_resolved(None, "not-found")
+                return
+
+            def known(result: Any) -> None:
+                session.profile_resolved(result.attributes, result.outcome)
+
+            def failed(failure: Failure) -> None:
+                # The lookup layer answers every lookup; this is a bug.
+                self.log.failure("Audio Connector profile lookup broke; default menu", failure)
+                session.profile_resolved(None, "failed")
+
+            lookup.lookup(key, timing.profile_budget).addCallbacks(known, failed)
+
+        def finished(outcome: Any) -> None:
+            from .audioconnector.adapter import outcome_value
+
+            value = outcome_value(outcome)
+            counts = self.audio_connector_outcomes
+            counts[value] = counts.get(value, 0) + 1
+            # The session id is Genesys's, not the caller's: it may be logged.
+            self.log.info(
+                "{session_id}: Audio Connector call ended: {outcome} ({reason}); target "
+                "{target}",
+                session_id=info.session_id,
+                outcome=value,
+                reason=outcome.reason,
+                target=outcome.target or "none",
+            )
+
+        bridge = SessionBridge(call, lookup_profile, names=names, finished=finished)
+        session, core = new_session(f"ac-{info.session_id}", book, timing, self.reactor, bridge)
+        holder["session"] = session
+        bridge.attach(session, lambda: core.collected)
+        return bridge
 
     def _place_scripted_calls(self) -> Deferred[Any]:
         from .emulator import place_calls
@@ -611,7 +782,19 @@ class IVRService(MultiService):
             # Connections the guard answered itself, before any request.
             refused["capacity"] += guard.refused
             refused["timeout"] += guard.timed_out
+        ac: dict[str, Any] = {}
+        if self.audio_connector is not None:
+            ac = {
+                "audio_connector": {
+                    "calls": self.audio_connector_calls,
+                    "active": len(self.audio_connector.sessions),
+                    "refused": self.audio_connector.refusals,
+                    "outcomes": dict(self.audio_connector_outcomes),
+                    "prompts_cached": self.audio_connector.prompts.cached,
+                }
+            }
         return {
+            **ac,
             "draining": self.draining,
             "loop_lag": round(self.loop_lag.lag, 4) if self.loop_lag is not None else 0.0,
             "calls": {"active": len(self.registry.active), **self.registry.totals},

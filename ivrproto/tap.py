@@ -16,6 +16,8 @@ from twisted.python import usage
 import attrs
 
 from .config import (
+    AC_API_KEY_ENV,
+    check_audio_connector,
     CONFIG_ENV,
     INTAKE_LISTEN_ENV,
     LOG_FORMAT_ENV,
@@ -31,7 +33,8 @@ from .logs import log_file_opener
 
 class Options(usage.Options):
     """
-    ``twistd ivr --config FILE [--intake ENDPOINT] [--log-format FORMAT]``
+    ``twistd ivr --config FILE [--intake ENDPOINT] [--audio-connector ENDPOINT]
+    [--log-format FORMAT]``
 
     Each option has an environment equivalent (:data:`CONFIG_ENV`,
     :data:`INTAKE_LISTEN_ENV`, :data:`LOG_FORMAT_ENV`): the option wins
@@ -40,7 +43,7 @@ class Options(usage.Options):
     twistd's usage text.
     """
 
-    synopsis = "--config FILE [--intake ENDPOINT]"
+    synopsis = "--config FILE [--intake ENDPOINT] [--audio-connector ENDPOINT]"
     longdesc = (
         "Personalized IVR menus over the Genesys Cloud Call Control API. "
         "The environment variables GENESYS_BASE_URL, GENESYS_LOGIN_URL, CLIENT_ID, "
@@ -64,6 +67,15 @@ class Options(usage.Options):
             "Twisted server endpoint of the intake listener "
             f"(e.g. tcp:8080:interface=127.0.0.1); overrides {INTAKE_LISTEN_ENV} "
             "and the config file.",
+        ],
+        [
+            "audio-connector",
+            None,
+            None,
+            "Twisted server endpoint of the Audio Connector listener (e.g. "
+            "tcp:8081:interface=127.0.0.1); overrides [audio_connector] listen, "
+            f"and serves the Audio Connector even without that section ({AC_API_KEY_ENV} "
+            "must be set).",
         ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
@@ -117,12 +129,24 @@ class Options(usage.Options):
                 if intake.listen_origin
                 else f"configuration: {self.config.source}: intake.listen",
             )
+        ac = self.config.audio_connector
+        if self["audio-connector"]:
+            _check_endpoint(self["audio-connector"], "--audio-connector")
+            self.config = attrs.evolve(
+                self.config,
+                audio_connector=attrs.evolve(ac, enabled=True, listen=self["audio-connector"]),
+            )
+        elif ac.enabled:
+            _check_endpoint(
+                ac.listen, f"configuration: {self.config.source}: audio_connector.listen"
+            )
         try:
             check_intake_protection(
                 self.config,
                 self["intake"] or self.config.intake.listen,
                 "--intake" if self["intake"] else None,
             )
+            check_audio_connector(self.config)
         except ConfigError as e:
             raise SystemExit(f"bad configuration: {e}") from None
         if log_format is not None:
@@ -168,6 +192,7 @@ def makeService(options: Options) -> IService:
             _stop_quietly(reactor)
 
     try:
+        # (--audio-connector is already in options.config.)
         service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
     except ConfigError as e:
         raise SystemExit(f"ivrproto: bad configuration: {e}") from None

@@ -20,6 +20,7 @@ which the wiring code makes from :attr:`CallInfo.ani` or an input variable.
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -45,6 +46,31 @@ class OutputNames:
     option: Optional[str] = "ivr_option"
     digits: Optional[str] = "ivr_digits"
     reason: Optional[str] = "ivr_reason"
+
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+
+
+def ani_to_e164(ani: str) -> Optional[str]:
+    """
+    A caller's ani (``participant.ani``) as an E.164 number, parsed
+    leniently: a ``tel:`` prefix, URI parameters (``;ext=...``), spaces,
+    dashes, dots and brackets are dropped, and an international ``00``
+    prefix becomes ``+``.  ``None`` when what is left is not ``+`` and 8 to
+    15 digits (a national number cannot be placed in a country here).
+    """
+    text = ani.strip()
+    if text[:4].lower() == "tel:":
+        text = text[4:]
+    text = _SEPARATORS.sub("", text.split(";", 1)[0])
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not text.startswith("+"):
+        return None
+    digits = text[1:]
+    if not (digits.isascii() and digits.isdigit() and 8 <= len(digits) <= 15) or digits[0] == "0":
+        return None
+    return text
 
 
 def prompt_name(url: str) -> str:
