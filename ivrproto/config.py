@@ -353,6 +353,7 @@ def parse_config(
     :raises ConfigError: for the first problem found
     """
     known = {"platform", "intake", "timing", "profiles", "logging", "menu", "emulator", "calls"}
+    known |= {"schedules", "closure"}  # parsed with the menu (ivrproto.menu.parse_menu)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section", source)
@@ -556,7 +557,12 @@ def parse_config(
         raise ConfigError("logging.format", f"must be one of: {', '.join(LOG_FORMATS)}", source)
 
     try:
-        menu = parse_menu(data.get("menu"), platform_config.audio_base_url)
+        menu = parse_menu(
+            data.get("menu"),
+            platform_config.audio_base_url,
+            schedules=data.get("schedules"),
+            closure=data.get("closure"),
+        )
     except ConfigError as e:
         raise ConfigError(e.key, e.reason, source) from None
 
