@@ -411,6 +411,8 @@ class CallRegistry:
         retention: float,
         on_call_ended: Optional[Callable[[CallRecord], None]] = None,
     ) -> None:
+        self._closure: Optional[ClosureSwitch] = None
+        self._watching = False
         self.context = context
         self.max_active = max_active
         self.retention = retention
@@ -427,13 +429,23 @@ class CallRegistry:
         self.closes: Dict[int, int] = {}
         #: calls ended, by the opening hours that served them (Hours.label)
         self.hours_served: Dict[str, int] = {}
-        self._closure: Optional[ClosureSwitch] = None
         self.connections: set[CallControlProtocol] = set()
         self._idle_waiters: list[Deferred[None]] = []
 
     @property
     def full(self) -> bool:
         return len(self.active) >= self.max_active
+
+    @property
+    def context(self) -> CallContext:
+        return self._context
+
+    @context.setter
+    def context(self, context: CallContext) -> None:
+        # A reload's new [closure] takes over the watching at once.
+        self._context = context
+        if self._watching:
+            self.closure
 
     @property
     def closure(self) -> Optional[ClosureSwitch]:
@@ -443,15 +455,31 @@ class CallRegistry:
         changes the settings.
         """
         config = self.context.book.closure
-        if config is None:
-            if self._closure is not None:
-                self._closure.stop()
-            self._closure = None
-        elif self._closure is None or self._closure.config != config:
-            if self._closure is not None:
-                self._closure.stop()
-            self._closure = ClosureSwitch(self.context.reactor, config)
+        old = self._closure
+        if old is not None and old.config == config:
+            return old
+        if old is not None:
+            old.stop()
+        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config)
+        if self._closure is not None and self._watching:
+            self._closure.start()
         return self._closure
+
+    def watch_closure(self) -> None:
+        """
+        Look at the closure's flag file every ``check_interval`` from now
+        on (and not only when calls arrive), so that a change is logged
+        when it is made.
+        """
+        self._watching = True
+        switch = self.closure
+        if switch is not None:
+            switch.start()
+
+    def stop_watching_closure(self) -> None:
+        self._watching = False
+        if self._closure is not None:
+            self._closure.stop()
 
     def hours_now(self) -> Hours:
         """

@@ -286,10 +286,10 @@ def parse_schedule(name: str, data: Any, where: str) -> Schedule:
         raise ConfigError(f"{where}.dates", 'must be a table of "YYYY-MM-DD" = [ranges]')
     for key, value in table.items():
         here = f"{where}.dates.{key}"
-        day, every_year = _date_key(key, here)
+        on, every_year = _date_key(key, here)
         ranges = _ranges(value, here)
-        if day is not None:
-            dates[day] = ranges
+        if on is not None:
+            dates[on] = ranges
         else:
             assert every_year is not None
             yearly[every_year] = ranges

@@ -338,6 +338,7 @@ class IVRService(Service):
         self.registry = CallRegistry(
             context, self.config.intake.max_active_calls, self.config.intake.outcome_retention
         )
+        self.registry.watch_closure()  # the emergency closure's flag file, if [closure]
         site = make_site(
             self.registry,
             self.tokens.ready,
@@ -483,6 +484,8 @@ class IVRService(Service):
         ):
             if part is not None:
                 step(what, part.stop)
+        if self.registry is not None:
+            step("the closure switch", self.registry.stop_watching_closure)
         if self.pool is not None:
             pool, self.pool = self.pool, None
             step("the HTTP connection pool", pool.closeCachedConnections)

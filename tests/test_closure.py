@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -176,3 +178,22 @@ class ClosureCallTests(CallsTestCase):
         self.listeners["c"].digit_received("5")
         (record,) = self.ended
         self.assertEqual(record.outcome.kind, "hungup")
+
+    def test_watched_without_calls(self) -> None:
+        """Watched, the registry's switch notices the file with no call; a reload without [closure] stops it."""
+        flag = Path(self.mktemp())
+        closure = {"flag_file": str(flag), "prompt": "closed.mp3", "target": "callback"}
+        self.make_registry(book(menu_table(), closure=closure), local("Europe/Berlin", 2026, 12, 4, 10, 0))
+        self.registry.watch_closure()
+        flag.write_text("")
+        self.clock.advance(1)
+        switch = self.registry.closure
+        assert switch is not None
+        self.assertEqual(switch.notice, Notice())
+        self.registry.context = attrs.evolve(self.registry.context, book=book(menu_table()))
+        self.assertIsNone(self.registry.closure)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.registry.context = attrs.evolve(self.registry.context, book=book(menu_table(), closure=closure))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.registry.stop_watching_closure()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
