@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .closure import ClosureSwitch
 from .config import Timing
 from .errors import IVRError
 from .metrics import Metrics
@@ -26,6 +27,7 @@ from .lookup import LookupResult
 from .menu import MenuBook
 from .messages import Command, Play
 from .protocol import CallControlProtocol, connect_call_control
+from .schedules import Hours
 from .session import CallSession, Outcome, SessionCore, clip, new_session
 
 
@@ -58,6 +60,9 @@ class CallContext:
 
     :ivar connect: opens a Call Control connection; defaults to
         :func:`~ivrproto.protocol.connect_call_control`, replaced in tests
+    :ivar schedule_time: the time (seconds after the epoch) the opening
+        hours are read at when a call arrives; ``None``: the reactor's time
+        (``ivr simulate --at`` gives another)
     """
 
     reactor: Any  # IReactorTCP and IReactorTime
@@ -69,6 +74,10 @@ class CallContext:
     log_key: bytes = attrs.field(repr=False)
     connect: ConnectFunction = connect_call_control
     metrics: Optional[Metrics] = None
+    schedule_time: Optional[Callable[[], float]] = None
+
+    def arrival_time(self) -> float:
+        return self.reactor.seconds() if self.schedule_time is None else self.schedule_time()
 
 
 class CallRunner:
@@ -88,6 +97,7 @@ class CallRunner:
         on_finished: Callable[["CallRunner", Outcome], None],
         on_closed: Optional[Callable[[Optional[int]], None]] = None,
         on_attached: Optional[Callable[[CallControlProtocol], None]] = None,
+        hours: Optional[Hours] = None,
     ) -> None:
         self.context = context
         self.call_control_id = call_control_id
@@ -105,8 +115,10 @@ class CallRunner:
         self._lookup_started = 0.0
         self._first_play_sent = False
         self._digit_at: Optional[float] = None
+        if hours is None:
+            hours = context.book.hours_at(context.arrival_time())
         self.session, self.core = new_session(
-            call_control_id, context.book, context.timing, context.reactor, self
+            call_control_id, context.book, context.timing, context.reactor, self, hours
         )
 
     def start(self) -> None:
@@ -304,6 +316,8 @@ class CallRecord:
     :ivar fallback: why the caller got no personal menu (the profile
         lookup's outcome: ``not-found``, ``timed-out``, ``rate-limited``,
         ``failed``...), or ``none``
+    :ivar hours: the opening hours that served the call
+        (:meth:`~ivrproto.schedules.Hours.to_json`)
     """
 
     call_control_id: str
@@ -315,6 +329,7 @@ class CallRecord:
     menu_version: str = ""
     option: Optional[Mapping[str, Optional[str]]] = None
     fallback: str = "none"
+    hours: Optional[Mapping[str, Any]] = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -328,6 +343,7 @@ class CallRecord:
             "option": None if self.option is None else dict(self.option),
             "keys": list(self.keys),
             "duration": round(self.duration, 3),
+            "hours": None if self.hours is None else dict(self.hours),
         }
 
 
@@ -395,6 +411,8 @@ class CallRegistry:
         retention: float,
         on_call_ended: Optional[Callable[[CallRecord], None]] = None,
     ) -> None:
+        self._closure: Optional[ClosureSwitch] = None
+        self._watching = False
         self.context = context
         self.max_active = max_active
         self.retention = retention
@@ -409,12 +427,68 @@ class CallRegistry:
         self.totals: Dict[str, int] = {}
         self.fallbacks: Dict[str, int] = {}
         self.closes: Dict[int, int] = {}
+        #: calls ended, by the opening hours that served them (Hours.label)
+        self.hours_served: Dict[str, int] = {}
         self.connections: set[CallControlProtocol] = set()
         self._idle_waiters: list[Deferred[None]] = []
 
     @property
     def full(self) -> bool:
         return len(self.active) >= self.max_active
+
+    @property
+    def context(self) -> CallContext:
+        return self._context
+
+    @context.setter
+    def context(self, context: CallContext) -> None:
+        # A reload's new [closure] takes over the watching at once.
+        self._context = context
+        if self._watching:
+            self.closure
+
+    @property
+    def closure(self) -> Optional[ClosureSwitch]:
+        """
+        The emergency closure switch of the current menu book's
+        ``[closure]``, made when first needed and again when a reload
+        changes the settings.
+        """
+        config = self.context.book.closure
+        old = self._closure
+        if old is not None and old.config == config:
+            return old
+        if old is not None:
+            old.stop()
+        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config)
+        if self._closure is not None and self._watching:
+            self._closure.start()
+        return self._closure
+
+    def watch_closure(self) -> None:
+        """
+        Look at the closure's flag file every ``check_interval`` from now
+        on (and not only when calls arrive), so that a change is logged
+        when it is made.
+        """
+        self._watching = True
+        switch = self.closure
+        if switch is not None:
+            switch.start()
+
+    def stop_watching_closure(self) -> None:
+        self._watching = False
+        if self._closure is not None:
+            self._closure.stop()
+
+    def hours_now(self) -> Hours:
+        """
+        The opening hours a call arriving now gets, with the emergency
+        closure if it is on.
+        """
+        switch = self.closure
+        notice = None if switch is None else switch.current()
+        return self.context.book.hours_at(self.context.arrival_time(), notice)
 
     def start_call(self, call_control_id: str, external_id: str) -> CallRunner:
         """
@@ -428,6 +502,7 @@ class CallRegistry:
             self._finished,
             self._closed,
             self._attached,
+            self.hours_now(),
         )
         self.active[call_control_id] = runner
         self._forget(call_control_id)
@@ -454,6 +529,7 @@ class CallRegistry:
                 core.book.version,
                 describe_option(core),
                 "none" if core.profile in PERSONAL else core.profile,
+                None if core.hours is None else core.hours.to_json(),
             )
             self.log_call_record(runner, record)
         except Exception:
@@ -481,6 +557,8 @@ class CallRegistry:
                 },
             )
         self.totals[outcome.kind] = self.totals.get(outcome.kind, 0) + 1
+        label = "always" if core.hours is None else core.hours.label
+        self.hours_served[label] = self.hours_served.get(label, 0) + 1
         if core.menu is not None and core.menu.is_default:
             self.fallbacks[core.profile] = self.fallbacks.get(core.profile, 0) + 1
         if self.retention > 0:
@@ -519,11 +597,12 @@ class CallRegistry:
             "duration": round(record.duration, 3),
             "keys": list(record.keys),
             "keys_total": core.keys_total,
+            "hours": record.hours,
         }
         self.log.info(
             "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
             "caller {caller}, menu {menu_version} ({menu}, {menu_name}), option {option}, "
-            "profile {profile}, fallback {fallback}, keys [{keys}]: {timeline}",
+            "profile {profile}, fallback {fallback}, hours {hours}, keys [{keys}]: {timeline}",
             # ``keys`` and ``timeline`` are bounded by the session
             # (max_keys_kept, max_notes), with a count of what was left out.
             call_control_id=record.call_control_id,
@@ -538,6 +617,7 @@ class CallRegistry:
             option=_option_text(record.option),
             profile=record.profile,
             fallback=record.fallback,
+            hours="always" if core.hours is None else core.hours.label,
             keys=describe_keys(core),
             timeline=describe_timeline(core),
             call_record=fields,

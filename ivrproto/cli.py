@@ -16,10 +16,12 @@ local emulator's.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import secrets
 import sys
+import time
 from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
@@ -35,6 +37,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .menu import Action, MenuBook, MenuSpec, Option
+from .schedules import describe_schedule
 
 #: Exit codes.
 EXIT_OK = 0
@@ -143,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_TIME,
         help=f"give up on a call that has not ended after SECONDS (real time; default "
         f"{DEFAULT_MAX_TIME:g})",
+    )
+    simulate.add_argument(
+        "--at",
+        metavar="TIME",
+        help='run the call as if it arrived at TIME, such as "2026-12-25T10:00": in the '
+        "schedules' time zone unless TIME has an offset (+01:00, Z); the opening hours "
+        "and rules are read then (default: now)",
     )
     simulate.add_argument(
         "-v",
@@ -267,9 +277,14 @@ def run_check(path: str, environ: Mapping[str, str], out: IO[str]) -> int:
     return EXIT_OK
 
 
-def describe_config(config: Config, placeholders: Sequence[str] = ()) -> Iterator[str]:
+def describe_config(
+    config: Config, placeholders: Sequence[str] = (), now: Optional[float] = None
+) -> Iterator[str]:
     """
     What ``ivr check`` prints about a good configuration.
+
+    :param now: the time the schedules' next openings and closings are
+        counted from (default: the system clock)
     """
     book = config.menu
     platform = config.platform
@@ -316,6 +331,47 @@ def describe_config(config: Config, placeholders: Sequence[str] = ()) -> Iterato
         yield f"  {name:<{width}} = {target}{suffix}"
     yield ""
     yield "languages: " + _describe_languages(book)
+    if book.schedules or book.closure is not None:
+        yield from _describe_hours(book, time.time() if now is None else now)
+
+
+def _describe_hours(book: MenuBook, now: float) -> Iterator[str]:
+    yield ""
+    yield "opening hours:"
+    for schedule in book.schedules.values():
+        yield "  " + describe_schedule(schedule, now)
+    closure = book.closure
+    if closure is not None:
+        then = "hang up" if closure.target is None else f"transfer to {book.targets[closure.target]}"
+        state = "present: CLOSED now" if os.path.exists(closure.flag_file) else "absent"
+        yield (
+            f"  emergency closure: while {closure.flag_file} exists ({state}), new calls hear "
+            f"{closure.prompt}, then {then} after {closure.wait:g}s or a key"
+        )
+
+
+def parse_at(text: str, book: MenuBook) -> float:
+    """
+    ``--at``: an ISO date and time, in the schedules' time zone unless it
+    has an offset, as seconds after the epoch.
+
+    :raises UsageError: it is not a time, or the zone is ambiguous
+    """
+    try:
+        at = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f'--at: {text!r} is not a date and time such as "2026-12-25T10:00"') from None
+    if at.tzinfo is None:
+        zones = {s.time_zone: s.zone for s in book.schedules.values()}
+        if len(zones) > 1:
+            raise UsageError(
+                "--at: the schedules are in several time zones ("
+                + ", ".join(sorted(zones))
+                + "); give an offset, such as 2026-12-25T10:00+01:00"
+            )
+        zone = next(iter(zones.values())) if zones else datetime.timezone.utc
+        at = at.replace(tzinfo=zone)
+    return at.timestamp()
 
 
 def _describe_inputs(book: MenuBook, spec: MenuSpec, config: Config) -> str:
@@ -487,6 +543,9 @@ def scale_timing(config: Config, speed: float) -> Config:
         confirm_delay=config.timing.confirm_delay / speed,
     )
     book = config.menu
+    closure = book.closure
+    if closure is not None:
+        closure = attrs.evolve(closure, wait=closure.wait / speed)
 
     def option(o: Option) -> Option:
         collect = o.action.collect
@@ -510,7 +569,7 @@ def scale_timing(config: Config, speed: float) -> Config:
         f.alias: {} for f in attrs.fields(MenuBook) if f.name == "_cache" and f.alias
     }
     faster_book = attrs.evolve(
-        book, menus={name: menu(spec) for name, spec in book.menus.items()}, **fresh
+        book, menus={name: menu(spec) for name, spec in book.menus.items()}, closure=closure, **fresh
     )
     return attrs.evolve(config, timing=timing, menu=faster_book)
 
@@ -548,6 +607,7 @@ def simulate(
     *,
     speed: float = DEFAULT_SPEED,
     max_time: float = DEFAULT_MAX_TIME,
+    at: Optional[float] = None,
 ) -> Any:
     """
     Run one call through :class:`~ivrproto.service.IVRService` against a
@@ -556,6 +616,8 @@ def simulate(
     :param config: the configuration as loaded (not yet scaled); its
         platform URLs and credentials are replaced by the emulator's
     :param tokens: the caller's actions, from :func:`parse_keys`
+    :param at: the call's arrival time for the opening hours (seconds
+        after the epoch; default: now)
     :return: a Deferred firing with a :class:`Simulation`
     """
     from .emulator import Platform
@@ -584,6 +646,10 @@ def simulate(
         service = IVRService(reactor, scaled, intake="tcp:0:interface=127.0.0.1", admin="intake")
         yield service.start()
         assert service.registry is not None
+        if at is not None:
+            service.registry.context = attrs.evolve(
+                service.registry.context, schedule_time=lambda: at
+            )
         record = platform.expect_call(SIMULATED_CALL_ID, caller.external_id, script)
         runner = service.registry.start_call(SIMULATED_CALL_ID, caller.external_id)
         ended: Deferred[Any] = service.registry.when_ended(SIMULATED_CALL_ID)
@@ -821,6 +887,7 @@ def run_simulate(
         raise UsageError("--max-time: must be a number of seconds greater than zero")
     config = load_for_simulate(args.config, environ)
     caller = choose_caller(config, args.profile, args.external_id)
+    at = None if args.at is None else parse_at(args.at, config.menu)
 
     from twisted.internet.task import react
     from twisted.logger import (
@@ -843,7 +910,9 @@ def run_simulate(
     results: List[Simulation] = []
 
     def run(reactor: Any) -> Deferred[None]:
-        d = simulate(reactor, config, caller, tokens, speed=args.speed, max_time=args.max_time)
+        d = simulate(
+            reactor, config, caller, tokens, speed=args.speed, max_time=args.max_time, at=at
+        )
         return d.addCallback(results.append)
 
     try:
@@ -853,6 +922,10 @@ def run_simulate(
             print("ivr simulate: the simulation broke (see the log above)", file=err)
             return EXIT_CALL_FAILED
     lines, code = simulation_report(results[0], config, args.config)
+    if at is not None:
+        hours = config.menu.hours_at(at)
+        when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
+        lines.insert(1, f"as if the call arrived at {when} (opening hours: {hours.label})")
     for line in lines:
         print(line, file=out)
     return code

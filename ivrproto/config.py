@@ -619,6 +619,7 @@ def parse_config(
         "platform", "intake", "admin", "timing", "profiles", "logging", "menu", "emulator", "calls",
         "audio_connector",
     }
+    known |= {"schedules", "closure"}  # parsed with the menu (ivrproto.menu.parse_menu)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section" + did_you_mean(unknown[0], known), source)
@@ -851,7 +852,12 @@ def parse_config(
         )
 
     try:
-        menu = parse_menu(data.get("menu"), platform_config.audio_base_url)
+        menu = parse_menu(
+            data.get("menu"),
+            platform_config.audio_base_url,
+            schedules=data.get("schedules"),
+            closure=data.get("closure"),
+        )
     except ConfigError as e:
         raise ConfigError(e.key, e.reason, source) from None
 

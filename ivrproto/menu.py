@@ -12,6 +12,12 @@ caller can get stuck in.
 :meth:`MenuBook.menu_for` builds the :class:`Menu` offered to one caller;
 built menus are shared between calls that choose the same options, so the
 per-call cost is one pass over the rules.
+
+Time is an input too: the book holds the ``[schedules]`` (opening hours,
+:mod:`ivrproto.schedules`) and the ``[closure]`` (the emergency closure,
+:mod:`ivrproto.closure`), and :meth:`MenuBook.menu_for` takes the
+:class:`~ivrproto.schedules.Hours` of the call's arrival: ``{open = "..."}``
+rules, closed-hours variants of menus, and the closure menu follow it.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
+from .closure import ClosureConfig, parse_closure
 from .errors import ConfigError
 from .messages import VALID_DIGITS
-from .rules import COMPARISONS, AllOf, AnyOf, Compare, Not, Rule, parse_rule
+from .rules import COMPARISONS, AllOf, AnyOf, Compare, Not, Open, Rule, parse_rule, walk_rule
+from .schedules import Hours, Schedule, hours_at, parse_schedules
 
 __all__ = [
     "AllOf",
@@ -37,6 +45,7 @@ __all__ = [
     "MenuBook",
     "MenuSpec",
     "Not",
+    "Open",
     "Option",
     "menu_version",
     "parse_menu",
@@ -47,6 +56,8 @@ __all__ = [
 AUTO_KEYS = "1234567890"
 AUDIO_SUFFIXES = (".mp3", ".wav")
 START = "main"
+#: The name of the menu an emergency closure offers.
+CLOSURE = "closure"
 
 # --- what options do ---------------------------------------------------------
 
@@ -120,6 +131,8 @@ class MenuSpec:
     :ivar default: for callers without a profile
     :ivar intro: a prompt played before the options
     :ivar on_failure: what happens after the last try (default: operator)
+    :ivar closed_hours: ``(schedule, menu)``: while the schedule is closed,
+        the named menu is offered instead of this one
     """
 
     name: str
@@ -132,6 +145,7 @@ class MenuSpec:
     invalid_prompt: Optional[str] = None
     no_input_prompt: Optional[str] = None
     on_failure: Optional[Action] = None
+    closed_hours: Optional[Tuple[str, str]] = None
 
 
 @attrs.frozen
@@ -198,8 +212,10 @@ class MenuBook:
     :ivar operator: the action used when the caller gives no input or the
         call cannot go on
     :ivar language_attribute: the profile attribute that picks the language
+    :ivar schedules: the opening hours rules and menus can test
+    :ivar closure: the emergency closure's settings, if any
     :ivar version: a short hash of everything above (menus, options, rules,
-        targets, prompts), computed once when the book is made: each call's
+        targets, prompts, schedules), computed once when the book is made: each call's
         record names the menu that served it, and a reload that changes the
         menu changes it
     """
@@ -213,6 +229,8 @@ class MenuBook:
     operator: str = "transfer_operator"
     start: str = START
     language_attribute: Optional[str] = None
+    schedules: Mapping[str, Schedule] = attrs.field(factory=dict)
+    closure: Optional[ClosureConfig] = None
     _cache: Dict[Tuple[Any, ...], Menu] = attrs.field(factory=dict, eq=False, repr=False)
     version: str = attrs.field(init=False, eq=False)
 
@@ -275,11 +293,20 @@ class MenuBook:
             return menu.spec.on_failure
         return Action("transfer", self.operator)
 
+    def hours_at(self, seconds: float, closure: Any = None) -> Hours:
+        """
+        The state of this book's schedules at ``seconds`` after the epoch,
+        with the emergency closure ``closure`` (a
+        :class:`~ivrproto.closure.Notice`) if one is in force.
+        """
+        return hours_at(self.schedules, seconds, closure)
+
     def menu_for(
         self,
         attributes: Optional[Mapping[str, Any]],
         name: Optional[str] = None,
         language: Optional[str] = None,
+        hours: Optional[Hours] = None,
     ) -> Menu:
         """
         The menu offered to a caller.
@@ -288,26 +315,58 @@ class MenuBook:
             there is no profile (404, failure, or time budget spent)
         :param name: which menu (default: the start menu)
         :param language: the prompt language (default: from the profile)
+        :param hours: the schedules when the call arrived; ``None``: every
+            schedule counts as open and there is no closure
         """
-        spec = self.menus[name or self.start]
         if language is None:
             language = self.language_for(attributes)
+        if hours is not None and hours.closure is not None and self.closure is not None:
+            return self._closure_menu(language)
+        spec = self.menus[name or self.start]
+        open_now = None if hours is None else hours.open
+        if spec.closed_hours is not None and open_now is not None:
+            schedule, variant = spec.closed_hours
+            if schedule not in open_now:
+                spec = self.menus[variant]
         is_default = attributes is None and spec.default is not None
-        if is_default:
-            options = spec.default
-            chosen: Tuple[int, ...] = tuple(range(len(options)))  # type: ignore[arg-type]
-        else:
-            options = spec.options
-            seen = attributes if attributes is not None else {}
-            chosen = tuple(
-                i for i, o in enumerate(options) if o.when is None or o.when.matches(seen)
-            )
+        seen = attributes if attributes is not None else {}
+        options = spec.default if is_default else spec.options
+        assert options is not None
+        chosen = tuple(
+            i for i, o in enumerate(options) if o.when is None or o.when.matches(seen, open_now)
+        )
         cache_key = (spec.name, language, is_default, chosen)
         menu = self._cache.get(cache_key)
         if menu is None:
             menu = self._cache[cache_key] = self._build(
                 spec, language, [options[i] for i in chosen], is_default  # type: ignore[index]
             )
+        return menu
+
+    def _closure_menu(self, language: str) -> Menu:
+        """
+        The emergency closure's menu: its message and no option; after
+        ``wait`` seconds, or at the first key, the call goes to the
+        closure's target (or is hung up).
+        """
+        closure = self.closure
+        assert closure is not None
+        cache_key = (CLOSURE, language, False, None)
+        menu = self._cache.get(cache_key)
+        if menu is None:
+            then = (
+                Action("hangup") if closure.target is None else Action("transfer", closure.target)
+            )
+            spec = MenuSpec(
+                name=CLOSURE,
+                options=(),
+                intro=closure.prompt,
+                no_input_timeout=closure.wait,
+                max_no_input=0,
+                max_invalid=1,
+                on_failure=then,
+            )
+            menu = self._cache[cache_key] = self._build(spec, language, (), False)
         return menu
 
     def _build(
@@ -362,6 +421,11 @@ class MenuBook:
             if name in seen:
                 return
             seen.add(name)
+            if spec.closed_hours is not None:
+                yield depth + 1, (
+                    f"while {spec.closed_hours[0]} is closed: menu {spec.closed_hours[1]} instead"
+                )
+                yield from into(Action("submenu", spec.closed_hours[1]), depth + 2)
             groups = [("options", spec.options)]
             if spec.default is not None:
                 groups = [("with a profile", spec.options), ("without a profile", spec.default)]
@@ -426,6 +490,8 @@ def menu_version(book: MenuBook) -> str:
 def _describe_rule(rule: Rule) -> str:
     if isinstance(rule, Compare):
         return f"{rule.attribute} {rule.op} {rule.value!r}"
+    if isinstance(rule, Open):
+        return f"{rule.schedule} is open"
     if isinstance(rule, Not):
         return f"not ({_describe_rule(rule.rule)})"
     joiner = " and " if isinstance(rule, AllOf) else " or "
@@ -446,6 +512,7 @@ _MENU_KEYS = {
     "invalid_prompt",
     "no_input_prompt",
     "on_failure",
+    "closed_hours",
 }
 _COLLECT_KEYS = {
     "prompt",
@@ -496,6 +563,8 @@ class _Loader:
         self.targets: Dict[str, str] = {}
         self.prompt_refs: list[tuple[str, str]] = []  # (prompt, where)
         self.submenu_refs: list[tuple[str, str]] = []
+        self.schedule_refs: list[tuple[str, str]] = []
+        self.variants: list[tuple[str, str]] = []  # (menu, where)
 
     def prompt(self, value: Any, where: str) -> str:
         prompt = _text(value, where)
@@ -592,9 +661,17 @@ class _Loader:
             action = self.action(item, here)
             when = None
             if "when" in item:
-                if not allow_rules:
-                    raise ConfigError(f"{here}.when", "default options take no rule")
                 when = parse_rule(item["when"], f"{here}.when")
+                tests = list(walk_rule(when))
+                if not allow_rules and any(isinstance(r, Compare) for r in tests):
+                    raise ConfigError(
+                        f"{here}.when",
+                        "default options take no rule over profile attributes "
+                        "(rules over opening hours, {open = \"...\"}, are fine)",
+                    )
+                for rule in tests:
+                    if isinstance(rule, Open):
+                        self.schedule_refs.append((rule.schedule, f"{here}.when"))
             options.append(Option(key, prompt, action, when))
         self.check_keys(options, where)
         return tuple(options)
@@ -646,6 +723,19 @@ class _Loader:
         def optional(key: str, parse: Any) -> Any:
             return parse(data[key], f"{where}.{key}") if key in data else None
 
+        closed_hours = None
+        if "closed_hours" in data:
+            here = f"{where}.closed_hours"
+            table = data["closed_hours"]
+            if not isinstance(table, dict) or set(table) != {"schedule", "menu"}:
+                raise ConfigError(
+                    here, 'must be a table such as {schedule = "agents", menu = "after_hours"}'
+                )
+            closed_hours = (_text(table["schedule"], f"{here}.schedule"), _text(table["menu"], f"{here}.menu"))
+            self.schedule_refs.append((closed_hours[0], f"{here}.schedule"))
+            self.submenu_refs.append((closed_hours[1], f"{here}.menu"))
+            self.variants.append((closed_hours[1], here))
+
         return MenuSpec(
             name=name,
             options=options,
@@ -657,6 +747,7 @@ class _Loader:
             invalid_prompt=optional("invalid_prompt", self.prompt),
             no_input_prompt=optional("no_input_prompt", self.prompt),
             on_failure=on_failure,
+            closed_hours=closed_hours,
         )
 
     def extra_keys(self, where: str) -> set[str]:
@@ -677,9 +768,16 @@ class _Loader:
         }
 
 
-def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
+def parse_menu(
+    data: Any,
+    audio_base_url: str,
+    where: str = "menu",
+    schedules: Any = None,
+    closure: Any = None,
+) -> MenuBook:
     """
-    Load and check the ``[menu]`` table.
+    Load and check the ``[menu]`` table, with the ``[schedules]`` and
+    ``[closure]`` tables its rules and menus use.
 
     The start menu's options are ``[[menu.options]]`` (callers with a
     profile) and ``[[menu.default]]`` (without); sub-menus are
@@ -687,6 +785,7 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
 
     :raises ConfigError: naming the place in the file that is wrong
     """
+    schedule_book = parse_schedules(schedules)
     if not isinstance(data, dict):
         raise ConfigError(where, "missing or not a table")
     loader = _Loader(data, where)
@@ -762,6 +861,20 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
                 f"prompt {prompt!r} has no file: name an .mp3/.wav file or a prompt of "
                 f"{where}.prompts.{texts['default_language']}",
             )
+    for name, here in loader.schedule_refs:
+        if name not in schedule_book:
+            raise ConfigError(here, f"there is no schedule {name!r} ([schedules.{name}])")
+    used = {name for name, _ in loader.schedule_refs}
+    for name in schedule_book:
+        if name not in used:
+            raise ConfigError(
+                f"schedules.{name}",
+                "is not used: no rule ({open = \"...\"}) or closed_hours names it",
+            )
+    for name, here in loader.variants:
+        if name in menus and menus[name].closed_hours is not None:
+            raise ConfigError(here, f"menu {name!r} has closed hours of its own; pick one menu")
+    closure_config = parse_closure(closure, loader.targets, prompts.has)
     _check_reachable(menus, start, where)
     _check_failure_paths(
         menus,
@@ -778,6 +891,8 @@ def parse_menu(data: Any, audio_base_url: str, where: str = "menu") -> MenuBook:
         operator=texts["operator"],
         start=start,
         language_attribute=texts["language_attribute"],
+        schedules=schedule_book,
+        closure=closure_config,
     )
 
 
@@ -804,6 +919,8 @@ def _check_reachable(menus: Mapping[str, MenuSpec], start: str, where: str) -> N
                 yield option.action.collect.then
         if spec.on_failure is not None:
             yield spec.on_failure
+        if spec.closed_hours is not None:
+            yield Action("submenu", spec.closed_hours[1])
 
     reached = {start}
     todo = [start]

@@ -1,12 +1,15 @@
 """
-Rules over profile attributes, loaded from configuration and checked when
-they are loaded, never evaluated with ``eval``.  A missing attribute, or one
-of another type than the rule compares with, fails the rule.
+Rules over profile attributes and opening hours, loaded from configuration
+and checked when they are loaded, never evaluated with ``eval``.  A missing
+attribute, or one of another type than the rule compares with, fails the
+rule.  ``{open = "agents"}`` holds while the schedule ``agents`` is open
+(:mod:`ivrproto.schedules`): every rule is given the set of schedules open
+when the call arrived.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import attrs
 
@@ -33,7 +36,7 @@ class Compare:
     op: str
     value: Any
 
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
+    def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
         if self.op == "exists":
             return (self.attribute in attributes) is self.value
         if self.attribute not in attributes:
@@ -64,27 +67,54 @@ _ORDERINGS: Dict[str, Callable[[Any, Any], bool]] = {
 class AllOf:
     rules: Tuple["Rule", ...]
 
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return all(r.matches(attributes) for r in self.rules)
+    def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        return all(r.matches(attributes, open_now) for r in self.rules)
 
 
 @attrs.frozen
 class AnyOf:
     rules: Tuple["Rule", ...]
 
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return any(r.matches(attributes) for r in self.rules)
+    def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        return any(r.matches(attributes, open_now) for r in self.rules)
 
 
 @attrs.frozen
 class Not:
     rule: "Rule"
 
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        return not self.rule.matches(attributes)
+    def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        return not self.rule.matches(attributes, open_now)
 
 
-Rule = Any  # Compare | AllOf | AnyOf | Not
+@attrs.frozen
+class Open:
+    """
+    Holds while the schedule is open.
+
+    ``open_now`` is the set of schedules open when the call arrived, or
+    ``None`` when no time is given (every schedule counts as open).
+    """
+
+    schedule: str
+
+    def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        return open_now is None or self.schedule in open_now
+
+
+Rule = Any  # Compare | AllOf | AnyOf | Not | Open
+
+
+def walk_rule(rule: Rule) -> Iterator[Rule]:
+    """
+    ``rule`` and every rule inside it.
+    """
+    yield rule
+    if isinstance(rule, (AllOf, AnyOf)):
+        for inner in rule.rules:
+            yield from walk_rule(inner)
+    elif isinstance(rule, Not):
+        yield from walk_rule(rule.rule)
 
 COMPARISONS = ("equals", "not_equals", "one_of", "gt", "ge", "lt", "le", "exists")
 
@@ -94,14 +124,21 @@ def parse_rule(data: Any, where: str) -> Rule:
     Parse one rule from configuration.
 
     Forms: ``{attribute = "x", <op> = value}`` with ``op`` one of
-    :data:`COMPARISONS`; ``{all = [rule, ...]}``; ``{any = [rule, ...]}``;
-    ``{not = rule}``.
+    :data:`COMPARISONS`; ``{open = "schedule"}``; ``{all = [rule, ...]}``;
+    ``{any = [rule, ...]}``; ``{not = rule}``.
 
     :param where: the dotted place in the file, for error messages
     :raises ConfigError: naming ``where`` when the rule is not well formed
     """
     if not isinstance(data, dict):
         raise ConfigError(where, "a rule must be a table")
+    if "open" in data:
+        if len(data) != 1:
+            raise ConfigError(where, "'open' must stand alone in its table")
+        name = data["open"]
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.open", "must name a schedule ([schedules.<name>])")
+        return Open(name)
     combinators = [k for k in ("all", "any", "not") if k in data]
     if combinators:
         if len(data) != 1:

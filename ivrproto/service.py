@@ -565,6 +565,7 @@ class IVRService(MultiService):
         self.registry = CallRegistry(
             context, self.config.intake.max_active_calls, self.config.intake.outcome_retention
         )
+        self.registry.watch_closure()  # the emergency closure's flag file, if [closure]
         admin_on_intake = self.admin_description == ADMIN_ON_INTAKE
         admin_routes: dict[bytes, Resource] = {b"metrics": MetricsResource(self.metrics)}
         site = make_site(
@@ -712,7 +713,11 @@ class IVRService(MultiService):
             )
 
         bridge = SessionBridge(call, lookup_profile, names=names, finished=finished)
-        session, core = new_session(f"ac-{info.session_id}", book, timing, self.reactor, bridge)
+        # The same opening hours (and emergency closure) as an intake call.
+        hours = None if self.registry is None else self.registry.hours_now()
+        session, core = new_session(
+            f"ac-{info.session_id}", book, timing, self.reactor, bridge, hours
+        )
         holder["session"] = session
         bridge.attach(session, lambda: core.collected)
         return bridge
@@ -848,6 +853,8 @@ class IVRService(MultiService):
         ):
             if part is not None:
                 step(what, part.stop)
+        if self.registry is not None:
+            step("the closure switch", self.registry.stop_watching_closure)
         if self.pool is not None:
             pool, self.pool = self.pool, None
             step("the HTTP connection pool", pool.closeCachedConnections)

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from .config import Timing
 from .menu import Action, Collect, Menu, MenuBook
+from .schedules import Hours
 from .messages import Command, Hangup, Play, Transfer, play_menu
 
 log = Logger()
@@ -216,6 +217,8 @@ class SessionCore:
     handshake_timer: Optional[IDelayedCall] = None
     input_timer: Optional[IDelayedCall] = None
     confirm_timer: Optional[IDelayedCall] = None
+    #: the opening hours when the call arrived: the call keeps them
+    hours: Optional[Hours] = None
 
     def note(self, what: str) -> None:
         # The first notes and the last one are kept: the end of a call is
@@ -285,7 +288,7 @@ class SessionCore:
         self.cancel("budget_timer")
         self.profile = how
         self.attributes = attributes
-        self.menu = self.book.menu_for(attributes)
+        self.menu = self.book.menu_for(attributes, hours=self.hours)
         self.note(f"profile {how}; {'default' if self.menu.is_default else 'profile'} menu")
 
     def replay_early_keys(self, session: "CallSession") -> None:
@@ -318,7 +321,7 @@ class SessionCore:
 
     def enter_menu(self, name: str) -> None:
         assert self.menu is not None
-        self.menu = self.book.menu_for(self.attributes, name, self.menu.language)
+        self.menu = self.book.menu_for(self.attributes, name, self.menu.language, self.hours)
         self.repeats = self.invalid = 0
         self.note(f"menu {name}")
         self.send_menu()
@@ -882,13 +885,16 @@ def new_session(
     timing: Timing,
     clock: IReactorTime,
     port: CallPort,
+    hours: Optional[Hours] = None,
 ) -> tuple[CallSession, SessionCore]:
     """
     Make the state machine of one call, not yet started.
 
+    :param hours: the opening hours when the call arrived (default: every
+        schedule open, no closure)
     :return: the machine (feed it inputs) and its core (read its state)
     """
-    core = SessionCore(call_control_id, book, timing, clock, port)
+    core = SessionCore(call_control_id, book, timing, clock, port, hours=hours)
     machine = SessionMachine(core)
     core.machine = machine
     return machine, core

@@ -36,6 +36,7 @@ ACCOUNT = "4815162342"
 AUDIT_FIELDS = {
     "call_control_id", "caller", "menu_version", "menu", "menu_name", "profile", "fallback",
     "option", "outcome", "reason", "target", "action", "duration", "keys", "keys_total",
+    "hours",
 }
 
 
