@@ -150,6 +150,15 @@ class _StatsCollector:
         for reason, count in sorted(stats.get("fallbacks", {}).items()):
             fallbacks.add_metric([reason], count)
         yield fallbacks
+        hours = CounterMetricFamily(
+            "ivr_calls_by_schedule_state",
+            "Calls ended, by the opening hours that served them (each schedule's "
+            "state, closure, or always when there are no schedules).",
+            labels=["hours"],
+        )
+        for label, count in sorted(stats.get("hours", {}).items()):
+            hours.add_metric([label], count)
+        yield hours
         closes = CounterMetricFamily(
             "ivr_websocket_closes", "Call Control connections closed, by code.", labels=["code"]
         )

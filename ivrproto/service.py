@@ -805,6 +805,7 @@ class IVRService(MultiService):
             "calls": {"active": len(self.registry.active), **self.registry.totals},
             "intake": {"refused": refused},
             "fallbacks": dict(self.registry.fallbacks),
+            "hours": dict(self.registry.hours_served),
             "closes": dict(self.registry.closes),
             "tokens": attrs.asdict(self.tokens.stats),
             "profiles": {

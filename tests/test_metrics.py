@@ -477,6 +477,13 @@ class ScrapedServiceTests(ServiceTestCase):
         self.assertGreater(value(found, "ivr_profile_cache_bytes"), 0)
 
     @inlineCallbacks
+    def test_calls_by_hours_served(self) -> Any:
+        """Each ended call counts under the opening hours that served it (always, without schedules)."""
+        yield self.call("CRM-PREMIUM", ["menu", "press:1"])
+        found = samples_of((yield self.scraped()))
+        self.assertEqual(value(found, "ivr_calls_by_schedule_state_total", hours="always"), 1)
+
+    @inlineCallbacks
     def test_refusals_served(self) -> Any:
         """A 413, a 400 and a call posted while draining move their reasons in the scrape."""
         before = refusals(samples_of((yield self.scraped())))
