@@ -13,7 +13,7 @@ for (OpenMetrics, or the Prometheus text format).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from prometheus_client import (
     CollectorRegistry,
@@ -178,7 +178,7 @@ class _StatsCollector:
         failures = CounterMetricFamily("ivr_token_failures", "Failed token fetches.")
         failures.add_metric([], tokens.get("failures", 0))
         yield failures
-        for name, field, help_text in (
+        yield from _plain_counters(tokens, (
             ("ivr_token_retries", "retries", "Token requests sent again after a failed one."),
             (
                 "ivr_token_fast_failures",
@@ -195,10 +195,7 @@ class _StatsCollector:
                 "invalidations_ignored",
                 "Refusals of the access token that kept it (reported too soon after a drop).",
             ),
-        ):
-            family = CounterMetricFamily(name, help_text)
-            family.add_metric([], tokens.get(field, 0))
-            yield family
+        ))
 
         profiles = stats["profiles"]
         lookups = profiles["lookups"]
@@ -240,7 +237,7 @@ class _StatsCollector:
         not_retried.add_metric(["retry-budget"], client.get("budget_spent", 0))
         not_retried.add_metric(["past-deadline"], client.get("past_deadline", 0))
         yield not_retried
-        for name, field, help_text in (
+        yield from _plain_counters(lookups, (
             (
                 "ivr_profile_late_fills",
                 "late_fills",
@@ -261,10 +258,7 @@ class _StatsCollector:
                 "too_large",
                 "Profiles not cached because they are larger than cache_max_entry_bytes.",
             ),
-        ):
-            family = CounterMetricFamily(name, help_text)
-            family.add_metric([], lookups.get(field, 0))
-            yield family
+        ))
         cache = GaugeMetricFamily("ivr_profile_cache_entries", "Profiles in the cache.")
         cache.add_metric([], profiles.get("cache_entries", 0))
         yield cache
@@ -300,3 +294,16 @@ class MetricsResource(Resource):
         request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"vary", b"accept")
         return body
+
+
+def _plain_counters(
+    counts: Mapping[str, Any], rows: Iterable[tuple[str, str, str]]
+) -> Iterator[CounterMetricFamily]:
+    """
+    One unlabelled counter per ``(name, field, help)`` row, read from
+    ``counts[field]``.
+    """
+    for name, field, help_text in rows:
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], counts.get(field, 0))
+        yield family
