@@ -27,6 +27,7 @@ from ivrproto.lookup import LookupResult
 from ivrproto.menu import MenuBook, parse_menu
 from ivrproto.metrics import Metrics
 from ivrproto.profiles import Profile
+from tests.fakes import RecordingConnection
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RICH = str(EXAMPLES / "rich.toml")
@@ -58,22 +59,8 @@ class _Profiles:
         return Deferred() if self.result is None else succeed(self.result)
 
 
-@attrs.define(eq=False)
-class _Connection:
-    sent: list[Any] = attrs.Factory(list)
-    is_closed: Deferred[Any] = attrs.Factory(Deferred)
-
-    def send_command(self, command: Any) -> None:
-        self.sent.append(command)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def dropConnection(self, abort: bool = False) -> None:
-        pass
+# A connection that connects at once and records commands.
+_Connection = RecordingConnection
 
 
 class RecordTestCase(SynchronousTestCase):

@@ -27,6 +27,7 @@ from ivrproto.messages import Play
 from ivrproto.profiles import Profile
 
 from .test_integration import ServiceTestCase
+from tests.fakes import RecordingConnection
 
 SEED = str(Path(__file__).resolve().parent.parent / "examples" / "seed.toml")
 DEFAULT_MENU = ["general_welcome.mp3", "general_support.mp3", "general_operator.mp3"]
@@ -66,23 +67,8 @@ class _FlakySource:
         pass
 
 
-@attrs.define(eq=False)
-class _Connection:
-    """
-    A Call Control connection that connects at once and records commands.
-    """
-
-    sent: list[Any] = attrs.Factory(list)
-    is_closed: Deferred[Any] = attrs.Factory(Deferred)
-
-    def send_command(self, command: Any) -> None:
-        self.sent.append(command)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+# A connection that connects at once and records commands.
+_Connection = RecordingConnection
 
 
 class BudgetTests(SynchronousTestCase):

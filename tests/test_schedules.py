@@ -27,6 +27,7 @@ from ivrproto.lookup import LookupResult
 from ivrproto.menu import MenuBook, parse_menu
 from ivrproto.messages import Play, Transfer
 from ivrproto.schedules import Hours, Schedule, parse_schedule
+from tests.fakes import RecordingConnection
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HOURS = str(EXAMPLES / "hours.toml")
@@ -334,19 +335,8 @@ class MenuHoursTests(SynchronousTestCase):
         self.assertEqual(book().version, book().version)
 
 
-@attrs.define(eq=False)
-class Connection:
-    sent: list[Any] = attrs.Factory(list)
-    is_closed: Deferred[Any] = attrs.Factory(Deferred)
-
-    def send_command(self, command: Any) -> None:
-        self.sent.append(command)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+# A connection that connects at once and records commands.
+Connection = RecordingConnection
 
 
 class _Tokens:

@@ -21,6 +21,7 @@ from ivrproto.calls import CallContext, CallRegistry, CallRunner
 from ivrproto.config import load_config
 from ivrproto.lookup import LookupResult
 from ivrproto.messages import Transfer
+from tests.fakes import RecordingConnection
 
 SEED = str(Path(__file__).resolve().parent.parent / "examples" / "seed.toml")
 
@@ -38,33 +39,8 @@ class _Profiles:
         return succeed(LookupResult(None, "not-found"))
 
 
-@attrs.define(eq=False)
-class _Connection:
-    """
-    A connection that connects at once; ``closing`` makes every send raise
-    as Autobahn's does once a close frame has arrived.
-    """
-
-    sent: list[Any] = attrs.Factory(list)
-    is_closed: Deferred[Any] = attrs.Factory(Deferred)
-    closing: bool = False
-    explode: bool = False
-
-    def send_command(self, command: Any) -> None:
-        if self.explode:
-            raise RuntimeError("a bug below the session")
-        if self.closing:
-            raise Disconnected("Attempt to send on a closed protocol")
-        self.sent.append(command)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def dropConnection(self, abort: bool = False) -> None:
-        pass
+# A connection that connects at once and records commands.
+_Connection = RecordingConnection
 
 
 class RunnerTestCase(SynchronousTestCase):
