@@ -7,19 +7,18 @@ as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 import math
 import sys
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import attrs
 
-from .errors import ConfigError
-from .menu import MenuBook, parse_menu
-from .regions import known_regions, region_urls
+from ivrproto.errors import ConfigError
+from ivrproto.menu.book import MenuBook, parse_menu
+from ivrproto.regions import known_regions, region_urls
+from ivrproto._net import endpoint_is_loopback, is_loopback_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -436,7 +435,7 @@ def check_audio_connector(config: "Config") -> None:
             config.source,
         )
     if ac.client_secret:
-        from .audioconnector.auth import parse_secret
+        from ivrproto.audioconnector.auth import parse_secret
 
         try:
             parse_secret(ac.client_secret)
@@ -470,34 +469,8 @@ class Config:
     emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)
 
 
-def is_loopback_host(host: Optional[str]) -> bool:
-    """
-    Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``).
-    """
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
-def endpoint_is_loopback(description: str) -> bool:
-    """
-    Whether a Twisted server endpoint description listens on loopback only
-    (``tcp:8080:interface=127.0.0.1``) or on a UNIX socket.  A ``tcp``
-    endpoint without ``interface=`` listens on every address.
-    """
-    kind, _, rest = description.partition(":")
-    if kind == "unix":
-        return True
-    for part in re.split(r"(?<!\\):", rest):
-        name, equals, value = part.partition("=")
-        if equals and name == "interface":
-            return is_loopback_host(value.replace("\\", ""))
-    return False
 
 
 def check_intake_protection(
@@ -619,7 +592,7 @@ def parse_config(
         "platform", "intake", "admin", "timing", "profiles", "logging", "menu", "emulator", "calls",
         "audio_connector",
     }
-    known |= {"schedules", "closure"}  # parsed with the menu (ivrproto.menu.parse_menu)
+    known |= {"schedules", "closure"}  # parsed with the menu (ivrproto.menu.book.parse_menu)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(unknown[0], "unknown section" + did_you_mean(unknown[0], known), source)

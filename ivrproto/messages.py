@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 import attrs
 import orjson
 
-from .errors import MalformedFrame
+from ivrproto.errors import MalformedFrame
 
 #: Every key a caller can press.
 VALID_DIGITS = frozenset("0123456789*#")

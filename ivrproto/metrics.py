@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from . import __version__
+from ivrproto import __version__
 
 #: Latency buckets, in seconds: callers notice tens of milliseconds.
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -37,7 +37,7 @@ FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 BREAKER_STATES = ("closed", "half-open", "open")
 
 #: Why the intake refused a request, as ``ivr_intake_refused_total`` labels
-#: them: a bounded set.  The connection guard (:mod:`ivrproto.connlimit`)
+#: them: a bounded set.  The connection guard (:mod:`ivrproto.intake.guard`)
 #: counts ``timeout`` (408) and some ``capacity`` (the connection cap and the
 #: descriptor reserve, before a request is read); the intake the rest.
 REFUSAL_REASONS = (

@@ -22,27 +22,28 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
-from .calls import CallContext, CallRegistry
-from .config import (
+from ivrproto.session.runner import CallContext
+from ivrproto.session.registry import CallRegistry
+from ivrproto.config import (
     ADMIN_ON_INTAKE,
     Config,
     check_audio_connector,
     check_intake_protection,
-    endpoint_is_loopback,
     load_config,
 )
-from .connlimit import IntakeGuard
-from .signing import SignatureCheck
-from .errors import ConfigError
-from ._retry import RequestWindow, RetryBudget
-from .intake import IntakeRefusals, make_admin_site, make_site
-from .listeners import CannotListen, ListenerService, listen_now
-from .lookup import ProfileLookup
-from .metrics import REFUSAL_REASONS, Metrics, MetricsResource
-from .overload import LoopLag
-from .protocol import CLOSE_GRACE
-from .oauth import TokenSource
-from .profiles import ExternalContactsClient, ProfileClient, _ProfileSource
+from ivrproto._net import endpoint_is_loopback
+from ivrproto.intake.guard import IntakeGuard
+from ivrproto.intake.signing import SignatureCheck
+from ivrproto.errors import ConfigError
+from ivrproto.clients.limits import RequestWindow, RetryBudget
+from ivrproto.intake.resources import IntakeRefusals, make_admin_site, make_site
+from ivrproto.listeners import CannotListen, ListenerService, listen_now
+from ivrproto.clients.lookup import ProfileLookup
+from ivrproto.metrics import REFUSAL_REASONS, Metrics, MetricsResource
+from ivrproto.intake.overload import LoopLag
+from ivrproto.callcontrol.protocol import CLOSE_GRACE
+from ivrproto.clients.oauth import TokenSource
+from ivrproto.clients.profiles import ExternalContactsClient, ProfileClient, _ProfileSource
 
 
 def freeze_startup_objects() -> None:
@@ -85,7 +86,7 @@ def check_scenario(config: Config) -> Any:
     """
     if config.emulator is None:
         return None
-    from .emulator import parse_scenario
+    from ivrproto.emulator import parse_scenario
 
     table = dict(config.emulator)
     emulator = dict(table["emulator"])
@@ -103,7 +104,7 @@ def load_prompts(config: Config) -> Any:
     :raises ConfigError: naming ``audio_connector.prompts`` and every file
         that cannot be played
     """
-    from .audioconnector.prompts import PromptLibrary
+    from ivrproto.audioconnector.prompts import PromptLibrary
 
     ac = config.audio_connector
     library = PromptLibrary(str(ac.prompts), ac.language)
@@ -318,7 +319,7 @@ class IVRService(MultiService):
         # twistd.log once daemonized); in a .tac file, JSON logs go to
         # standard output.  Both leave out Twisted's plumbing lines.
         if isinstance(parent, Componentized):
-            from .logs import file_observer, json_observer
+            from ivrproto.logs import file_observer, json_observer
 
             logging = self.config.logging
             if logging.log_file is not None:
@@ -339,7 +340,7 @@ class IVRService(MultiService):
         self._prepared = True
         platform_config = self.config.platform
         if self.scenario is not None:
-            from .emulator import Platform
+            from ivrproto.emulator import Platform
 
             scenario = self.scenario
             self.platform = Platform(
@@ -626,9 +627,9 @@ class IVRService(MultiService):
         The Audio Connector listener: Genesys Cloud's Call Audio Connector
         action connects here, and each call plays the same menus.
         """
-        from .audioconnector.auth import Authenticator, AuthSettings
-        from .audioconnector.server import AudioConnectorFactory
-        from .audioconnector.session import SessionSettings
+        from ivrproto.audioconnector.auth import Authenticator, AuthSettings
+        from ivrproto.audioconnector.server import AudioConnectorFactory
+        from ivrproto.audioconnector.session import SessionSettings
 
         ac = self.config.audio_connector
         assert ac.api_key is not None  # check_audio_connector
@@ -660,8 +661,8 @@ class IVRService(MultiService):
         the configured input variable, else the caller's ani as E.164; the
         lookup is the intake's (its budget, cache and fallbacks).
         """
-        from .audioconnector.adapter import OutputNames, SessionBridge, ani_to_e164
-        from .session import new_session
+        from ivrproto.audioconnector.adapter import OutputNames, SessionBridge, ani_to_e164
+        from ivrproto.session.machine import new_session
 
         ac = self.config.audio_connector
         info = call.info
@@ -697,7 +698,7 @@ class IVRService(MultiService):
             lookup.lookup(key, timing.profile_budget).addCallbacks(known, failed)
 
         def finished(outcome: Any) -> None:
-            from .audioconnector.adapter import outcome_value
+            from ivrproto.audioconnector.adapter import outcome_value
 
             value = outcome_value(outcome)
             counts = self.audio_connector_outcomes
@@ -723,7 +724,7 @@ class IVRService(MultiService):
         return bridge
 
     def _place_scripted_calls(self) -> Deferred[Any]:
-        from .emulator import place_calls
+        from ivrproto.emulator import place_calls
 
         started = self.reactor.seconds()
         calls = self.scenario.calls

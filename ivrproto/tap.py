@@ -15,7 +15,7 @@ from twisted.python import usage
 
 import attrs
 
-from .config import (
+from ivrproto.config import (
     AC_API_KEY_ENV,
     check_audio_connector,
     CONFIG_ENV,
@@ -27,8 +27,8 @@ from .config import (
     from_environment,
     load_config,
 )
-from .errors import ConfigError
-from .logs import log_file_opener
+from ivrproto.errors import ConfigError
+from ivrproto.logs import log_file_opener
 
 
 class Options(usage.Options):
@@ -88,7 +88,7 @@ class Options(usage.Options):
         """
         from twisted import version as twisted_version
 
-        from . import __version__
+        from ivrproto import __version__
 
         print(f"ivrproto {__version__} (Twisted {twisted_version.short()})")
         raise SystemExit(0)
@@ -110,7 +110,7 @@ class Options(usage.Options):
         if log_format is not None:
             # The option wins: the variable is not even read.
             environ = {k: v for k, v in environ.items() if k != LOG_FORMAT_ENV}
-        from .service import check_scenario
+        from ivrproto.service import check_scenario
 
         try:
             self.config = load_config(path, environ)
@@ -183,7 +183,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from .service import IVRService
+    from ivrproto.service import IVRService
 
     assert options.config is not None
 
@@ -218,7 +218,7 @@ def bind_before_daemonizing(service: IService) -> None:
 
     :raises SystemExit: with the one line, for a listener that cannot bind
     """
-    from .listeners import CannotListen
+    from ivrproto.listeners import CannotListen
 
     try:
         service.privilegedStartService()

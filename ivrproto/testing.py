@@ -38,8 +38,12 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from ._autobahn import QuietAutobahnLog, ReactorTimer
-from .protocol import CallControlFactory, CallControlListener, CallControlProtocol
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto.callcontrol.protocol import (
+    CallControlFactory,
+    CallControlListener,
+    CallControlProtocol,
+)
 
 __all__ = [
     "ANSWERS",

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ivrproto.audioconnector.adapter import OutputNames, SessionBridge, outcome_value, prompt_name
 from ivrproto.audioconnector.session import ConnectorCall
 from ivrproto.config import Timing, load_config
-from ivrproto.session import CallSession, Outcome, SessionCore, new_session
+from ivrproto.session.machine import CallSession, Outcome, SessionCore, new_session
 
 from .test_ac_server import ServerCase, write_prompt
 

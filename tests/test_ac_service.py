@@ -32,7 +32,8 @@ from ivrproto.audioconnector.testing import (
     GenesysClientProtocol,
     upgrade_headers,
 )
-from ivrproto.cli import EXIT_CONFIG, main
+from ivrproto.cli.codes import EXIT_CONFIG
+from ivrproto.cli.main import main
 from ivrproto.config import load_config
 from ivrproto.emulator import Platform
 from ivrproto.errors import ConfigError

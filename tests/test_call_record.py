@@ -18,15 +18,16 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.calls import CallContext, CallRegistry, CallRunner
-from ivrproto.cli import describe_config
+from ivrproto.session.runner import CallContext, CallRunner
+from ivrproto.session.registry import CallRegistry
+from ivrproto.cli.check import describe_config
 from ivrproto.config import load_config
 from ivrproto.errors import IVRError
 from ivrproto.logs import event_as_json
-from ivrproto.lookup import LookupResult
-from ivrproto.menu import MenuBook, parse_menu
+from ivrproto.clients.lookup import LookupResult
+from ivrproto.menu.book import MenuBook, parse_menu
 from ivrproto.metrics import Metrics
-from ivrproto.profiles import Profile
+from ivrproto.clients.profiles import Profile
 from tests.fakes import RecordingConnection
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

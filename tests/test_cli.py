@@ -22,23 +22,23 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from ivrproto import cli
-from ivrproto.cli import (
+from ivrproto.cli import simulate as cli_simulate
+from ivrproto.cli.simulate import (
     Caller,
     Simulation,
-    UsageError,
     caller_script,
     choose_caller,
-    load_for_check,
     load_for_simulate,
-    main,
     parse_keys,
     scale_timing,
     simulate,
     simulation_report,
 )
+from ivrproto.cli.codes import UsageError
+from ivrproto.cli.check import load_for_check
+from ivrproto.cli.main import main
 from ivrproto.emulator import CallRecord
-from ivrproto.session import Outcome
+from ivrproto.session.machine import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -327,7 +327,7 @@ class CallerTests(SynchronousTestCase):
         config = load_for_simulate(SEED, {})
         caller = choose_caller(config, '{"membership_level": "premium"}', None)
         self.assertEqual(caller.profile, {"membership_level": "premium"})
-        self.assertEqual(caller.external_id, cli.SIMULATED_CALLER)
+        self.assertEqual(caller.external_id, cli_simulate.SIMULATED_CALLER)
         self.assertEqual(choose_caller(config, "{}", "CRM-9").external_id, "CRM-9")
 
     def test_from_emulator_profiles(self) -> None:
@@ -354,7 +354,7 @@ class CallerTests(SynchronousTestCase):
                 "AUDIO_BASE_URL": "https://cdn.example.com/a/",
             },
         )
-        self.assertEqual(config.platform.client_id, cli.SIMULATED_CLIENT_ID)
+        self.assertEqual(config.platform.client_id, cli_simulate.SIMULATED_CLIENT_ID)
         self.assertNotEqual(config.platform.client_secret, "real-secret")
         self.assertNotIn("mypurecloud.de", config.platform.api_url)
         self.assertEqual(config.menu.audio_base_url, "https://cdn.example.com/a/")
@@ -520,7 +520,7 @@ class SimulateInProcessTests(TestCase):
         self.assertEqual(record.keys_pressed, ["1"])
         self.assertEqual(len(record.command_times), len(record.commands))
         # The caller's secret never appears: the simulation has its own.
-        self.assertEqual(record.handshake_frame["callControlId"], cli.SIMULATED_CALL_ID)
+        self.assertEqual(record.handshake_frame["callControlId"], cli_simulate.SIMULATED_CALL_ID)
 
 
 class SimulateOutputTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-The emergency closure (:mod:`ivrproto.closure`): a flag file switched on and
+The emergency closure (:mod:`ivrproto.menu.closure`): a flag file switched on and
 off while the service runs, seen by new calls within the check interval,
 logged with who changed it; calls in progress keep their menu.
 """
@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.closure import MAX_TEXT, ClosureConfig, ClosureSwitch, Notice, read_notice
+from ivrproto.menu.closure import MAX_TEXT, ClosureConfig, ClosureSwitch, Notice, read_notice
 from ivrproto.errors import ConfigError
 
 from .test_schedules import CallsTestCase, book, local, menu_table

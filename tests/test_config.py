@@ -19,10 +19,10 @@ from ivrproto.config import (
     IntakeConfig,
     PlatformConfig,
     Timing,
-    is_loopback_host,
     load_config,
     parse_config,
 )
+from ivrproto._net import is_loopback_host
 from ivrproto.errors import ConfigError
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seed.toml")
@@ -754,7 +754,7 @@ class CheckCommandEnvironmentTests(SynchronousTestCase):
     def run_check(self, argv: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
         import io
 
-        from ivrproto.cli import main
+        from ivrproto.cli.main import main
 
         out, err = io.StringIO(), io.StringIO()
         code = main(argv, stdout=out, stderr=err, environ=environ)

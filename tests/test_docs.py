@@ -126,7 +126,7 @@ class SessionDiagramTests(SynchronousTestCase):
         from twisted.internet.task import Clock
 
         from ivrproto.config import parse_config
-        from ivrproto.session import new_session
+        from ivrproto.session.machine import new_session
 
         config = parse_config(_seed_data())
         session, _ = new_session("call-1", config.menu, config.timing, Clock(), object())  # type: ignore[arg-type]
@@ -172,7 +172,7 @@ class CallFlowTests(SynchronousTestCase):
     def test_paths_are_the_codes(self) -> None:
         """The token, profile and WebSocket paths are those the service requests."""
         from ivrproto.config import PlatformConfig
-        from ivrproto.profiles import profile_url
+        from ivrproto.clients.profiles import profile_url
 
         platform = PlatformConfig(
             api_url="https://api.example",
@@ -359,7 +359,7 @@ class ConfigurationDocsTests(SynchronousTestCase):
 
     def test_menu(self) -> None:
         """The [menu] tables list the keys the menu loader takes, with the defaults of a collection."""
-        from ivrproto import menu
+        from ivrproto.menu import book as menu
 
         loader = menu._Loader({}, "menu")
         self.assertEqual(set(self.tables["[menu]"]), loader.extra_keys("menu"))
@@ -398,7 +398,7 @@ class IntakeDocsTests(SynchronousTestCase):
 
     def test_python_example_signs_as_the_service(self) -> None:
         """The page's Python example computes the signature the service accepts."""
-        from ivrproto.signing import SignatureCheck
+        from ivrproto.intake.signing import SignatureCheck
 
         [example] = re.findall(r"```python\n(.*?)```", self.text, re.DOTALL)
         secret, body, now = b"shared-s3cret", b'{"callControlId": "c-1", "externalId": "X"}', 1795770924
@@ -419,7 +419,7 @@ class IntakeDocsTests(SynchronousTestCase):
 
     def test_refusals_named(self) -> None:
         """Each reason the service gives for refusing a signature is on the page."""
-        from ivrproto.signing import SignatureCheck, sign
+        from ivrproto.intake.signing import SignatureCheck, sign
 
         check = SignatureCheck(b"k", 300.0)
         problems = {
@@ -434,3 +434,36 @@ class IntakeDocsTests(SynchronousTestCase):
         for problem in problems:
             self.assertTrue(f"(else `{problem}`)" in flat, f"docs/intake.md does not name {problem!r}")
         self.assertIn(sign(b"k", 1, b"").split("=")[0] + "=", self.text)
+
+
+class LayoutTableTests(SynchronousTestCase):
+    """
+    The README's layout table names every module of the package, so a reader
+    who follows it from top to bottom meets all of them.
+    """
+
+    def rows(self) -> list[str]:
+        text = (ROOT / "README.md").read_text(encoding="utf-8")
+        table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+        return [line for line in table.splitlines() if line.startswith("| `")]
+
+    def named(self) -> set[str]:
+        """Each path in the first column, relative to ``ivrproto/``."""
+        return {part for row in self.rows() for part in re.findall(r"`([^`]+)`", row.split("|")[1])}
+
+    def test_every_module_named(self) -> None:
+        """Every .py file under ivrproto/ is in the table, or its package is (``emulator/``)."""
+        named = self.named()
+        missing = []
+        for module in sorted((ROOT / "ivrproto").rglob("*.py")):
+            relative = module.relative_to(ROOT / "ivrproto").as_posix()
+            package = relative.rsplit("/", 1)[0] + "/" if "/" in relative else None
+            if module.name == "__init__.py" or relative in named or package in named:
+                continue
+            missing.append(relative)
+        self.assertEqual(missing, [])
+
+    def test_only_real_modules(self) -> None:
+        """Nothing in the table is a module that no longer exists."""
+        for name in self.named():
+            self.assertTrue((ROOT / "ivrproto" / name).exists(), name)

@@ -13,11 +13,11 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto._retry import RetryBudget
+from ivrproto.clients.limits import RetryBudget
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
-from ivrproto.oauth import TokenSource
-from ivrproto.profiles import (
+from ivrproto.clients.oauth import TokenSource
+from ivrproto.clients.profiles import (
     BUDGET_SPENT,
     PAST_DEADLINE,
     ExternalContactsClient,

@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from ivrproto.connlimit import open_descriptors
+from ivrproto.intake.guard import open_descriptors
 from ivrproto.service import IVRService
 
 from .test_integration import ServiceTestCase

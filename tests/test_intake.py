@@ -21,11 +21,12 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.calls import CallContext, CallRegistry
+from ivrproto.session.runner import CallContext
+from ivrproto.session.registry import CallRegistry
 from ivrproto.config import load_config
-from ivrproto.connlimit import IntakeGuard
-from ivrproto.intake import make_site
-from ivrproto.signing import SignatureCheck, sign
+from ivrproto.intake.guard import IntakeGuard
+from ivrproto.intake.resources import make_site
+from ivrproto.intake.signing import SignatureCheck, sign
 
 from .test_integration import SEED
 

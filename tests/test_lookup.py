@@ -1,5 +1,5 @@
 """
-Tests for :mod:`ivrproto.lookup`.
+Tests for :mod:`ivrproto.clients.lookup`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.errors import ProfileError
-from ivrproto.lookup import (
-    CircuitBreaker,
-    LookupResult,
-    LookupStats,
-    ProfileLookup,
-    ProfileSource,
-)
-from ivrproto._retry import RequestWindow
-from ivrproto.profiles import Profile, RateLimited
+from ivrproto.clients.limits import CircuitBreaker
+from ivrproto.clients.lookup import LookupResult, LookupStats, ProfileLookup, ProfileSource
+from ivrproto.clients.limits import RequestWindow
+from ivrproto.clients.profiles import Profile, RateLimited
 
 T0 = 1_700_000_000.0
 CALLER = "+1 555 0100"

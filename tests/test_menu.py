@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
-from ivrproto.menu import (
+from ivrproto.menu.book import (
     Action,
     AllOf,
     AnyOf,

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
-from ivrproto.menu import Action, Collect, MenuBook, MenuSpec, Option, Prompts, parse_menu
+from ivrproto.menu.book import Action, Collect, MenuBook, MenuSpec, Option, Prompts, parse_menu
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seed.toml")
 AUDIO = "https://example.com/a/"

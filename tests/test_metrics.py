@@ -26,16 +26,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 import ivrproto
-from ivrproto._retry import RetryBudget
-from ivrproto.calls import CallContext, CallRegistry
+from ivrproto.clients.limits import RetryBudget
+from ivrproto.session.runner import CallContext
+from ivrproto.session.registry import CallRegistry
 from ivrproto.config import load_config
-from ivrproto.connlimit import IntakeGuard
-from ivrproto.intake import make_site
-from ivrproto.lookup import ProfileLookup
+from ivrproto.intake.guard import IntakeGuard
+from ivrproto.intake.resources import make_site
+from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.metrics import REFUSAL_REASONS, Metrics, MetricsResource
-from ivrproto.oauth import TokenSource
-from ivrproto.profiles import ProfileClient
-from ivrproto.signing import SignatureCheck, sign
+from ivrproto.clients.oauth import TokenSource
+from ivrproto.clients.profiles import ProfileClient
+from ivrproto.intake.signing import SignatureCheck, sign
 
 from .scripted import json_answer
 from .test_integration import SEED, ServiceTestCase
@@ -364,7 +365,7 @@ class LookupCounterTests(LookupTestsMixin, SynchronousTestCase):
 
     def test_pauses(self) -> None:
         """A 429 that pauses every lookup moves ivr_profile_rate_limit_pauses_total."""
-        from ivrproto.profiles import RateLimited
+        from ivrproto.clients.profiles import RateLimited
 
         lookup = self.make()
         d = lookup.lookup(CALLER, 1.0)

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`ivrproto.oauth`.
+Tests for :mod:`ivrproto.clients.oauth`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ivrproto.errors import TokenError
-from ivrproto.oauth import DEFAULT_SCOPE, AccessToken, TokenSource, basic_auth_header
+from ivrproto.clients.oauth import DEFAULT_SCOPE, AccessToken, TokenSource, basic_auth_header
 
 from .scripted import HANG, Answer, ScriptedResource, capture_logs, event_text, json_answer
 

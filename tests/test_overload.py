@@ -10,7 +10,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.overload import LoopLag
+from ivrproto.intake.overload import LoopLag
 
 from .test_integration import ServiceTestCase
 

@@ -227,10 +227,12 @@ class WheelTests(SynchronousTestCase):
             "twisted/plugins/ivr_emulator_plugin.py",
             "ivrproto/emulator/profiles.json",
             "ivrproto/py.typed",
-            "ivrproto/session.py",
             f"{info}/licenses/LICENSE",
         ):
             self.assertIn(name, names)
+        # Every module of every subpackage ships, not only the top level.
+        for module in sorted((ROOT / "ivrproto").rglob("*.py")):
+            self.assertIn(module.relative_to(ROOT).as_posix(), names)
         # twisted/plugins is a namespace shared with Twisted: never an __init__.
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertNotIn("twisted/__init__.py", names)

@@ -16,8 +16,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.errors import ProfileError
-from ivrproto.lookup import ProfileLookup
-from ivrproto.profiles import ExternalContactsClient, Profile, ProfileClient, estimate_footprint
+from ivrproto.clients.lookup import ProfileLookup
+from ivrproto.clients.profiles import (
+    ExternalContactsClient,
+    Profile,
+    ProfileClient,
+    estimate_footprint,
+)
 
 MiB = 1024 * 1024
 

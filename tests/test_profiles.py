@@ -1,5 +1,5 @@
 """
-Tests for :mod:`ivrproto.profiles`.
+Tests for :mod:`ivrproto.clients.profiles`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ivrproto._retry import RequestWindow, RetryBudget
+from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.errors import ProfileError
-from ivrproto.oauth import TokenSource
-from ivrproto.profiles import (
+from ivrproto.clients.oauth import TokenSource
+from ivrproto.clients.profiles import (
     BUDGET_SPENT,
     PAST_DEADLINE,
     ExternalContactsClient,

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from ivrproto.messages import Hangup, Play, Transfer
-from ivrproto.protocol import (
+from ivrproto.callcontrol.protocol import (
     MAX_MESSAGE_SIZE,
     CallControlFactory,
     CallControlProtocol,

@@ -12,8 +12,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from ivrproto.intake import ReadyResource
-from ivrproto.oauth import TokenSource
+from ivrproto.intake.resources import ReadyResource
+from ivrproto.clients.oauth import TokenSource
 
 from .scripted import HANG, ScriptedResource, json_answer
 

@@ -19,12 +19,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.calls import CallContext, CallRegistry
+from ivrproto.session.runner import CallContext
+from ivrproto.session.registry import CallRegistry
 from ivrproto.config import load_config
 from ivrproto.errors import ProfileError
-from ivrproto.lookup import ProfileLookup
+from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.messages import Play
-from ivrproto.profiles import Profile
+from ivrproto.clients.profiles import Profile
 
 from .test_integration import ServiceTestCase
 from tests.fakes import RecordingConnection

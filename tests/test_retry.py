@@ -1,5 +1,5 @@
 """
-Tests for :mod:`ivrproto._retry`.
+Tests for :mod:`ivrproto.clients._retry`.
 """
 
 from __future__ import annotations
@@ -18,20 +18,16 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from ivrproto._retry import (
+from ivrproto.clients._http import (
     BodyIncomplete,
     BodyTimedOut,
     BodyTooLarge,
-    Cancelled,
-    RetryBudget,
     describe_request_failure,
-    full_jitter,
-    parse_retry_after,
     read_body,
-    retry_after_jitter,
-    run_cancellable,
-    sleep,
 )
+from ivrproto.clients._cancel import Cancelled, run_cancellable, sleep
+from ivrproto.clients.limits import RetryBudget
+from ivrproto.clients._retry import full_jitter, parse_retry_after, retry_after_jitter
 
 NOW = 1_700_000_000.0
 

@@ -1,5 +1,5 @@
 """
-Opening hours (:mod:`ivrproto.schedules`): loading and checking schedules,
+Opening hours (:mod:`ivrproto.menu.schedules`): loading and checking schedules,
 reading them on their zone's wall clock across daylight-saving changes, the
 ``{open = ...}`` rule, closed-hours menus, and the hours a call keeps from
 its arrival to its end.
@@ -19,14 +19,18 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.calls import CallContext, CallRegistry, CallRunner
-from ivrproto.cli import UsageError, describe_config, main, parse_at
+from ivrproto.session.runner import CallContext, CallRunner
+from ivrproto.session.registry import CallRegistry
+from ivrproto.cli.codes import UsageError
+from ivrproto.cli.check import describe_config
+from ivrproto.cli.main import main
+from ivrproto.cli.simulate import parse_at
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
-from ivrproto.lookup import LookupResult
-from ivrproto.menu import MenuBook, parse_menu
+from ivrproto.clients.lookup import LookupResult
+from ivrproto.menu.book import MenuBook, parse_menu
 from ivrproto.messages import Play, Transfer
-from ivrproto.schedules import Hours, Schedule, parse_schedule
+from ivrproto.menu.schedules import Hours, Schedule, parse_schedule
 from tests.fakes import RecordingConnection
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import Timing, load_config
 from ivrproto.messages import Hangup, Play, Transfer
-from ivrproto.session import CallSession, Outcome, SessionCore, new_session
+from ivrproto.session.machine import CallSession, Outcome, SessionCore, new_session
 
 SEED = str(Path(__file__).resolve().parent.parent / "examples" / "seed.toml")
 AUDIO = "https://example.com/ivr/audio/"

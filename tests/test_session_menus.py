@@ -13,9 +13,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import Timing
-from ivrproto.menu import parse_menu
+from ivrproto.menu.book import parse_menu
 from ivrproto.messages import Hangup, Play, Transfer
-from ivrproto.session import CallSession, Outcome, SessionCore, new_session
+from ivrproto.session.machine import CallSession, Outcome, SessionCore, new_session
 
 from .test_session import RecordingPort
 

@@ -17,9 +17,10 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.calls import CallContext, CallRegistry, CallRunner
+from ivrproto.session.runner import CallContext, CallRunner
+from ivrproto.session.registry import CallRegistry
 from ivrproto.config import load_config
-from ivrproto.lookup import LookupResult
+from ivrproto.clients.lookup import LookupResult
 from ivrproto.messages import Transfer
 from tests.fakes import RecordingConnection
 

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import Timing, load_config
 from ivrproto.messages import Transfer
-from ivrproto.session import STATES, CallSession, Outcome, new_session
+from ivrproto.session.machine import STATES, CallSession, Outcome, new_session
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret"}
@@ -226,7 +226,7 @@ class SessionStatefulTests(CallMachine.TestCase):  # type: ignore[misc,valid-typ
 class EveryPairTests(SynchronousTestCase):
     def test_every_state_answers_every_input(self) -> None:
         """The machine has an answer (possibly doing nothing) for every input in every state."""
-        from ivrproto.session import IGNORED, builder
+        from ivrproto.session.machine import IGNORED, builder
 
         inputs = [name for name in dir(CallSession) if not name.startswith("_")]
         self.assertEqual(len(STATES), 8)
@@ -275,7 +275,7 @@ def _reach(session: CallSession, state: str, book: Any) -> None:
 
 
 def _feed(session: CallSession, name: str, book: Any) -> None:
-    from ivrproto.menu import Collect
+    from ivrproto.menu.book import Collect
 
     args: dict[str, tuple[Any, ...]] = {
         "profile_resolved": (None, "none"),

@@ -14,10 +14,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase
 
-from ivrproto.config import endpoint_is_loopback, load_config
+from ivrproto._net import endpoint_is_loopback
+from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
 from ivrproto.service import IVRService
-from ivrproto.signing import SignatureCheck, sign
+from ivrproto.intake.signing import SignatureCheck, sign
 
 from .test_integration import SEED, ServiceTestCase
 

@@ -47,12 +47,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import RequestTransmissionFailed
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ivrproto._retry import describe_request_failure
+from ivrproto.clients._http import describe_request_failure
 from ivrproto.config import load_config
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
-from ivrproto.oauth import basic_auth_header
-from ivrproto.protocol import CallControlProtocol, connect_call_control
+from ivrproto.clients.oauth import basic_auth_header
+from ivrproto.callcontrol.protocol import CallControlProtocol, connect_call_control
 from ivrproto.service import IVRService
 
 from .certs import Issued, TestCA

@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 import attrs
 from twisted.logger import Logger
 
-from ..messages import Command, Hangup, Play, Transfer
-from ..session import CallSession, Outcome
-from .prompts import PromptError
-from .session import CallInfo, ConnectorCall
+from ivrproto.messages import Command, Hangup, Play, Transfer
+from ivrproto.session.machine import CallSession, Outcome
+from ivrproto.audioconnector.prompts import PromptError
+from ivrproto.audioconnector.session import CallInfo, ConnectorCall
 
 
 @attrs.frozen

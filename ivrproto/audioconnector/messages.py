@@ -18,7 +18,7 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Union
 import attrs
 import orjson
 
-from ..errors import IVRError
+from ivrproto.errors import IVRError
 
 PROTOCOL_VERSION = "2"
 

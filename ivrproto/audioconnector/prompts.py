@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 
 import attrs
 
-from ..errors import IVRError
+from ivrproto.errors import IVRError
 
 if sys.version_info >= (3, 13):  # pragma: no cover - depends on the Python
     import audioop

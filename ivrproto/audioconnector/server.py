@@ -22,11 +22,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .._autobahn import QuietAutobahnLog, ReactorTimer
-from ..logthrottle import LogThrottle
-from .auth import Accepted, Authenticator, AuthRefused
-from .prompts import PromptLibrary
-from .session import ConnectorCall, ConnectorListener, ConnectorSession, SessionSettings
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto.logthrottle import LogThrottle
+from ivrproto.audioconnector.auth import Accepted, Authenticator, AuthRefused
+from ivrproto.audioconnector.prompts import PromptLibrary
+from ivrproto.audioconnector.session import ConnectorCall, ConnectorListener, ConnectorSession, SessionSettings
 
 #: The largest text message accepted from the client (64 KiB).
 MAX_MESSAGE_SIZE = 64 * 1024

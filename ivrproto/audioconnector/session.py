@@ -36,9 +36,9 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ..logthrottle import LogThrottle
-from .auth import Accepted
-from .messages import (
+from ivrproto.logthrottle import LogThrottle
+from ivrproto.audioconnector.auth import Accepted
+from ivrproto.audioconnector.messages import (
     DEFAULT_DIGITS,
     ClientError,
     Close,
@@ -69,7 +69,7 @@ from .messages import (
     encode,
     parse_message,
 )
-from .prompts import FRAME_BYTES, SAMPLE_RATE, PromptLibrary
+from ivrproto.audioconnector.prompts import FRAME_BYTES, SAMPLE_RATE, PromptLibrary
 
 
 @attrs.frozen

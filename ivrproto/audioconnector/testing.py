@@ -22,8 +22,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from .._autobahn import QuietAutobahnLog, ReactorTimer
-from .messages import format_duration
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto.audioconnector.messages import format_duration
 
 SESSION_ID = "f686b643-e229-407f-a2f0-b0d210ae02ef"
 ORGANIZATION_ID = "0ce25900-7fae-49e4-92e1-50518906b27c"

@@ -18,10 +18,10 @@ A person can also place a call over HTTP: ``POST /emulator/calls`` (see
 :mod:`ivrproto.emulator.byhand`).
 """
 
-from .byhand import keys_script
-from .callcontrol import CallRecord, parse_step
-from .platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
-from .scenario import (
+from ivrproto.emulator.byhand import keys_script
+from ivrproto.emulator.callcontrol import CallRecord, parse_step
+from ivrproto.emulator.platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
+from ivrproto.emulator.scenario import (
     CallSpec,
     Scenario,
     accept_calls_by_hand,

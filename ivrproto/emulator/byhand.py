@@ -37,10 +37,10 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from .callcontrol import DTMF_KEYS, CallRecord, parse_script
+from ivrproto.emulator.callcontrol import DTMF_KEYS, CallRecord, parse_script
 
 if TYPE_CHECKING:
-    from .platform import Platform
+    from ivrproto.emulator.platform import Platform
 
 __all__ = ["CALLS_PATH", "REACTION", "HandCallsResource", "keys_script"]
 

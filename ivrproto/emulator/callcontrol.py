@@ -38,10 +38,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .._autobahn import QuietAutobahnLog
+from ivrproto._autobahn import QuietAutobahnLog
 
 if TYPE_CHECKING:
-    from .platform import Platform
+    from ivrproto.emulator.platform import Platform
 
 __all__ = [
     "PROMPT_SETTLE",

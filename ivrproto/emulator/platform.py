@@ -36,8 +36,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from .byhand import CALLS_PATH, HandCallsResource
-from .callcontrol import CallControlServerFactory, CallRecord, parse_script
+from ivrproto.emulator.byhand import CALLS_PATH, HandCallsResource
+from ivrproto.emulator.callcontrol import CallControlServerFactory, CallRecord, parse_script
 
 __all__ = ["ALL_SCOPES", "FAULT_KINDS", "Fault", "Faults", "Platform", "PlatformStats"]
 

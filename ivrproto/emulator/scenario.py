@@ -44,8 +44,8 @@ from twisted.python.failure import Failure
 
 from ivrproto.errors import ConfigError
 
-from .callcontrol import CallRecord, parse_step
-from .platform import Platform
+from ivrproto.emulator.callcontrol import CallRecord, parse_step
+from ivrproto.emulator.platform import Platform
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -20,9 +20,9 @@ from twisted.python import usage
 from ivrproto.errors import ConfigError
 from ivrproto.listeners import CannotListen, listen_now
 
-from .callcontrol import CallRecord
-from .platform import Platform
-from .scenario import Scenario, accept_calls_by_hand, load_scenario, place_calls
+from ivrproto.emulator.callcontrol import CallRecord
+from ivrproto.emulator.platform import Platform
+from ivrproto.emulator.scenario import Scenario, accept_calls_by_hand, load_scenario, place_calls
 
 __all__ = ["EmulatorService", "Options", "makeService"]
 

@@ -11,7 +11,7 @@ Every answer the site gives is JSON, errors included: an unknown path is a
 too deeply for the JSON parsers a 400.  (A request line or header block
 twisted.web cannot parse gets twisted.web's own bare 400 and the
 connection is closed.)  How long a connection may take to send its request,
-and how many may be open, is :mod:`ivrproto.connlimit`'s.
+and how many may be open, is :mod:`ivrproto.intake.guard`'s.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import orjson
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site, UnsupportedMethod
+from twisted.web.server import Request, Site, UnsupportedMethod
 
-from .calls import CallRegistry
-from .connlimit import GuardedConnection, raw_answer
-from .logthrottle import LogThrottle
-from .metrics import REFUSAL_REASONS
-from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
+from ivrproto.session.registry import CallRegistry
+from ivrproto.intake.guard import GuardedConnection, raw_answer
+from ivrproto.logthrottle import LogThrottle
+from ivrproto.metrics import REFUSAL_REASONS
+from ivrproto.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 
 #: The platform issues call ids, and the contract only says "str": any
 #: printable text up to this length (no control characters: ids are logged).
@@ -401,7 +401,7 @@ class ReadyResource(Resource):
 
     It answers at once, never waiting for a token fetch (a readiness probe
     gives up after a second): ``token_ready`` tells from the token source's
-    last outcome (:meth:`ivrproto.oauth.TokenSource.ready`).
+    last outcome (:meth:`ivrproto.clients.oauth.TokenSource.ready`).
     """
 
     isLeaf = True

@@ -3,7 +3,7 @@ Rules over profile attributes and opening hours, loaded from configuration
 and checked when they are loaded, never evaluated with ``eval``.  A missing
 attribute, or one of another type than the rule compares with, fails the
 rule.  ``{open = "agents"}`` holds while the schedule ``agents`` is open
-(:mod:`ivrproto.schedules`): every rule is given the set of schedules open
+(:mod:`ivrproto.menu.schedules`): every rule is given the set of schedules open
 when the call arrived.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import attrs
 
-from .errors import ConfigError
+from ivrproto.errors import ConfigError
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from .errors import ConfigError
+from ivrproto.errors import ConfigError
 
 __all__ = ["Hours", "Schedule", "parse_schedules"]
 
@@ -134,7 +134,7 @@ class Hours:
 
     open: frozenset[str] = frozenset()
     schedules: Tuple[str, ...] = ()
-    closure: Optional[Any] = None  # ivrproto.closure.Notice
+    closure: Optional[Any] = None  # ivrproto.menu.closure.Notice
 
     @property
     def label(self) -> str:

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from .logthrottle import LogThrottle
+from ivrproto.logthrottle import LogThrottle
 
 #: Seconds a connection being closed at its deadline may take to take its
 #: 408 before it is cut off (a client that does not read holds no descriptor).

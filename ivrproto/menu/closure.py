@@ -22,8 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .errors import ConfigError
-from .logthrottle import LogThrottle
+from ivrproto.errors import ConfigError
+from ivrproto.logthrottle import LogThrottle
 
 __all__ = ["ClosureConfig", "ClosureSwitch", "Notice", "parse_closure"]
 

@@ -3,7 +3,7 @@ Menus as data.
 
 A :class:`MenuBook` holds every menu of a configuration: the start menu and
 named sub-menus, each a list of options with optional rules over the
-caller's profile attributes (:mod:`ivrproto.rules`), the transfer targets
+caller's profile attributes (:mod:`ivrproto.menu.rules`), the transfer targets
 (an allow-list: nothing a caller, a profile or the platform sends can name
 another), the prompts per language, and the input settings of each menu.
 Everything is checked when it is loaded: a book that loads is one that no
@@ -14,9 +14,9 @@ built menus are shared between calls that choose the same options, so the
 per-call cost is one pass over the rules.
 
 Time is an input too: the book holds the ``[schedules]`` (opening hours,
-:mod:`ivrproto.schedules`) and the ``[closure]`` (the emergency closure,
-:mod:`ivrproto.closure`), and :meth:`MenuBook.menu_for` takes the
-:class:`~ivrproto.schedules.Hours` of the call's arrival: ``{open = "..."}``
+:mod:`ivrproto.menu.schedules`) and the ``[closure]`` (the emergency closure,
+:mod:`ivrproto.menu.closure`), and :meth:`MenuBook.menu_for` takes the
+:class:`~ivrproto.menu.schedules.Hours` of the call's arrival: ``{open = "..."}``
 rules, closed-hours variants of menus, and the closure menu follow it.
 """
 
@@ -28,11 +28,21 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from .closure import ClosureConfig, parse_closure
-from .errors import ConfigError
-from .messages import VALID_DIGITS
-from .rules import COMPARISONS, AllOf, AnyOf, Compare, Not, Open, Rule, parse_rule, walk_rule
-from .schedules import Hours, Schedule, hours_at, parse_schedules
+from ivrproto.menu.closure import ClosureConfig, parse_closure
+from ivrproto.errors import ConfigError
+from ivrproto.messages import VALID_DIGITS
+from ivrproto.menu.rules import (
+    COMPARISONS,
+    AllOf,
+    AnyOf,
+    Compare,
+    Not,
+    Open,
+    Rule,
+    parse_rule,
+    walk_rule,
+)
+from ivrproto.menu.schedules import Hours, Schedule, hours_at, parse_schedules
 
 __all__ = [
     "AllOf",
@@ -297,7 +307,7 @@ class MenuBook:
         """
         The state of this book's schedules at ``seconds`` after the epoch,
         with the emergency closure ``closure`` (a
-        :class:`~ivrproto.closure.Notice`) if one is in force.
+        :class:`~ivrproto.menu.closure.Notice`) if one is in force.
         """
         return hours_at(self.schedules, seconds, closure)
 

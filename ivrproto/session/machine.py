@@ -32,10 +32,10 @@ from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .config import Timing
-from .menu import Action, Collect, Menu, MenuBook
-from .schedules import Hours
-from .messages import Command, Hangup, Play, Transfer, play_menu
+from ivrproto.config import Timing
+from ivrproto.menu.book import Action, Collect, Menu, MenuBook
+from ivrproto.menu.schedules import Hours
+from ivrproto.messages import Command, Hangup, Play, Transfer, play_menu
 
 log = Logger()
 

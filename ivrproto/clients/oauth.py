@@ -33,15 +33,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ivrproto._retry import (
-    Cancelled,
-    RetryLater,
-    RetryPolicy,
-    parse_retry_after,
-    send,
-    run_cancellable,
-    sleep,
-)
+from ivrproto.clients._cancel import Cancelled, run_cancellable, sleep
+from ivrproto.clients._retry import RetryLater, RetryPolicy, parse_retry_after
+from ivrproto.clients._http import send
 from ivrproto.errors import TokenError
 
 __all__ = ["DEFAULT_SCOPE", "AccessToken", "TokenStats", "TokenSource", "basic_auth_header"]
@@ -496,7 +490,7 @@ class TokenSource:
     async def _attempt(self, cancelled: Cancelled, attempt: int) -> AccessToken:
         """
         One token request.  Returns the token, raises :class:`TokenError`
-        for a final failure or :class:`~ivrproto._retry.RetryLater` for one worth
+        for a final failure or :class:`~ivrproto.clients._retry.RetryLater` for one worth
         retrying.
 
         :param attempt: how many attempts of this fetch failed before

@@ -8,7 +8,7 @@ either with the profile API (platform contract, section 2,
 A 404 is an answer ("no profile"), not an error.  A refused token is replaced
 and the request retried once; rate limiting and transient failures are
 retried within a fixed number of attempts, never past the call's deadline,
-and only while a :class:`~ivrproto._retry.RetryBudget` shared by the clients
+and only while a :class:`~ivrproto.clients.limits.RetryBudget` shared by the clients
 allows it.  The external id is a caller's identity: it is never logged and
 never put in an error message.
 """
@@ -27,17 +27,10 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ivrproto._retry import (
-    Cancelled,
-    RetryLater,
-    RequestWindow,
-    RetryPolicy,
-    parse_retry_after,
-    send,
-    RetryBudget,
-    run_cancellable,
-    sleep,
-)
+from ivrproto.clients._cancel import Cancelled, run_cancellable, sleep
+from ivrproto.clients._retry import RetryLater, RetryPolicy, parse_retry_after
+from ivrproto.clients.limits import RequestWindow, RetryBudget
+from ivrproto.clients._http import send
 from ivrproto.errors import ProfileError, TokenError
 
 __all__ = [
@@ -261,7 +254,7 @@ class _ProfileSource:
         ``treq.testing.StubTreq``)
     :param api_url: the REST base URL (``https://api.<region domain>``)
     :param tokens: where access tokens come from (a
-        :class:`ivrproto.oauth.TokenSource`, or anything with its
+        :class:`ivrproto.clients.oauth.TokenSource`, or anything with its
         ``get_token`` and ``invalidate``)
     :param timeout: seconds allowed for the response headers, and again for
         the body, of each request
@@ -276,7 +269,7 @@ class _ProfileSource:
         with the defaults of :class:`RetryBudget`.
     :param max_body: largest response body accepted, in bytes
     :param request_window: the platform's rate limit, shared with the
-        :class:`~ivrproto.lookup.ProfileLookup` in front (which counts the
+        :class:`~ivrproto.clients.lookup.ProfileLookup` in front (which counts the
         first request of each lookup): every retry is counted in it and not
         made when it is full, and a 429 pauses it until the ``Retry-After``
     :param max_pause: the longest ``Retry-After`` believed, in seconds; a
@@ -534,7 +527,7 @@ class _ProfileSource:
         """
         One request.  Returns the answer, raises :class:`ProfileError` for
         a final failure, :class:`_Refused` on a 401 or
-        :class:`~ivrproto._retry.RetryLater` for a failure worth retrying.
+        :class:`~ivrproto.clients._retry.RetryLater` for a failure worth retrying.
         """
         endpoint = self.endpoint
         backoff = partial(self._retry.backoff, attempt)

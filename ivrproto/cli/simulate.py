@@ -1,353 +1,82 @@
 """
-The ``ivr`` command (also ``python -m ivrproto``):
-
-- ``ivr check CONFIG`` loads and checks a configuration and prints its menu
-  tree, transfer targets and languages;
-- ``ivr simulate CONFIG`` runs one call through the real service (session,
-  Call Control protocol, token source and profile lookup) against the
-  embedded platform emulator on loopback, with a scripted caller, and prints
-  what happened, when.
-
-The simulation only ever talks to ``127.0.0.1``: the platform URLs and
-credentials of the configuration and of the environment are replaced by the
-local emulator's.
+``ivr simulate``: one scripted call through the real service against the
+embedded platform, with the timing scaled down and a report of what the
+caller heard.
 """
+
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-import os
 import secrets
-import sys
-import time
 from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError as TimedOut, inlineCallbacks
 
-from . import __version__
-from .config import (
-    CONFIG_ENV,
+from ivrproto.config import (
     Config,
-    check_audio_connector,
-    check_intake_protection,
     load_config,
 )
-from .errors import ConfigError
-from .menu import Action, MenuBook, MenuSpec, Option
-from .schedules import describe_schedule
+from ivrproto.menu.book import MenuBook, MenuSpec, Option
+from ivrproto.cli.codes import PLATFORM_VARIABLES, EXIT_CALL_FAILED, EXIT_OK, UsageError
 
-#: Exit codes.
-EXIT_OK = 0
-EXIT_CONFIG = 1
-EXIT_USAGE = 2
-EXIT_CALL_FAILED = 3
+
+__all__ = [
+    "DEFAULT_SPEED",
+    "REACTION",
+    "MIN_SETTLE",
+    "DEFAULT_MAX_TIME",
+    "SIMULATED_CLIENT_ID",
+    "SIMULATED_CALL_ID",
+    "SIMULATED_CALLER",
+    "parse_at",
+    "Caller",
+    "parse_keys",
+    "caller_script",
+    "choose_caller",
+    "scale_timing",
+    "Simulation",
+    "simulate",
+    "scaled_waits",
+    "configured_seconds",
+    "timeline_lines",
+    "describe_outcome",
+    "simulation_report",
+    "load_for_simulate",
+    "run_simulate",
+]
+
 
 #: Simulated calls run this many times faster than configured, by default.
 DEFAULT_SPEED = 20.0
+
+
 #: Seconds (configured time) between the last prompt of a batch arriving and
 #: the simulated caller's key.
 REACTION = 0.5
+
+
 #: The shortest real wait for a batch of prompts to be complete.
 MIN_SETTLE = 0.005
+
+
 #: Real seconds the whole simulated call may take, by default.
 DEFAULT_MAX_TIME = 300.0
-#: The environment variables that would point the simulation elsewhere.
-_PLATFORM_VARIABLES = ("GENESYS_BASE_URL", "GENESYS_LOGIN_URL", "CLIENT_ID", "CLIENT_SECRET")
-_CREDENTIALS = {"platform.client_id": "CLIENT_ID", "platform.client_secret": "CLIENT_SECRET"}
+
+
 _KEYS = frozenset("0123456789*#")
 
+
 SIMULATED_CLIENT_ID = "ivr-simulate"
+
+
 SIMULATED_CALL_ID = "sim-call-1"
+
+
 SIMULATED_CALLER = "SIM-CALLER"
-
-
-class UsageError(Exception):
-    """
-    A command-line argument is wrong (exit code 2).
-    """
-
-
-# --- the command line --------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """
-    The ``ivr`` argument parser.
-    """
-    parser = argparse.ArgumentParser(
-        prog="ivr",
-        description="Check an ivrproto configuration, or simulate a call through it.",
-        epilog="Exit codes: 0 ok; 1 bad configuration; 2 bad arguments; "
-        "3 the simulated call failed or did not end.",
-    )
-    parser.add_argument("--version", action="version", version=f"ivr (ivrproto) {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    check = commands.add_parser(
-        "check",
-        help="load and check a configuration; print its menu tree",
-        description="Load and check CONFIG (with the environment's overrides) and print "
-        "its menu tree, transfer targets and languages.  Missing CLIENT_ID and "
-        "CLIENT_SECRET are replaced by placeholders, so that a menu can be checked "
-        "without credentials.",
-    )
-    check.add_argument(
-        "config",
-        metavar="CONFIG",
-        nargs="?",
-        help=f"the configuration file (TOML; default: ${CONFIG_ENV})",
-    )
-
-    simulate = commands.add_parser(
-        "simulate",
-        help="run one call through the service against the local emulator",
-        description="Run one call through the real service code against the embedded "
-        "platform emulator (loopback only) and print its timeline: prompts played, "
-        "keys pressed, timeouts, and where the call ended.",
-        epilog="KEYS is a comma-separated list: a key (0-9, * or #) presses it once the "
-        "prompts are in; several keys (12345678#) are pressed one after the other, for "
-        "entering a number; 'timeout' stays silent until the service acts on its "
-        "no-input timeout; 'hangup' hangs up.  After the last item the caller stays "
-        "silent.  Example: --keys '7,timeout,0'.",
-    )
-    simulate.add_argument("config", metavar="CONFIG", help="the configuration file (TOML)")
-    simulate.add_argument(
-        "--profile",
-        metavar="JSON",
-        help='the caller\'s profile attributes, a JSON object such as \'{"membership_level": '
-        '"premium"}\' (default: no profile, unless --external-id finds one)',
-    )
-    simulate.add_argument(
-        "--external-id",
-        metavar="ID",
-        help="the caller's external id; without --profile, its profile comes from the "
-        "config's [emulator] profiles, if it has them",
-    )
-    simulate.add_argument(
-        "--keys", metavar="KEYS", default="", help="what the caller does (default: nothing)"
-    )
-    simulate.add_argument(
-        "--speed",
-        metavar="N",
-        type=float,
-        default=DEFAULT_SPEED,
-        help="run the call N times faster than configured (no-input, confirmation and "
-        "inter-digit timeouts, and the caller's reaction, divided by N); those waits are "
-        "printed at their configured length, everything else at its real one "
-        f"(default {DEFAULT_SPEED:g}; 1 is real time)",
-    )
-    simulate.add_argument(
-        "--max-time",
-        metavar="SECONDS",
-        type=float,
-        default=DEFAULT_MAX_TIME,
-        help=f"give up on a call that has not ended after SECONDS (real time; default "
-        f"{DEFAULT_MAX_TIME:g})",
-    )
-    simulate.add_argument(
-        "--at",
-        metavar="TIME",
-        help='run the call as if it arrived at TIME, such as "2026-12-25T10:00": in the '
-        "schedules' time zone unless TIME has an offset (+01:00, Z); the opening hours "
-        "and rules are read then (default: now)",
-    )
-    simulate.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also print the service's log (to stderr)",
-    )
-    return parser
-
-
-def main(
-    argv: Optional[Sequence[str]] = None,
-    stdout: Optional[IO[str]] = None,
-    stderr: Optional[IO[str]] = None,
-    environ: Optional[Mapping[str, str]] = None,
-) -> int:
-    """
-    Run the ``ivr`` command.
-
-    :param argv: the arguments (default: ``sys.argv[1:]``)
-    :param stdout: where results go (default: ``sys.stdout``)
-    :param stderr: where errors go (default: ``sys.stderr``)
-    :param environ: the environment (default: ``os.environ``)
-    :return: the exit code
-    """
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    env = os.environ if environ is None else environ
-    parser = build_parser()
-    try:
-        args = _parse(parser, argv, out, err)
-    except SystemExit as e:  # --help, or argparse's own usage errors
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
-    try:
-        if args.command == "check":
-            args.config = args.config or env.get(CONFIG_ENV)
-            if not args.config:
-                raise UsageError(f"CONFIG (or {CONFIG_ENV}) is required")
-            return run_check(args.config, env, out)
-        return run_simulate(args, env, out, err)
-    except BrokenPipeError:
-        # The reader went away (| head): not worth a traceback.
-        if out is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
-    except UsageError as e:
-        print(f"ivr {args.command}: error: {e}", file=err)
-        return EXIT_USAGE
-    except ConfigError as e:
-        print(config_error_line(e, args.config), file=err)
-        return EXIT_CONFIG
-
-
-def _parse(
-    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], out: IO[str], err: IO[str]
-) -> argparse.Namespace:
-    # argparse writes to sys.stdout and sys.stderr: point them at ours.
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        return parser.parse_args(argv)
-    finally:
-        sys.stdout, sys.stderr = saved
-
-
-def config_error_line(error: ConfigError, path: str) -> str:
-    """
-    The one line ``error: <file>: <key>: <reason>`` for a bad configuration.
-    """
-    key = "(file)" if error.key == "--config" else error.key
-    reason = " ".join(str(error.reason).split())
-    return f"error: {error.source or path}: {key}: {reason}"
-
-
-# --- ivr check ---------------------------------------------------------------
-
-
-def load_for_check(path: str, environ: Mapping[str, str]) -> Tuple[Config, List[str]]:
-    """
-    Load a configuration as ``twistd ivr`` would, except that missing
-    credentials are replaced by placeholders.
-
-    :return: the configuration, and the environment variables given
-        placeholders
-    :raises ConfigError: for anything else that is wrong
-    """
-    env = dict(environ)
-    placeholders: List[str] = []
-    while True:
-        try:
-            config = load_config(path, env)
-        except ConfigError as e:
-            variable = _CREDENTIALS.get(e.key)
-            if variable is None or env.get(variable) or variable in placeholders:
-                raise
-            env[variable] = f"placeholder-{variable.lower()}"
-            placeholders.append(variable)
-            continue
-        break
-    from .service import check_scenario
-
-    check_scenario(config)
-    check_intake_protection(config, config.intake.listen)
-    check_audio_connector(config)
-    if config.audio_connector.enabled:
-        from .service import load_prompts
-
-        load_prompts(config)
-    return config, placeholders
-
-
-def run_check(path: str, environ: Mapping[str, str], out: IO[str]) -> int:
-    """
-    ``ivr check CONFIG``.
-
-    :raises ConfigError: the configuration is bad
-    """
-    config, placeholders = load_for_check(path, environ)
-    for line in describe_config(config, placeholders):
-        print(line, file=out)
-    return EXIT_OK
-
-
-def describe_config(
-    config: Config, placeholders: Sequence[str] = (), now: Optional[float] = None
-) -> Iterator[str]:
-    """
-    What ``ivr check`` prints about a good configuration.
-
-    :param now: the time the schedules' next openings and closings are
-        counted from (default: the system clock)
-    """
-    book = config.menu
-    platform = config.platform
-    yield f"{config.source}: OK"
-    yield f"platform: {platform.api_url} (token: {platform.token_url})"
-    if config.emulator is not None:
-        yield "  (with [emulator]: twistd ivr starts the embedded local platform instead)"
-    if placeholders:
-        yield (
-            "credentials: " + " and ".join(placeholders) + " not set; checked with "
-            "placeholders (twistd ivr needs them)"
-        )
-    yield f"prompts: relative to {book.audio_base_url}"
-    ac = config.audio_connector
-    if ac.enabled:
-        from .service import load_prompts
-
-        library = load_prompts(config)
-        yield f"audio connector: {ac.path} on {ac.listen}"
-        yield (
-            f"  {library.cached} prompts from {ac.prompts} ({library.size // 1024} KiB as PCMU); "
-            f"profile key: input variable {ac.profile_key or '(none)'}, else the ani"
-        )
-        yield "  outputs: " + ", ".join(f"{k}={v}" for k, v in ac.outputs if v)
-    yield f"menu version: {book.version} (each call's end-of-call record names it)"
-    yield ""
-    yield "menu tree:"
-    for depth, line in book.walk():
-        yield "  " + "  " * depth + line
-    yield ""
-    yield "input settings (per menu, else [timing]):"
-    for name, spec in book.menus.items():
-        yield "  " + _describe_inputs(book, spec, config)
-    yield ""
-    yield "transfer targets (the allow-list):"
-    width = max(len(name) for name in book.targets)
-    for name, target in book.targets.items():
-        marks = []
-        if name == book.operator:
-            marks.append("operator")
-        if not _target_used(book, name):
-            marks.append("not used by any option")
-        suffix = f"  ({', '.join(marks)})" if marks else ""
-        yield f"  {name:<{width}} = {target}{suffix}"
-    yield ""
-    yield "languages: " + _describe_languages(book)
-    if book.schedules or book.closure is not None:
-        yield from _describe_hours(book, time.time() if now is None else now)
-
-
-def _describe_hours(book: MenuBook, now: float) -> Iterator[str]:
-    yield ""
-    yield "opening hours:"
-    for schedule in book.schedules.values():
-        yield "  " + describe_schedule(schedule, now)
-    closure = book.closure
-    if closure is not None:
-        then = "hang up" if closure.target is None else f"transfer to {book.targets[closure.target]}"
-        state = "present: CLOSED now" if os.path.exists(closure.flag_file) else "absent"
-        yield (
-            f"  emergency closure: while {closure.flag_file} exists ({state}), new calls hear "
-            f"{closure.prompt}, then {then} after {closure.wait:g}s or a key"
-        )
 
 
 def parse_at(text: str, book: MenuBook) -> float:
@@ -372,62 +101,6 @@ def parse_at(text: str, book: MenuBook) -> float:
         zone = next(iter(zones.values())) if zones else datetime.timezone.utc
         at = at.replace(tzinfo=zone)
     return at.timestamp()
-
-
-def _describe_inputs(book: MenuBook, spec: MenuSpec, config: Config) -> str:
-    timing = config.timing
-    no_input = spec.no_input_timeout or timing.no_input_timeout
-    repeats = timing.menu_repeats if spec.max_no_input is None else spec.max_no_input
-    invalid = timing.max_invalid if spec.max_invalid is None else spec.max_invalid
-    parts = [
-        f"no input after {no_input:g}s",
-        f"{repeats} repeat{'s' if repeats != 1 else ''}",
-        f"max invalid {invalid if invalid else 'unlimited'}",
-    ]
-    if spec.intro is not None:
-        parts.insert(0, f"intro {spec.intro}")
-    for label, prompt in (
-        ("invalid prompt", spec.invalid_prompt),
-        ("no-input prompt", spec.no_input_prompt),
-    ):
-        if prompt is not None:
-            parts.append(f"{label} {prompt}")
-    return f"{spec.name}: " + ", ".join(parts)
-
-
-def _all_actions(book: MenuBook) -> Iterator[Action]:
-    for spec in book.menus.values():
-        for option in spec.options + (spec.default or ()):
-            yield option.action
-            if option.action.collect is not None:
-                yield option.action.collect.then
-        if spec.on_failure is not None:
-            yield spec.on_failure
-
-
-def _target_used(book: MenuBook, name: str) -> bool:
-    return name == book.operator or any(
-        a.kind == "transfer" and a.name == name for a in _all_actions(book)
-    )
-
-
-def _describe_languages(book: MenuBook) -> str:
-    prompts = book.prompts
-    if not prompts.sets:
-        return f"{prompts.default_language} (no prompt sets: every prompt is a file name)"
-    names = []
-    for language, table in prompts.sets.items():
-        mark = " (default)" if language == prompts.default_language else ""
-        names.append(f"{language}{mark}: {len(table)} prompts")
-    how = (
-        f"chosen by the profile attribute {book.language_attribute!r}"
-        if book.language_attribute
-        else "no language_attribute: every caller gets the default"
-    )
-    return "; ".join(names) + f"; {how}"
-
-
-# --- ivr simulate: the caller ------------------------------------------------
 
 
 @attrs.frozen
@@ -510,7 +183,7 @@ def choose_caller(
         return Caller(external_id or SIMULATED_CALLER, profile, "given by --profile")
     if external_id is None:
         return Caller(SIMULATED_CALLER, None, "none (the lookup answers 404)")
-    from .service import check_scenario
+    from ivrproto.service import check_scenario
 
     scenario = check_scenario(config)
     if scenario is None:
@@ -523,9 +196,6 @@ def choose_caller(
             external_id, None, "none (not in the config's [emulator] profiles; the lookup answers 404)"
         )
     return Caller(external_id, found, "from the config's [emulator] profiles")
-
-
-# --- ivr simulate: time ------------------------------------------------------
 
 
 def scale_timing(config: Config, speed: float) -> Config:
@@ -574,9 +244,6 @@ def scale_timing(config: Config, speed: float) -> Config:
     return attrs.evolve(config, timing=timing, menu=faster_book)
 
 
-# --- ivr simulate: the call --------------------------------------------------
-
-
 @attrs.frozen
 class Simulation:
     """
@@ -620,8 +287,8 @@ def simulate(
         after the epoch; default: now)
     :return: a Deferred firing with a :class:`Simulation`
     """
-    from .emulator import Platform
-    from .service import IVRService
+    from ivrproto.emulator import Platform
+    from ivrproto.service import IVRService
 
     secret = secrets.token_urlsafe(16)
     scaled = scale_timing(config, speed)
@@ -861,11 +528,11 @@ def load_for_simulate(path: str, environ: Mapping[str, str]) -> Config:
 
     :raises ConfigError: the configuration is bad
     """
-    env = {k: v for k, v in environ.items() if k not in _PLATFORM_VARIABLES}
+    env = {k: v for k, v in environ.items() if k not in PLATFORM_VARIABLES}
     env["CLIENT_ID"] = SIMULATED_CLIENT_ID
     env["CLIENT_SECRET"] = "placeholder"
     config = load_config(path, env)
-    from .service import check_scenario
+    from ivrproto.service import check_scenario
 
     check_scenario(config)
     return config

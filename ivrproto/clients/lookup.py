@@ -22,9 +22,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ivrproto._retry import RequestWindow
+from ivrproto.clients.limits import RequestWindow
 from ivrproto.errors import ProfileError
-from ivrproto.profiles import Profile, RateLimited
+from ivrproto.clients.profiles import Profile, RateLimited
+from ivrproto.clients.limits import CircuitBreaker
 
 # A cache entry without a profile: the key, the tuple, the node.
 _NEGATIVE_ENTRY = 256
@@ -69,10 +70,6 @@ OUTCOMES = frozenset(
     [HIT, NEGATIVE_HIT, FOUND, NOT_FOUND, FAILED, TIMED_OUT, RATE_LIMITED, CIRCUIT_OPEN]
 )
 
-# The breaker states, as :attr:`ProfileLookup.breaker_state` shows them.
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half-open"
 
 class ProfileSource(Protocol):
     """
@@ -170,116 +167,6 @@ class LookupStats:
     pauses: int = 0
 
 
-class CircuitBreaker:
-    """
-    A circuit breaker over consecutive failures, computed from the time it
-    is given: no timers.
-
-    Closed, it lets everything through and counts consecutive failures; at
-    ``failures`` it opens for ``reset`` seconds and lets nothing through.
-    Then it is half-open: it lets exactly one probe through, which closes it
-    by succeeding and opens it again by failing.  The outcome of an attempt
-    that was let through in an earlier state (not the probe) is ignored
-    once the breaker has left the closed state.
-
-    :param failures: consecutive failures that open it; at least 1
-    :param reset: seconds it stays open
-    """
-
-    log = Logger()
-
-    def __init__(self, failures: int, reset: float) -> None:
-        if failures < 1:
-            raise ValueError("breaker failures must be at least 1")
-        if not reset >= 0:
-            raise ValueError("breaker reset must not be negative")
-        self.failures = failures
-        self.reset = reset
-        self._state = CLOSED
-        self._consecutive = 0
-        self._open_until = 0.0
-        self._probing = False
-
-    def state(self, now: float) -> str:
-        """
-        The state at ``now``: ``closed``, ``open`` or ``half-open``.
-        """
-        if self._state == OPEN and now >= self._open_until:
-            self._state = HALF_OPEN
-            self._probing = False
-            self.log.info("profile circuit breaker half-open: letting one probe through")
-        return self._state
-
-    def allows(self, now: float) -> bool:
-        """
-        Whether an attempt may start at ``now``.  Nothing is claimed: call
-        :meth:`started` when it does start.
-        """
-        state = self.state(now)
-        return state == CLOSED or (state == HALF_OPEN and not self._probing)
-
-    def started(self, now: float) -> bool:
-        """
-        An attempt that :meth:`allows` let through has started.
-
-        :return: whether it is the half-open probe; pass that back to
-            :meth:`succeeded`, :meth:`failed` or :meth:`abandoned`
-        """
-        if self.state(now) == HALF_OPEN:
-            self._probing = True
-            return True
-        return False
-
-    def succeeded(self, now: float, probe: bool) -> None:
-        """
-        An attempt succeeded.
-        """
-        state = self.state(now)
-        if probe and state == HALF_OPEN:
-            self._state = CLOSED
-            self._consecutive = 0
-            self._probing = False
-            self.log.info("profile circuit breaker closed: the probe succeeded")
-        elif state == CLOSED:
-            self._consecutive = 0
-
-    def failed(self, now: float, probe: bool) -> None:
-        """
-        An attempt failed.
-        """
-        state = self.state(now)
-        if probe and state == HALF_OPEN:
-            self._open(now)
-            self.log.warn(
-                "profile circuit breaker open again for {reset}s: the probe failed",
-                reset=self.reset,
-            )
-        elif state == CLOSED:
-            self._consecutive += 1
-            consecutive = self._consecutive
-            if consecutive >= self.failures:
-                # _open() starts the count again: the count is read first.
-                self._open(now)
-                self.log.warn(
-                    "profile circuit breaker open for {reset}s after "
-                    "{failures} consecutive failures",
-                    reset=self.reset,
-                    failures=consecutive,
-                )
-
-    def abandoned(self, now: float, probe: bool) -> None:
-        """
-        An attempt ended with neither success nor failure (cancelled): a
-        probe slot is given back.
-        """
-        if probe and self.state(now) == HALF_OPEN:
-            self._probing = False
-
-    def _open(self, now: float) -> None:
-        self._state = OPEN
-        self._open_until = now + self.reset
-        self._consecutive = 0
-        self._probing = False
 
 
 class _Flight:
@@ -317,13 +204,13 @@ class ProfileLookup:
         dropped first); 0 caches nothing
     :param max_bytes: bytes of memory the cache entries take at most, as
         estimated (least recently used dropped first): a profile's
-        :attr:`~ivrproto.profiles.Profile.footprint`, else a walk of it
+        :attr:`~ivrproto.clients.profiles.Profile.footprint`, else a walk of it
     :param max_entry_bytes: profiles larger than this are not cached (their
         callers still get them)
     :param rate_per_minute: fetches in any 60 seconds at most (the
         platform's own rule, whole requests: a fraction is dropped); all of
         them may go at once after a quiet spell
-    :param request_window: the :class:`~ivrproto._retry.RequestWindow` to
+    :param request_window: the :class:`~ivrproto.clients.limits.RequestWindow` to
         count fetches in, instead of one made from ``rate_per_minute``:
         share it with the profile client so that its retries count too
     :param breaker_failures: consecutive fetch failures that open the
