@@ -8,8 +8,9 @@ lock, ``SET NX PX`` with a value unique to its holder.  An instance that
 needs a token (:meth:`SharedToken.obtain`):
 
 1. uses the stored one when it is valid for long enough;
-2. otherwise takes the lock and fetches one, stores it and releases the
-   lock in one script (:data:`PUBLISH_SCRIPT`);
+2. otherwise takes the lock, reads again (another instance may have just
+   stored one), and fetches one, stores it and releases the lock in one
+   script (:data:`PUBLISH_SCRIPT`);
 3. or, when another instance holds the lock, polls (on the reactor, every
    ``poll_interval``, at most ``wait_bound`` seconds) for the new token,
    and meanwhile keeps the old one while it is still valid;
@@ -202,7 +203,7 @@ class SharedToken:
         if isinstance(owner, Unavailable):
             return await fetch()
         if owner is not None:
-            return await self._refresh(fetch, owner)
+            return await self._refresh(fetch, owner, min_validity)
         fresh = await self._wait(current, min_validity)
         if fresh is not None:
             return fresh
@@ -211,7 +212,15 @@ class SharedToken:
             return current
         return await fetch()
 
-    async def _refresh(self, fetch: Callable[[], Awaitable[TokenGrant]], owner: str) -> TokenGrant:
+    async def _refresh(
+        self, fetch: Callable[[], Awaitable[TokenGrant]], owner: str, min_validity: float
+    ) -> TokenGrant:
+        # Read again under the lock: another instance may have stored a
+        # token between this one's first read and its taking the lock.
+        stored = await self.read()
+        if isinstance(stored, TokenGrant) and stored.expires_in > min_validity:
+            await self.release(owner)
+            return stored
         try:
             grant = await fetch()
         except BaseException:
