@@ -42,12 +42,14 @@ class RedisServer:
     """
     One ``redis-server`` process on 127.0.0.1.
 
+    :param options: more command-line options (``--requirepass``, ...)
     :ivar port: its port (kept across :meth:`restart`)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(SKIP_REASON)
+        self._options = list(options)
         self._dir = tempfile.mkdtemp(prefix="ivr-redis-")
         self._process: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
@@ -77,6 +79,7 @@ class RedisServer:
                 "--daemonize", "no",
                 "--loglevel", "notice",
                 "--logfile", "",
+                *self._options,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

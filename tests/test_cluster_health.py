@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import txredisapi
 
 from ivrproto.cluster.health import SharedHealth, Unavailable
-from ivrproto.cluster.redis import KeyScheme, SharedRedis
+from ivrproto.cluster.redis import KeyScheme, RedisConnection, SharedRedis
 
 
 class FakeConnection:
@@ -193,3 +193,46 @@ class KeySchemeTests(SynchronousTestCase):
     def test_prefix_checked(self) -> None:
         with self.assertRaises(ValueError):
             KeyScheme(prefix="has space")
+
+
+class FakeFactory:
+    "Stands for a txredisapi RedisFactory."
+
+    def __init__(self) -> None:
+        self.handler = object()
+        self.stopped = False
+        self.size = 0
+        self.disconnected = False
+
+    def disconnect(self) -> "Deferred[None]":
+        self.stopped = self.disconnected = True
+        return succeed(None)
+
+
+class RedisConnectionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.made: List[FakeFactory] = []
+
+        def make() -> FakeFactory:
+            self.made.append(FakeFactory())
+            return self.made[-1]
+
+        self.connection = RedisConnection(make)
+
+    def test_rebuilt_when_stuck(self) -> None:
+        "A pool that stopped reconnecting (failed AUTH or SELECT) is replaced."
+        self.connection.rebuild()
+        self.assertEqual(len(self.made), 1)
+        self.made[0].stopped = True  # what txredisapi's stopTrying() leaves
+        self.assertTrue(self.connection.stuck)
+        self.connection.rebuild()
+        self.assertEqual(len(self.made), 2)
+        self.assertTrue(self.made[0].disconnected)
+        self.assertIs(self.connection.handler, self.made[1].handler)
+
+    def test_not_rebuilt_after_close(self) -> None:
+        "A pool closed on purpose stays closed."
+        self.connection.close()
+        self.assertFalse(self.connection.stuck)
+        self.connection.rebuild()
+        self.assertEqual(len(self.made), 1)
