@@ -212,6 +212,39 @@ class TokenTests(RedisTestCase):
         self.assertEqual(grant.token, "t")
 
 
+    @inlineCallbacks
+    def test_old_token_while_another_refreshes(self) -> None:
+        "While another instance holds the lock, a still-valid old token is used."
+        shared = self.instance()
+        token = SharedToken(shared, "c")
+        yield token.obtain(lambda: succeed(TokenGrant("old", 5.0)))
+        yield self.raw(shared, "SET", shared.keys.key("token", "c", ":lock"), "other", "PX", 10000)
+
+        def fetch() -> Any:
+            raise AssertionError("no fetch while another instance refreshes")
+
+        grant = yield token.obtain(fetch, min_validity=60.0)
+        self.assertEqual(grant.token, "old")
+
+    @inlineCallbacks
+    def test_dead_holder(self) -> None:
+        "No token and a lock whose holder never publishes: fetch after the wait bound."
+        shared = self.instance()
+        token = SharedToken(shared, "c", wait_bound=0.2, poll_interval=0.05)
+        yield self.raw(shared, "SET", shared.keys.key("token", "c", ":lock"), "dead", "PX", 10000)
+        grant = yield token.obtain(lambda: succeed(TokenGrant("mine", 60.0)))
+        self.assertEqual(grant.token, "mine")
+
+    @inlineCallbacks
+    def test_token_not_in_keys(self) -> None:
+        "The client id is in no key; the token only in its value."
+        shared = self.instance()
+        yield SharedToken(shared, "client-xyz").obtain(lambda: succeed(TokenGrant("t0k", 60.0)))
+        keys = yield self.raw(shared, "KEYS", "*")
+        self.assertEqual(len(keys), 1)
+        self.assertNotIn(b"client-xyz", keys[0])
+
+
 class ClaimTests(RedisTestCase):
     @inlineCallbacks
     def test_claim_refused_by_other_instances(self) -> None:

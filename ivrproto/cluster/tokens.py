@@ -11,9 +11,9 @@ needs a token (:meth:`SharedToken.obtain`):
 2. otherwise takes the lock, reads again (another instance may have just
    stored one), and fetches one, stores it and releases the lock in one
    script (:data:`PUBLISH_SCRIPT`);
-3. or, when another instance holds the lock, polls (on the reactor, every
-   ``poll_interval``, at most ``wait_bound`` seconds) for the new token,
-   and meanwhile keeps the old one while it is still valid;
+3. or, when another instance holds the lock, keeps using the old token if
+   it is still valid, and otherwise polls (on the reactor, every
+   ``poll_interval``, at most ``wait_bound`` seconds) for the new one;
 4. fetches its own when Redis is unavailable, or when the wait ran out with
    no valid token (the holder died or is stuck).
 
@@ -204,12 +204,13 @@ class SharedToken:
             return await fetch()
         if owner is not None:
             return await self._refresh(fetch, owner, min_validity)
-        fresh = await self._wait(current, min_validity)
+        if current is not None:
+            # Another instance is refreshing; the old token is still valid
+            # (if not for long): use it now rather than wait.
+            return current
+        fresh = await self._wait(min_validity)
         if fresh is not None:
             return fresh
-        if current is not None and current.expires_in > 0:
-            # Still valid, if not for long: better than a second request.
-            return current
         return await fetch()
 
     async def _refresh(
@@ -229,13 +230,11 @@ class SharedToken:
         await self.publish(grant, owner)
         return grant
 
-    async def _wait(
-        self, old: Optional[TokenGrant], min_validity: float
-    ) -> Optional[TokenGrant]:
+    async def _wait(self, min_validity: float) -> Optional[TokenGrant]:
         """
-        Poll for a token other than ``old`` valid for ``min_validity``, until
-        ``wait_bound`` runs out, the lock is released without one, or Redis
-        is unavailable.
+        Poll for a token valid for ``min_validity``, until ``wait_bound``
+        runs out, the lock is released without one, or Redis is
+        unavailable.
         """
         reactor = self._redis.reactor
         deadline = reactor.seconds() + self.wait_bound
@@ -245,11 +244,7 @@ class SharedToken:
             if isinstance(reply, Unavailable):
                 return None
             grant, locked = reply
-            if (
-                grant is not None
-                and grant.expires_in > min_validity
-                and (old is None or grant.token != old.token)
-            ):
+            if grant is not None and grant.expires_in > min_validity:
                 return grant
             if not locked:
                 return None
