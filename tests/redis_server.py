@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Optional
+from typing import List, Optional, Tuple
 
 __all__ = ["RedisServer", "REDIS_SERVER", "SKIP_REASON"]
 
@@ -43,13 +43,16 @@ class RedisServer:
     One ``redis-server`` process on 127.0.0.1.
 
     :param options: more command-line options (``--requirepass``, ...)
+    :param tls: a certificate and its key (PEM): the port then speaks TLS
+        only
     :ivar port: its port (kept across :meth:`restart`)
     """
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, tls: Optional[Tuple[bytes, bytes]] = None) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(SKIP_REASON)
         self._options = list(options)
+        self._tls = tls
         self._dir = tempfile.mkdtemp(prefix="ivr-redis-")
         self._process: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
@@ -66,12 +69,27 @@ class RedisServer:
                 return
         raise RuntimeError("redis-server did not start")
 
+    def _listen(self) -> List[str]:
+        if self._tls is None:
+            return ["--port", str(self.port)]
+        cert, key = (os.path.join(self._dir, name) for name in ("server.crt", "server.key"))
+        for path, data in ((cert, self._tls[0]), (key, self._tls[1])):
+            with open(path, "wb") as f:
+                f.write(data)
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", cert,
+            "--tls-key-file", key,
+            "--tls-auth-clients", "no",
+        ]
+
     def _spawn(self) -> bool:
         assert REDIS_SERVER is not None
         self._process = subprocess.Popen(
             [
                 REDIS_SERVER,
-                "--port", str(self.port),
+                *self._listen(),
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",

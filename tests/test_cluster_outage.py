@@ -12,7 +12,7 @@ from typing import Any, Callable, List
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.logger import formatEvent
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from ivrproto._retry import RequestWindow
 from ivrproto.cluster import SharedRedis, Unavailable
@@ -240,3 +240,55 @@ class PasswordTests(RedisTestCase):
         text = " ".join(formatEvent(e) for e in self.everything)
         self.assertNotIn("wrong-pw", text)
         self.assertNotIn("pw-from-env", text)
+
+
+class TLSTests(TestCase):
+    "rediss://: the server's certificate checked against the host name."
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        from .certs import TestCA
+        from .redis_server import SKIP_REASON, RedisServer
+
+        if SKIP_REASON:
+            raise SkipTest(SKIP_REASON)
+        self.ca = TestCA()
+        issued = self.ca.issue(["localhost", "127.0.0.1"])
+        self.server = RedisServer(tls=(issued.cert_pem, issued.key_pem))
+        try:
+            self.server.start()
+        except RuntimeError:
+            raise SkipTest("this redis-server does not speak TLS")
+        self.addCleanup(self.server.cleanup)
+
+    def shared(self, trusted: bytes) -> SharedRedis:
+        from twisted.internet.ssl import Certificate
+        from twisted.logger import Logger
+
+        from ivrproto.cluster import KeyScheme, SharedHealth, connect, parse_redis_url
+
+        address = parse_redis_url(f"rediss://localhost:{self.server.port}/0", {})
+        shared = SharedRedis(
+            reactor,
+            connect(reactor, address, trust_root=Certificate.loadPEM(trusted)),
+            SharedHealth(reactor, Logger(observer=lambda e: None)),
+            KeyScheme(),
+            timeout=2.0,
+        )
+        self.addCleanup(shared.close)
+        return shared
+
+    @inlineCallbacks
+    def test_trusted(self) -> None:
+        "A certificate from the trusted CA: the operations go through."
+        claims = SharedClaims(self.shared(self.ca.cert_pem))
+        self.assertIs((yield claims.claim("call-1", 10.0)), True)
+
+    @inlineCallbacks
+    def test_untrusted(self) -> None:
+        "A certificate from another CA: refused, the operation falls back."
+        from .certs import TestCA
+
+        claims = SharedClaims(self.shared(TestCA("other").cert_pem))
+        self.assertIsInstance((yield claims.claim("call-1", 10.0)), Unavailable)
