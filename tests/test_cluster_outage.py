@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, suc
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SkipTest, TestCase
 
-from ivrproto._retry import RequestWindow
+from ivrproto.clients.limits import RequestWindow
 from ivrproto.cluster import SharedRedis, Unavailable
 from ivrproto.cluster.cache import MISS, Hit, SharedProfileCache
 from ivrproto.cluster.claims import SharedClaims

@@ -13,7 +13,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from ivrproto._retry import RequestWindow
+from ivrproto.clients.limits import RequestWindow
 from ivrproto.cluster import KeyScheme, SharedHealth, SharedRedis, connect, parse_redis_url
 from ivrproto.cluster.cache import MISS, NEGATIVE, Hit, SharedProfileCache
 from ivrproto.cluster.claims import SharedClaims

@@ -8,13 +8,13 @@ One Lua script (:data:`TAKE_SCRIPT`) does the whole decision on the Redis
 server, on the server's clock (``TIME``), so that instances whose clocks
 disagree still count one window.  The window is a sorted set of the
 requests of the last ``window`` seconds, scored by their time in
-microseconds; like :class:`~ivrproto._retry.RequestWindow` it never lets
+microseconds; like :class:`~ivrproto.clients.limits.RequestWindow` it never lets
 more than ``limit`` through in any window, and a request at ``t`` still
 counts at ``t + window``.  The pause is a key of its own with a ``PX``
 expiry, read by the same script.
 
 When Redis is unavailable the instance's local
-:class:`~ivrproto._retry.RequestWindow` decides.  It is kept up to date
+:class:`~ivrproto.clients.limits.RequestWindow` decides.  It is kept up to date
 with this instance's own requests and with the pauses it saw, so a
 fallback starts from what it knows rather than from an empty window.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 
-from ivrproto._retry import RequestWindow
+from ivrproto.clients.limits import RequestWindow
 from ivrproto.cluster.health import Unavailable
 from ivrproto.cluster.redis import SharedRedis
 
@@ -96,7 +96,7 @@ class Admission:
 
 class SharedRequestWindow:
     """
-    A :class:`~ivrproto._retry.RequestWindow` shared by every instance
+    A :class:`~ivrproto.clients.limits.RequestWindow` shared by every instance
     with the same client id.
 
     :param redis: the shared Redis
