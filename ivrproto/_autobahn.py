@@ -78,3 +78,18 @@ class ReactorTimer:
         self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> _Cancellable:
         return _Cancellable(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
+def cancel_close_handshake_timer(protocol: Any) -> None:
+    """
+    Cancel a WebSocket protocol's closing-handshake timer, if it has one.
+
+    Autobahn leaves that timer scheduled after the connection is gone (when
+    the peer went away without answering our close frame it fires as a
+    no-op); a protocol calls this from ``onClose`` so that nothing of an
+    ended connection stays on the reactor.
+    """
+    timer = protocol.closeHandshakeTimeoutCall
+    if timer is not None:
+        timer.cancel()
+        protocol.closeHandshakeTimeoutCall = None
