@@ -32,7 +32,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ivrproto.emulator import (
-    CallRecord,
+    CallLog,
     CallSpec,
     Platform,
     Scenario,
@@ -41,8 +41,9 @@ from ivrproto.emulator import (
     parse_step,
     place_calls,
 )
-from ivrproto.emulator.callcontrol import PROMPT_SETTLE, CallSession, check_command
-from ivrproto.emulator.platform import _ConnectionTracker
+from ivrproto.emulator.script import PROMPT_SETTLE
+from ivrproto.emulator.scripted import ScriptedCall, check_command
+from ivrproto.emulator.site import ConnectionTracker
 from ivrproto.emulator.tap import EmulatorService, Options, makeService
 from ivrproto.errors import ConfigError
 
@@ -209,7 +210,7 @@ class EmulatorTestCase(TestCase):
         call_id: str = "call-1",
         script: tuple[str, ...] = (),
         external_id: str = "CRM-PREMIUM-TICKETS",
-    ) -> tuple[_TestClient, CallRecord]:
+    ) -> tuple[_TestClient, CallLog]:
         record = platform.expect_call(call_id, external_id, script)
         client = await self.connect(platform, platform.issue_token())
         client.send_json(dict(HELLO, callControlId=call_id))
@@ -1041,12 +1042,12 @@ class SessionTests(SynchronousTestCase):
     The caller script and command rules, with a Clock and a fake wire.
     """
 
-    def session(self, script: list[str], close_after: float = 0.0) -> tuple[CallSession, CallRecord, _FakeWire, Clock]:
+    def session(self, script: list[str], close_after: float = 0.0) -> tuple[ScriptedCall, CallLog, _FakeWire, Clock]:
         clock = Clock()
         platform = Platform(clock)
         record = platform.expect_call("c", "e", script)
         wire = _FakeWire()
-        session = CallSession(record, wire, clock, close_after)
+        session = ScriptedCall(record, wire, clock, close_after)
         session.started()
         return session, record, wire, clock
 
@@ -1274,7 +1275,7 @@ class PlaceCallsUnitTests(SynchronousTestCase):
                 return b"{}"
 
         specs = [CallSpec("c1", "A", ("hangup",)), CallSpec("c2", "B")]
-        placed: list[CallRecord] = []
+        placed: list[CallLog] = []
         d = place_calls(clock, platform, specs, "http://intake/v1/calls", http=StubTreq(Intake()), interval=1.0, on_call=placed.append)
         self.assertEqual(list(platform.calls), ["c1"])
         self.assertEqual(posted, [{"callControlId": "c1", "externalId": "A"}])
@@ -1393,7 +1394,7 @@ class PlaceCallsTests(EmulatorTestCase):
         """Every call is announced, answered by the intake's client and transferred."""
         platform = await self.start()
         intake = _ServiceSide(self, platform)
-        tracker = _ConnectionTracker(Site(intake))
+        tracker = ConnectionTracker(Site(intake))
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(tracker)
         self.addCleanup(tracker.abort_all)
         self.addCleanup(port.stopListening)
