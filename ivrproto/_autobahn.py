@@ -1,12 +1,14 @@
 """
 What ivrproto gives Autobahn's factories and protocols in place of their own
-logger and timers.
+logger and timers, and the one cleanup every protocol does on close.
 
-The logger.
+- :class:`QuietAutobahnLog`, the logger.
+- :class:`ReactorTimer`, Autobahn's timers on the injected reactor.
+- :func:`cancel_close_handshake_timer`, for ``onClose``.
 
 Autobahn logs the raw upgrade request at debug level, ``Authorization``
 header (the bearer token) included, and builds many debug messages per frame
-even when nobody reads them.  This logger drops debug, trace and info before
+even when nobody reads them.  :class:`QuietAutobahnLog` drops debug, trace and info before
 any formatting happens, and passes warnings and errors on to a Twisted
 :class:`~twisted.logger.Logger`.
 """
