@@ -8,9 +8,9 @@ logger and timers, and the one cleanup every protocol does on close.
 
 Autobahn logs the raw upgrade request at debug level, ``Authorization``
 header (the bearer token) included, and builds many debug messages per frame
-even when nobody reads them.  :class:`QuietAutobahnLog` drops debug, trace and info before
-any formatting happens, and passes warnings and errors on to a Twisted
-:class:`~twisted.logger.Logger`.
+even when nobody reads them.  :class:`QuietAutobahnLog` drops debug, trace
+and info before any formatting happens, and passes warnings and errors on to
+a Twisted :class:`~twisted.logger.Logger`.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ A person can also place a call over HTTP: ``POST /emulator/calls`` (see
 
 from ivrproto.emulator.byhand import keys_script
 from ivrproto.emulator.calllog import CallLog, CallRecord
-from ivrproto.emulator.script import parse_step
-from ivrproto.emulator.platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
 from ivrproto.emulator.placing import accept_calls_by_hand, place_calls
+from ivrproto.emulator.platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
 from ivrproto.emulator.scenario import CallSpec, Scenario, load_scenario, parse_scenario
+from ivrproto.emulator.script import parse_step
 
 __all__ = [
     "ALL_SCOPES",

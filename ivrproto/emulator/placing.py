@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Union
 
+import attrs
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectError
@@ -70,16 +71,12 @@ def place_calls(
     :return: fires with every call's record, in order, once every call has
         finished; cancelling it stops placing further calls
     """
-    if http is None:
-        http = reactor_http(reactor)
+    intake = None
     if intake_url is not None:
+        http = reactor_http(reactor) if http is None else http
+        intake = _Intake(reactor, http, intake_url, intake_wait)
         accept_calls_by_hand(reactor, platform, intake_url, http, intake_wait, on_call)
-    placer = _Placer(reactor, platform, list(calls), interval, on_call)
-    if intake_url is not None:
-        placer.announce = lambda record: _announce(
-            reactor, http, intake_url, record, placer.call_later, intake_wait
-        )
-    return placer.start()
+    return _Placer(reactor, platform, list(calls), interval, on_call, intake).start()
 
 
 class _Placer:
@@ -94,14 +91,14 @@ class _Placer:
         specs: list[CallSpec],
         interval: float,
         on_call: Optional[Callable[[CallLog], object]],
+        intake: Optional[_Intake],
     ) -> None:
         self._reactor = reactor
         self._platform = platform
         self._specs = specs
         self._interval = interval
         self._on_call = on_call
-        #: tells the intake about a call, if there is an intake
-        self.announce: Optional[Callable[[CallLog], None]] = None
+        self._intake = intake
         self._records: list[CallLog] = []
         self._finished: list[Deferred[CallLog]] = []
         self._pending: set[IDelayedCall] = set()
@@ -147,8 +144,8 @@ class _Placer:
         if self._on_call is not None:
             self._on_call(record)
         self._finished.append(record.when_finished())
-        if self.announce is not None:
-            self.announce(record)
+        if self._intake is not None:
+            self._intake.announce(record, self.call_later)
         if index + 1 < len(self._specs):
             self.call_later(self._interval, lambda: self._place(index + 1))
         else:
@@ -177,30 +174,54 @@ def accept_calls_by_hand(
     :param intake_wait: as for :func:`place_calls`
     :param on_call: called with each record as its call is placed
     """
-    if http is None:
-        http = reactor_http(reactor)
+    http = reactor_http(reactor) if http is None else http
+    intake = _Intake(reactor, http, intake_url, intake_wait)
+    platform.announce_calls_to(
+        intake_url, lambda record: intake.announce(record, platform.call_later), on_call
+    )
 
-    def announce(record: CallLog) -> None:
-        _announce(reactor, http, intake_url, record, platform.call_later, intake_wait)
 
-    platform.announce_calls_to(intake_url, announce, on_call)
+@attrs.frozen
+class _Intake:
+    """
+    Where calls are announced.
+
+    :ivar reactor: times the POSTs
+    :ivar http: a treq-like client (``post``)
+    :ivar url: the intake's ``/v1/calls`` URL
+    :ivar wait: while the intake refuses connections, how long each POST is
+        tried again
+    """
+
+    reactor: Any
+    http: Any
+    url: str
+    wait: float
+
+    def announce(
+        self,
+        record: CallLog,
+        call_later: Callable[[float, Callable[[], object]], IDelayedCall],
+    ) -> None:
+        """
+        POST the call to the intake; never fails.  While the connection is
+        refused, try again every half second (on ``call_later``) until
+        :attr:`wait` seconds have passed.
+        """
+        _announce(self, record, call_later)
 
 
 def _announce(
-    reactor: Any,
-    http: Any,
-    url: str,
+    intake: _Intake,
     record: CallLog,
     call_later: Callable[[float, Callable[[], object]], IDelayedCall],
-    wait: float,
 ) -> None:
     """
-    POST the call to the intake; never fails.  While the connection is
-    refused, try again every half second (on ``call_later``) until ``wait``
-    seconds have passed.
+    :meth:`_Intake.announce`, as closures over one POST and its retries.
     """
+    reactor, http, url = intake.reactor, intake.http, intake.url
     body = {"callControlId": record.call_id, "externalId": record.external_id}
-    give_up_at = reactor.seconds() + wait
+    give_up_at = reactor.seconds() + intake.wait
 
     def answered(response: Any) -> Deferred[Any]:
         code = response.code
