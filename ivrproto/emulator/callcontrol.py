@@ -38,18 +38,9 @@ from twisted.logger import Logger
 
 from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer, cancel_close_handshake_timer
 from ivrproto.emulator.calllog import CallLog
-from ivrproto.emulator.script import PROMPT_SETTLE, STEP_NAMES, parse_step
 from ivrproto.emulator.scripted import CLOSE_INTERNAL, ScriptedCall
 
-__all__ = [
-    "PROMPT_SETTLE",
-    "STEP_NAMES",
-    "WS_SCOPES",
-    "CallGate",
-    "CallControlServerProtocol",
-    "CallControlServerFactory",
-    "parse_step",
-]
+__all__ = ["WS_SCOPES", "CallGate", "CallControlServerFactory", "CallControlServerProtocol"]
 
 CAPABILITIES = frozenset({"play", "record", "dtmf", "transfer", "hangup"})
 
