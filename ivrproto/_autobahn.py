@@ -1,14 +1,16 @@
 """
 What ivrproto gives Autobahn's factories and protocols in place of their own
-logger and timers.
+logger and timers, and the one cleanup every protocol does on close.
 
-The logger.
+- :class:`QuietAutobahnLog`, the logger.
+- :class:`ReactorTimer`, Autobahn's timers on the injected reactor.
+- :func:`cancel_close_handshake_timer`, for ``onClose``.
 
 Autobahn logs the raw upgrade request at debug level, ``Authorization``
 header (the bearer token) included, and builds many debug messages per frame
-even when nobody reads them.  This logger drops debug, trace and info before
-any formatting happens, and passes warnings and errors on to a Twisted
-:class:`~twisted.logger.Logger`.
+even when nobody reads them.  :class:`QuietAutobahnLog` drops debug, trace
+and info before any formatting happens, and passes warnings and errors on to
+a Twisted :class:`~twisted.logger.Logger`.
 """
 
 from __future__ import annotations
@@ -78,3 +80,18 @@ class ReactorTimer:
         self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> _Cancellable:
         return _Cancellable(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
+def cancel_close_handshake_timer(protocol: Any) -> None:
+    """
+    Cancel a WebSocket protocol's closing-handshake timer, if it has one.
+
+    Autobahn leaves that timer scheduled after the connection is gone (when
+    the peer went away without answering our close frame it fires as a
+    no-op); a protocol calls this from ``onClose`` so that nothing of an
+    ended connection stays on the reactor.
+    """
+    timer = protocol.closeHandshakeTimeoutCall
+    if timer is not None:
+        timer.cancel()
+        protocol.closeHandshakeTimeoutCall = None

@@ -18,33 +18,44 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote
 
+import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from twisted.test.iosim import FakeTransport
+from twisted.test.iosim import connect as iosim_connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from ivrproto._autobahn import ReactorTimer
+from ivrproto.callcontrol.protocol import CallControlFactory
 from ivrproto.emulator import (
-    CallRecord,
+    CallLog,
     CallSpec,
     Platform,
     Scenario,
     load_scenario,
     parse_scenario,
     parse_step,
+    accept_calls_by_hand,
     place_calls,
 )
-from ivrproto.emulator.callcontrol import PROMPT_SETTLE, CallSession, check_command
-from ivrproto.emulator.platform import _ConnectionTracker
+from ivrproto.emulator.callcontrol import CallControlServerFactory
+from ivrproto.emulator.script import PROMPT_SETTLE, parse_script
+from ivrproto.emulator.scripted import ScriptedCall, check_command
+from ivrproto.emulator.site import ConnectionTracker
 from ivrproto.emulator.tap import EmulatorService, Options, makeService
 from ivrproto.errors import ConfigError
+from ivrproto.testing import URL, RecordingListener
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "emulator.toml"
@@ -209,7 +220,7 @@ class EmulatorTestCase(TestCase):
         call_id: str = "call-1",
         script: tuple[str, ...] = (),
         external_id: str = "CRM-PREMIUM-TICKETS",
-    ) -> tuple[_TestClient, CallRecord]:
+    ) -> tuple[_TestClient, CallLog]:
         record = platform.expect_call(call_id, external_id, script)
         client = await self.connect(platform, platform.issue_token())
         client.send_json(dict(HELLO, callControlId=call_id))
@@ -1041,12 +1052,12 @@ class SessionTests(SynchronousTestCase):
     The caller script and command rules, with a Clock and a fake wire.
     """
 
-    def session(self, script: list[str], close_after: float = 0.0) -> tuple[CallSession, CallRecord, _FakeWire, Clock]:
+    def session(self, script: list[str], close_after: float = 0.0) -> tuple[ScriptedCall, CallLog, _FakeWire, Clock]:
         clock = Clock()
         platform = Platform(clock)
         record = platform.expect_call("c", "e", script)
         wire = _FakeWire()
-        session = CallSession(record, wire, clock, close_after)
+        session = ScriptedCall(record, wire, clock, close_after)
         session.started()
         return session, record, wire, clock
 
@@ -1274,7 +1285,7 @@ class PlaceCallsUnitTests(SynchronousTestCase):
                 return b"{}"
 
         specs = [CallSpec("c1", "A", ("hangup",)), CallSpec("c2", "B")]
-        placed: list[CallRecord] = []
+        placed: list[CallLog] = []
         d = place_calls(clock, platform, specs, "http://intake/v1/calls", http=StubTreq(Intake()), interval=1.0, on_call=placed.append)
         self.assertEqual(list(platform.calls), ["c1"])
         self.assertEqual(posted, [{"callControlId": "c1", "externalId": "A"}])
@@ -1393,7 +1404,7 @@ class PlaceCallsTests(EmulatorTestCase):
         """Every call is announced, answered by the intake's client and transferred."""
         platform = await self.start()
         intake = _ServiceSide(self, platform)
-        tracker = _ConnectionTracker(Site(intake))
+        tracker = ConnectionTracker(Site(intake))
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(tracker)
         self.addCleanup(tracker.abort_all)
         self.addCleanup(port.stopListening)
@@ -1416,6 +1427,139 @@ class PlaceCallsTests(EmulatorTestCase):
         )
         self.assertEqual(records[0].outcome, "intake-failed")
         self.assertEqual(len(records[0].violations), 1)
+
+
+@attrs.define
+class _FakeGate:
+    """
+    A :class:`~ivrproto.emulator.callcontrol.CallGate` that refuses or
+    hands out calls as a test says, and remembers what it was asked.
+    """
+
+    clock: Clock
+    refuse_with: Optional[int] = None
+    calls: dict[str, CallLog] = attrs.field(factory=dict)
+    close_after_transfer: float = 0.0
+    tokens: list[Optional[str]] = attrs.field(factory=list)
+    claimed: list[str] = attrs.field(factory=list)
+    connected: list[CallLog] = attrs.field(factory=list)
+
+    def authorize_upgrade(self, token: Optional[str]) -> Optional[int]:
+        self.tokens.append(token)
+        return self.refuse_with
+
+    def claim_call(self, call_id: str) -> Optional[CallLog]:
+        self.claimed.append(call_id)
+        return self.calls.pop(call_id, None)
+
+    def call_connected(self, log: CallLog) -> None:
+        self.connected.append(log)
+
+
+class CallControlServerTests(SynchronousTestCase):
+    """
+    The Call Control server protocol against a fake gate, in memory
+    (``iosim``) on a Clock, with ivrproto's own client at the other end.
+    """
+
+    def connect(self, gate: _FakeGate, call_id: str = "c") -> tuple[RecordingListener, Any]:
+        listener = RecordingListener()
+        client_factory = CallControlFactory(gate.clock, URL, "tok", call_id, listener)
+        server_factory = CallControlServerFactory(gate, gate.clock)
+        client_address = IPv4Address("TCP", "127.0.0.1", 40000)
+        server_address = IPv4Address("TCP", "127.0.0.1", 9)
+        client = client_factory.buildProtocol(server_address)
+        server = server_factory.buildProtocol(client_address)
+        pump = iosim_connect(
+            server,
+            FakeTransport(server, True, server_address, client_address),
+            client,
+            FakeTransport(client, False, client_address, server_address),
+            clock=gate.clock,
+        )
+        return listener, pump
+
+    def expect(self, gate: _FakeGate, call_id: str, script: list[str]) -> CallLog:
+        log = CallLog(call_id, "e", tuple(script), steps=parse_script(script))
+        gate.calls[call_id] = log
+        return log
+
+    def test_refused_upgrade(self) -> None:
+        """The gate's status refuses the upgrade; the gate saw the bearer token."""
+        gate = _FakeGate(Clock(), refuse_with=403)
+        listener, pump = self.connect(gate)
+        pump.flush()
+        self.assertEqual(gate.tokens, ["tok"])
+        self.assertEqual([args[1] for args in listener.args_of("handshake_failed")], [403])
+        self.assertEqual(gate.claimed, [])
+
+    def test_call_claimed_and_played(self) -> None:
+        """A claimed call is connected (the gate is told) and its script runs."""
+        gate = _FakeGate(Clock())
+        log = self.expect(gate, "c", ["press:1", "hangup"])
+        listener, pump = self.connect(gate)
+        pump.flush()
+        self.assertEqual(gate.claimed, ["c"])
+        self.assertEqual(gate.connected, [log])
+        self.assertEqual(listener.digits, ["1"])
+        self.assertEqual(listener.args_of("hangup_received"), [("caller",)])
+        self.assertEqual(log.outcome, "hungup-by-caller")
+        self.assertTrue(log.finished)
+        self.assertEqual(log.close_code, 1000)
+
+    def test_unknown_call(self) -> None:
+        """A call the gate does not hand out is refused with an error event."""
+        gate = _FakeGate(Clock())
+        listener, pump = self.connect(gate, "nobody")
+        pump.flush()
+        self.assertEqual(gate.claimed, ["nobody"])
+        self.assertEqual(gate.connected, [])
+        self.assertEqual(
+            listener.args_of("handshake_failed"), [("refused: no active call with that id", None)]
+        )
+
+    def test_timers_on_the_injected_clock(self) -> None:
+        """Autobahn's server timers go on the factory's clock: nothing lands on the global reactor."""
+        gate = _FakeGate(Clock())
+        self.expect(gate, "c", ["wait:1", "hangup"])
+        before = set(reactor.getDelayedCalls())
+        listener, pump = self.connect(gate)
+        pump.flush()
+        self.assertTrue(gate.clock.getDelayedCalls())
+        self.assertEqual(set(reactor.getDelayedCalls()) - before, set())
+        gate.clock.advance(1)
+        pump.flush()
+        self.assertIn("hangup_received", listener.names())
+        self.assertEqual(set(reactor.getDelayedCalls()) - before, set())
+
+    def test_factory_timer(self) -> None:
+        """The factory's Autobahn timer is a ReactorTimer on the clock it is given."""
+        clock = Clock()
+        factory = CallControlServerFactory(_FakeGate(clock), clock)
+        self.assertIsInstance(factory._batched_timer, ReactorTimer)
+        factory._batched_timer.call_later(3, lambda: None)
+        self.assertEqual([call.getTime() for call in clock.getDelayedCalls()], [3])
+
+
+class DefaultHttpTests(SynchronousTestCase):
+    """
+    Without ``http=``, the intake POSTs go out on the given reactor.
+    """
+
+    def test_place_calls_uses_the_given_reactor(self) -> None:
+        """place_calls connects to the intake through the reactor it is given, not treq's global one."""
+        fake = MemoryReactorClock()
+        platform = Platform(fake)
+        place_calls(fake, platform, [CallSpec("c1", "A")], "http://127.0.0.1:9/v1/calls")
+        self.assertEqual([(host, port) for host, port, *_ in fake.tcpClients], [("127.0.0.1", 9)])
+
+    def test_by_hand_uses_the_given_reactor(self) -> None:
+        """accept_calls_by_hand announces through the reactor it is given."""
+        fake = MemoryReactorClock()
+        platform = Platform(fake)
+        accept_calls_by_hand(fake, platform, "http://127.0.0.1:9/v1/calls")
+        platform.place_call("A")
+        self.assertEqual([(host, port) for host, port, *_ in fake.tcpClients], [("127.0.0.1", 9)])
 
 
 class TapTests(TestCase):

@@ -32,7 +32,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer, cancel_close_handshake_timer
 from ivrproto._net import is_loopback_host
 from ivrproto.errors import MalformedFrame
 from ivrproto.logthrottle import LogThrottle
@@ -241,12 +241,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         return result
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        # Autobahn leaves its closing-handshake timer scheduled after the
-        # connection is gone (it fires as a no-op); cancel it with the
-        # connection so that nothing of an ended call stays on the reactor.
-        if self.closeHandshakeTimeoutCall is not None:
-            self.closeHandshakeTimeoutCall.cancel()
-            self.closeHandshakeTimeoutCall = None
+        cancel_close_handshake_timer(self)
         if self._drop_timer is not None:
             if self._drop_timer.active():
                 self._drop_timer.cancel()

@@ -19,20 +19,16 @@ A person can also place a call over HTTP: ``POST /emulator/calls`` (see
 """
 
 from ivrproto.emulator.byhand import keys_script
-from ivrproto.emulator.callcontrol import CallRecord, parse_step
+from ivrproto.emulator.calllog import CallLog, CallRecord
+from ivrproto.emulator.placing import accept_calls_by_hand, place_calls
 from ivrproto.emulator.platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
-from ivrproto.emulator.scenario import (
-    CallSpec,
-    Scenario,
-    accept_calls_by_hand,
-    load_scenario,
-    parse_scenario,
-    place_calls,
-)
+from ivrproto.emulator.scenario import CallSpec, Scenario, load_scenario, parse_scenario
+from ivrproto.emulator.script import parse_step
 
 __all__ = [
     "ALL_SCOPES",
     "FAULT_KINDS",
+    "CallLog",
     "CallRecord",
     "CallSpec",
     "Fault",

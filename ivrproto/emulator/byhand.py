@@ -30,19 +30,17 @@ announce to) with ``{"callControlId", "script", "announcedTo", "status"}``;
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ivrproto.emulator.callcontrol import DTMF_KEYS, CallRecord, parse_script
+from ivrproto.emulator.calllog import CallLog
+from ivrproto.emulator.script import DTMF_KEYS, parse_script
 
-if TYPE_CHECKING:
-    from ivrproto.emulator.platform import Platform
-
-__all__ = ["CALLS_PATH", "REACTION", "HandCallsResource", "keys_script"]
+__all__ = ["CALLS_PATH", "REACTION", "HandCallsResource", "HandPlacement", "keys_script"]
 
 #: Where calls are placed by hand, and (with ``/<id>``) looked at.
 CALLS_PATH = b"/emulator/calls"
@@ -98,7 +96,7 @@ def _answer(request: Request, status: int, body: Any) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
-def describe_record(record: CallRecord) -> dict[str, Any]:
+def describe_record(record: CallLog) -> dict[str, Any]:
     """
     What ``GET /emulator/calls/<id>`` answers: what the emulator saw of a
     call (no external id).
@@ -116,6 +114,107 @@ def describe_record(record: CallRecord) -> dict[str, Any]:
     }
 
 
+class CallExpecter(Protocol):
+    """
+    What :class:`HandPlacement` needs of the platform.
+    """
+
+    @property
+    def calls(self) -> Mapping[str, CallLog]:
+        """Every expected call, by call id."""
+
+    def expect_call(
+        self, call_id: str, external_id: str, script: Sequence[str] = (), handshake: str = "ok"
+    ) -> CallLog:
+        """Expect a Call Control connection for ``call_id``."""
+
+
+class HandPlacement:
+    """
+    The calls placed by hand on one platform, and the intake they are
+    announced to (see :meth:`~ivrproto.emulator.platform.Platform.place_call`).
+    """
+
+    def __init__(self, platform: CallExpecter) -> None:
+        self._platform = platform
+        self._intake_url: Optional[str] = None
+        self._announcer: Optional[Callable[[CallLog], object]] = None
+        self._on_call: Optional[Callable[[CallLog], object]] = None
+        self._placed = 0
+
+    @property
+    def calls(self) -> Mapping[str, CallLog]:
+        """
+        Every expected call, by call id.
+        """
+        return self._platform.calls
+
+    @property
+    def intake_url(self) -> Optional[str]:
+        """
+        Where :meth:`place` announces calls, if anywhere.
+        """
+        return self._intake_url
+
+    def announce_to(
+        self,
+        intake_url: str,
+        announcer: Callable[[CallLog], object],
+        on_call: Optional[Callable[[CallLog], object]] = None,
+    ) -> None:
+        """
+        Announce the calls placed from now on to a service's intake.
+
+        :param intake_url: the intake's ``/v1/calls`` URL, for the answers
+        :param announcer: tells the intake about a call (it never fails)
+        :param on_call: called with each record as its call is placed
+        """
+        self._intake_url = intake_url
+        self._announcer = announcer
+        self._on_call = on_call
+
+    def place(
+        self,
+        external_id: str,
+        script: Sequence[str] = (),
+        call_id: Optional[str] = None,
+        announce: bool = True,
+    ) -> tuple[CallLog, Optional[str]]:
+        """
+        Expect a call and, when asked and an intake is known, announce it.
+
+        :param call_id: the call's id; by default the next free ``hand-<n>``
+        :return: the record, and the intake URL it is announced to (``None``
+            when it is only expected)
+        :raises ValueError: as ``expect_call``
+        """
+        if call_id is None:
+            call_id = self._next_id()
+        record = self._platform.expect_call(call_id, external_id, script)
+        if self._on_call is not None:
+            self._on_call(record)
+        announced_to = None
+        if announce and self._announcer is not None:
+            announced_to = self._intake_url
+            _log.info(
+                "call {call_id} placed by hand; announcing it to {intake}",
+                call_id=call_id,
+                intake=announced_to,
+            )
+            self._announcer(record)
+        else:
+            _log.info("call {call_id} placed by hand; expecting it", call_id=call_id)
+        return record, announced_to
+
+    def _next_id(self) -> str:
+        while True:
+            self._placed += 1
+            call_id = f"hand-{self._placed}"
+            known = self._platform.calls.get(call_id)
+            if known is None or known.finished:
+                return call_id
+
+
 class HandCallsResource(Resource):
     """
     ``POST /emulator/calls`` and ``GET /emulator/calls/<callControlId>``.
@@ -123,9 +222,9 @@ class HandCallsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, placement: HandPlacement) -> None:
         super().__init__()
-        self._platform = platform
+        self._placement = placement
 
     def render(self, request: Request) -> bytes:
         path = request.path
@@ -142,7 +241,7 @@ class HandCallsResource(Resource):
             call_id = unquote_to_bytes(segment).decode("utf-8")
         except UnicodeDecodeError:
             call_id = ""
-        record = self._platform.calls.get(call_id) if call_id and b"/" not in segment else None
+        record = self._placement.calls.get(call_id) if call_id and b"/" not in segment else None
         if record is None:
             return _error(request, 404, "no call with that id")
         return _answer(request, 200, describe_record(record))
@@ -185,11 +284,8 @@ class HandCallsResource(Resource):
                 script = keys_script(body.get("keys", ""))
         except ValueError as e:
             return _error(request, 400, str(e))
-        platform = self._platform
         try:
-            record, announced_to = platform.place_call(
-                external_id, script, call_id=call_id, announce=announce
-            )
+            record, announced_to = self._placement.place(external_id, script, call_id, announce)
         except ValueError as e:
             return _error(request, 409, str(e))
         quoted = json.dumps(record.call_id)

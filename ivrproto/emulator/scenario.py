@@ -1,8 +1,8 @@
 """
 Scenarios: the emulator's settings and the calls it places, loaded from a
 TOML file (or from the ``[emulator]`` table and ``[[calls]]`` list of a
-larger config), and :func:`place_calls`, which expects each call and tells
-an intake about it.
+larger config).  :func:`~ivrproto.emulator.placing.place_calls` places the
+calls.
 
 The file format::
 
@@ -32,40 +32,24 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from ivrproto.errors import ConfigError
 
-from ivrproto.emulator.callcontrol import CallRecord, parse_step
 from ivrproto.emulator.platform import Platform
+from ivrproto.emulator.script import parse_step
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = [
-    "CallSpec",
-    "Scenario",
-    "accept_calls_by_hand",
-    "load_scenario",
-    "parse_scenario",
-    "place_calls",
-]
-
-_log = Logger()
+__all__ = ["CallSpec", "Scenario", "load_scenario", "parse_scenario"]
 
 DEFAULT_LISTEN = "tcp:0:interface=127.0.0.1"
-INTAKE_TIMEOUT = 5.0
-INTAKE_RETRY = 0.5
 
 _EMULATOR_KEYS = frozenset(
     {
@@ -274,168 +258,3 @@ def load_scenario(path: Union[str, Path]) -> Scenario:
         raise ConfigError("file", f"not valid TOML: {e}", source) from None
     _unknown(table, frozenset({"emulator", "calls"}), "", source)
     return parse_scenario(table, path.parent, source)
-
-
-def place_calls(
-    reactor: Any,
-    platform: Platform,
-    calls: Iterable[CallSpec],
-    intake_url: Optional[str] = None,
-    http: Any = None,
-    interval: float = 0.0,
-    on_call: Optional[Callable[[CallRecord], object]] = None,
-    intake_wait: float = 0.0,
-) -> Deferred[list[CallRecord]]:
-    """
-    Place calls one after the other: expect each on the platform and, when
-    ``intake_url`` is given, POST ``{"callControlId", "externalId"}`` to it.
-
-    A failed POST (no answer within 5 s, or not a 2xx status) is logged and
-    added to the record's violations; when the client has not connected by
-    then, the call ends with the outcome ``"intake-failed"``.  Nothing is
-    raised for it.
-
-    :param reactor: spaces the calls (``IReactorTime``) and times the POSTs
-    :param calls: the calls, placed in this order
-    :param intake_url: where to announce each call, or ``None``
-    :param http: a treq-like client (``post``); by default ``treq``
-    :param interval: seconds between two calls
-    :param on_call: called with each record as its call is placed
-    :param intake_wait: while the intake refuses connections, try each POST
-        again every half second for up to this many seconds (so that the
-        emulator may be started before the service)
-    :return: fires with every call's record, in order, once every call has
-        finished; cancelling it stops placing further calls
-    """
-    specs = list(calls)
-    if http is None:
-        import treq as http
-    records: list[CallRecord] = []
-    finished: list[Deferred[CallRecord]] = []
-    pending: set[IDelayedCall] = set()
-
-    def cancel(_: Deferred[list[CallRecord]]) -> None:
-        for timer in pending:
-            if timer.active():
-                timer.cancel()
-        pending.clear()
-
-    result: Deferred[list[CallRecord]] = Deferred(cancel)
-    if intake_url is not None:
-        accept_calls_by_hand(reactor, platform, intake_url, http, intake_wait, on_call)
-
-    def place(index: int) -> None:
-        spec = specs[index]
-        try:
-            record = platform.expect_call(
-                spec.call_id, spec.external_id, spec.script, spec.handshake
-            )
-        except Exception:
-            result.errback(Failure())
-            return
-        records.append(record)
-        if on_call is not None:
-            on_call(record)
-        finished.append(record.when_finished())
-        if intake_url is not None:
-            _announce(reactor, http, intake_url, record, pending, intake_wait)
-        if index + 1 < len(specs):
-            pending.add(reactor.callLater(interval, place_next, index + 1))
-        else:
-            gatherResults(finished).addCallback(
-                lambda _: result.callback(records) if not result.called else None
-            )
-
-    def place_next(index: int) -> None:
-        pending.difference_update([t for t in pending if not t.active()])
-        place(index)
-
-    if specs:
-        place(0)
-    else:
-        result.callback(records)
-    return result
-
-
-def accept_calls_by_hand(
-    reactor: Any,
-    platform: Platform,
-    intake_url: str,
-    http: Any = None,
-    intake_wait: float = 0.0,
-    on_call: Optional[Callable[[CallRecord], object]] = None,
-) -> None:
-    """
-    Announce the calls placed by hand on ``platform`` (``POST
-    /emulator/calls``) to ``intake_url``, as :func:`place_calls` announces
-    scripted ones.
-
-    :param http: a treq-like client (``post``); by default ``treq``
-    :param intake_wait: as for :func:`place_calls`
-    :param on_call: called with each record as its call is placed
-    """
-    if http is None:
-        import treq as http
-
-    def announce(record: CallRecord) -> None:
-        _announce(reactor, http, intake_url, record, platform._timers, intake_wait)
-
-    platform.announce_calls_to(intake_url, announce, on_call)
-
-
-def _announce(
-    reactor: Any,
-    http: Any,
-    url: str,
-    record: CallRecord,
-    timers: set[IDelayedCall],
-    wait: float,
-) -> None:
-    """
-    POST the call to the intake; never fails.  While the connection is
-    refused, try again every half second until ``wait`` seconds have passed.
-    """
-    body = {"callControlId": record.call_id, "externalId": record.external_id}
-    give_up_at = reactor.seconds() + wait
-
-    def answered(response: Any) -> Deferred[Any]:
-        code = response.code
-        reading = response.content()
-        reading.addTimeout(INTAKE_TIMEOUT, reactor)
-        return reading.addCallback(lambda _: code)
-
-    def checked(code: int) -> None:
-        if not 200 <= code < 300:
-            failed(f"HTTP {code}")
-
-    def failed(reason: Union[str, Failure]) -> None:
-        if (
-            isinstance(reason, Failure)
-            and reason.check(ConnectError)
-            and reactor.seconds() + INTAKE_RETRY <= give_up_at
-        ):
-            timers.add(reactor.callLater(INTAKE_RETRY, post))
-            return
-        if isinstance(reason, Failure):
-            reason = reason.getErrorMessage() or reason.type.__name__
-        _log.warn(
-            "intake POST for {call_id} failed: {reason}",
-            call_id=record.call_id,
-            reason=reason,
-        )
-        record.violations.append(f"intake POST failed: {reason}")
-        if not record.connected:
-            record.finish(reactor.seconds(), "intake-failed")
-
-    def post() -> None:
-        timers.difference_update([t for t in timers if not t.active()])
-        try:
-            d = http.post(url, json=body, timeout=INTAKE_TIMEOUT, reactor=reactor)
-        except Exception:
-            failed(Failure())
-            return
-        d.addCallback(answered)
-        d.addCallbacks(checked, failed)
-        d.addErrback(lambda f: _log.failure("intake POST bookkeeping failed", f))
-
-    post()

@@ -20,9 +20,10 @@ from twisted.python import usage
 from ivrproto.errors import ConfigError
 from ivrproto.listeners import CannotListen, listen_now
 
-from ivrproto.emulator.callcontrol import CallRecord
+from ivrproto.emulator.calllog import CallLog
+from ivrproto.emulator.placing import accept_calls_by_hand, place_calls
 from ivrproto.emulator.platform import Platform
-from ivrproto.emulator.scenario import Scenario, accept_calls_by_hand, load_scenario, place_calls
+from ivrproto.emulator.scenario import Scenario, load_scenario
 
 __all__ = ["EmulatorService", "Options", "makeService"]
 
@@ -86,7 +87,7 @@ class EmulatorService(Service):
         self._http = http
         self._out = out
         self.platform: Optional[Platform] = None
-        self.placed: Optional[Deferred[list[CallRecord]]] = None
+        self.placed: Optional[Deferred[list[CallLog]]] = None
         self._bound: Optional[Deferred[Any]] = None
 
     def privilegedStartService(self) -> None:
@@ -152,10 +153,10 @@ class EmulatorService(Service):
         )
         self.placed.addCallback(self._all_done)
 
-    def _watch(self, record: CallRecord) -> None:
+    def _watch(self, record: CallLog) -> None:
         record.when_finished().addCallback(self._report)
 
-    def _report(self, record: CallRecord) -> CallRecord:
+    def _report(self, record: CallLog) -> CallLog:
         duration = (
             "-"
             if record.connected_at is None or record.ended_at is None
@@ -174,7 +175,7 @@ class EmulatorService(Service):
         )
         return record
 
-    def _all_done(self, records: list[CallRecord]) -> list[CallRecord]:
+    def _all_done(self, records: list[CallLog]) -> list[CallLog]:
         transferred = sum(1 for r in records if r.outcome == "transferred")
         self._log.info(
             "all {count} calls finished ({transferred} transferred)",
@@ -193,20 +194,38 @@ class EmulatorService(Service):
         return self.platform.stop()
 
 
-def _quiet_http(reactor: Any) -> Any:
+def _quiet_pool(reactor: Any) -> Any:
     """
-    A treq client whose connection pool does not log "Starting factory"
-    for every intake POST (a retried POST would log twice a second).
+    A connection pool whose client factory does not log "Starting factory"
+    and "Stopping factory" for every connection.
+
+    The one place the emulator leans on Twisted internals: the pool's
+    client factory class, ``_HTTP11ClientFactory``, and the pool's
+    ``_factory`` attribute that names it, are private to
+    ``twisted.web.client`` (Twisted has no public way to make the pool's
+    factories quiet).  A Twisted release that renames either breaks this
+    helper (an ImportError, or the log lines come back), and nothing else:
+    a plain ``HTTPConnectionPool(reactor)`` is then the replacement.
     """
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+    from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 
     class QuietFactory(_HTTP11ClientFactory):
         noisy = False
 
     pool = HTTPConnectionPool(reactor)
     pool._factory = QuietFactory
-    return HTTPClient(Agent(reactor, pool=pool))
+    return pool
+
+
+def _quiet_http(reactor: Any) -> Any:
+    """
+    A treq client on ``reactor`` whose connection pool is quiet (a retried
+    intake POST would log twice a second): see :func:`_quiet_pool`.
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent
+
+    return HTTPClient(Agent(reactor, pool=_quiet_pool(reactor)))
 
 
 def makeService(options: Options) -> EmulatorService:
