@@ -1,6 +1,8 @@
 """
 ``twistd ivr``: command-line options and the service they make.  The only
-module that touches the global reactor.
+module of the service that touches the global reactor (the command line's
+``ivr simulate`` runs it through ``react``, and ``twistd ivr-emulator`` has
+its own): everything below :func:`makeService` is given it.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Options(usage.Options):
         if log_format is not None:
             # The option wins: the variable is not even read.
             environ = {k: v for k, v in environ.items() if k != LOG_FORMAT_ENV}
-        from ivrproto.service import check_scenario
+        from ivrproto.checks import check_scenario
 
         try:
             self.config = load_config(path, environ)
@@ -183,7 +185,8 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from ivrproto.service import IVRService
+    from ivrproto.listeners import CannotListen
+    from ivrproto.service import make_ivr_service
 
     assert options.config is not None
 
@@ -193,9 +196,16 @@ def makeService(options: Options) -> IService:
 
     try:
         # (--audio-connector is already in options.config.)
-        service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+        service = make_ivr_service(
+            reactor,  # type: ignore[arg-type]
+            options.config,
+            options["intake"],
+            on_scenario_done=stop,
+        )
     except ConfigError as e:
         raise SystemExit(f"ivrproto: bad configuration: {e}") from None
+    except CannotListen as e:  # the embedded emulator binds at once
+        raise SystemExit(str(e)) from None
     bind_before_daemonizing(service)
     install_reload_signal(reactor, service)
     # Twisted installs its own SIGTERM and SIGINT handlers as the reactor

@@ -52,13 +52,13 @@ def load_for_check(path: str, environ: Mapping[str, str]) -> Tuple[Config, List[
             placeholders.append(variable)
             continue
         break
-    from ivrproto.service import check_scenario
+    from ivrproto.checks import check_scenario
 
     check_scenario(config)
     check_intake_protection(config, config.intake.listen)
     check_audio_connector(config)
     if config.audio_connector.enabled:
-        from ivrproto.service import load_prompts
+        from ivrproto.checks import load_prompts
 
         load_prompts(config)
     return config, placeholders
@@ -99,7 +99,7 @@ def describe_config(
     yield f"prompts: relative to {book.audio_base_url}"
     ac = config.audio_connector
     if ac.enabled:
-        from ivrproto.service import load_prompts
+        from ivrproto.checks import load_prompts
 
         library = load_prompts(config)
         yield f"audio connector: {ac.path} on {ac.listen}"

@@ -183,7 +183,7 @@ def choose_caller(
         return Caller(external_id or SIMULATED_CALLER, profile, "given by --profile")
     if external_id is None:
         return Caller(SIMULATED_CALLER, None, "none (the lookup answers 404)")
-    from ivrproto.service import check_scenario
+    from ivrproto.checks import check_scenario
 
     scenario = check_scenario(config)
     if scenario is None:
@@ -532,7 +532,7 @@ def load_for_simulate(path: str, environ: Mapping[str, str]) -> Config:
     env["CLIENT_ID"] = SIMULATED_CLIENT_ID
     env["CLIENT_SECRET"] = "placeholder"
     config = load_config(path, env)
-    from ivrproto.service import check_scenario
+    from ivrproto.checks import check_scenario
 
     check_scenario(config)
     return config
