@@ -41,6 +41,7 @@ from ivrproto.clients.service import IClientsReactor
 from ivrproto.config import Config, LoggingConfig, load_config
 from ivrproto.errors import ConfigError
 from ivrproto.intake.resources import IntakeRefusals
+from ivrproto.listeners import ListenerService
 from ivrproto.metrics import REFUSAL_REASONS
 from ivrproto.wiring import checked_config, make_parts, with_audio_connector
 

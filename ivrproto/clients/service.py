@@ -19,7 +19,11 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import ExternalContactsClient, ProfileClient, _ProfileSource
+from ivrproto.clients.profiles import (
+    ExternalContactsClient,
+    ProfileClient,
+    _ProfileSource,
+)
 from ivrproto.config import Config, PlatformConfig
 
 __all__ = ["Clients", "IClientsReactor", "make_clients"]
@@ -77,7 +81,7 @@ def _profile_source(
     window: RequestWindow,
 ) -> _ProfileSource:
     profiles = config.profiles
-    common = dict(
+    common: dict[str, Any] = dict(
         timeout=config.timing.request_timeout,
         retry_budget=RetryBudget(reactor),
         request_window=window,
