@@ -10,7 +10,7 @@ import os
 import time
 from typing import IO, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-
+from ivrproto.cli.codes import CREDENTIAL_VARIABLES, EXIT_OK
 from ivrproto.config import (
     Config,
     check_audio_connector,
@@ -20,8 +20,6 @@ from ivrproto.config import (
 from ivrproto.errors import ConfigError
 from ivrproto.menu.book import Action, MenuBook, MenuSpec
 from ivrproto.menu.schedules import describe_schedule
-from ivrproto.cli.codes import CREDENTIAL_VARIABLES, EXIT_OK
-
 
 __all__ = [
     "load_for_check",

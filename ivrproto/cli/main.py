@@ -20,21 +20,20 @@ import os
 import sys
 from typing import IO, Mapping, Optional, Sequence
 
-
 from ivrproto import __version__
+from ivrproto.cli.check import run_check
+from ivrproto.cli.codes import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandLineError,
+    config_error_line,
+)
+from ivrproto.cli.simulate import DEFAULT_MAX_TIME, DEFAULT_SPEED, run_simulate
 from ivrproto.config import (
     CONFIG_ENV,
 )
 from ivrproto.errors import ConfigError
-from ivrproto.cli.codes import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, UsageError, config_error_line
-from ivrproto.cli.check import run_check
-from ivrproto.cli.simulate import DEFAULT_MAX_TIME, DEFAULT_SPEED, run_simulate
-
-
-
-
-
-
 
 # --- the command line --------------------------------------------------------
 
@@ -156,7 +155,7 @@ def main(
         if args.command == "check":
             args.config = args.config or env.get(CONFIG_ENV)
             if not args.config:
-                raise UsageError(f"CONFIG (or {CONFIG_ENV}) is required")
+                raise CommandLineError(f"CONFIG (or {CONFIG_ENV}) is required")
             return run_check(args.config, env, out)
         return run_simulate(args, env, out, err)
     except BrokenPipeError:
@@ -165,7 +164,7 @@ def main(
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except UsageError as e:
+    except CommandLineError as e:
         print(f"ivr {args.command}: error: {e}", file=err)
         return EXIT_USAGE
     except ConfigError as e:
