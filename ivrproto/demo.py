@@ -20,8 +20,8 @@ from ivrproto.checks import check_scenario
 from ivrproto.clients.service import IClientsReactor
 from ivrproto.config import Config
 from ivrproto.listeners import listen_now
-from ivrproto.service import IVRService, offer_log_observer
-from ivrproto.wiring import checked_config
+from ivrproto.service import IVRService
+from ivrproto.wiring import checked_config, offer_log_observer
 
 __all__ = ["DemoService", "EmbeddedPlatform"]
 

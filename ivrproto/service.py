@@ -28,8 +28,7 @@ import attrs
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.interfaces import IAddress, IListeningPort
-from twisted.logger import ILogObserver, Logger
-from twisted.python.components import Componentized
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ivrproto.callcontrol.protocol import CLOSE_GRACE
@@ -38,12 +37,17 @@ from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
 from ivrproto.clients.profiles import _ProfileSource
 from ivrproto.clients.service import IClientsReactor
-from ivrproto.config import Config, LoggingConfig, load_config
+from ivrproto.config import Config, load_config
 from ivrproto.errors import ConfigError
 from ivrproto.intake.resources import IntakeRefusals
 from ivrproto.listeners import ListenerService
 from ivrproto.metrics import REFUSAL_REASONS
-from ivrproto.wiring import checked_config, make_parts, with_audio_connector
+from ivrproto.wiring import (
+    checked_config,
+    make_parts,
+    offer_log_observer,
+    with_audio_connector,
+)
 
 __all__ = ["IVRService", "make_ivr_service"]
 
@@ -56,26 +60,6 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def offer_log_observer(parent: Any, logging: LoggingConfig) -> None:
-    """
-    Offer twistd the application's log observer (its ``--logger`` still
-    wins): under ``twistd ivr``, one writing the configured format to the
-    file twistd would log to (standard output with -n, --logfile,
-    twistd.log once daemonized); in a .tac file, JSON logs go to standard
-    output.  Both leave out Twisted's plumbing lines.
-
-    :param parent: the service's parent; only an application is offered one
-    """
-    if not isinstance(parent, Componentized):
-        return
-    from ivrproto.logs import file_observer, json_observer
-
-    if logging.log_file is not None:
-        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
-    elif logging.format == "json":
-        parent.setComponent(ILogObserver, json_observer())
 
 
 def make_ivr_service(

@@ -5,7 +5,9 @@ listeners (the intake behind its guard, the admin listener, the Audio
 Connector), each listener a :class:`~ivrproto.listeners.ListenerService`
 that binds in ``privilegedStartService``.  Nothing here listens, starts a
 timer or reads the global reactor: the service adopts the parts as its
-children and starts them.
+children and starts them.  Also here: the checks a start needs
+(:func:`checked_config`) and the log observer offered to twistd
+(:func:`offer_log_observer`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any, Callable, Optional
 import attrs
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.web.resource import Resource
 
 from ivrproto.audioconnector.calls import AudioConnectorCalls
@@ -24,6 +28,7 @@ from ivrproto.clients.service import Clients, IClientsReactor, make_clients
 from ivrproto.config import (
     ADMIN_ON_INTAKE,
     Config,
+    LoggingConfig,
     check_audio_connector,
     check_intake_protection,
 )
@@ -36,7 +41,9 @@ from ivrproto.metrics import Metrics, MetricsResource
 from ivrproto.session.registry import CallRegistry
 from ivrproto.session.runner import CallContext
 
-__all__ = ["Parts", "checked_config", "make_parts", "with_audio_connector"]
+__all__ = [
+    "Parts", "checked_config", "make_parts", "offer_log_observer", "with_audio_connector",
+]
 
 
 def with_audio_connector(config: Config, listen: Optional[str]) -> Config:
@@ -72,6 +79,26 @@ def checked_config(
     admin = admin or config.admin.listen
     check_admin(config, intake, admin, reactor)
     return config, intake, admin
+
+
+def offer_log_observer(parent: Any, logging: LoggingConfig) -> None:
+    """
+    Offer twistd the application's log observer (its ``--logger`` still
+    wins): under ``twistd ivr``, one writing the configured format to the
+    file twistd would log to (standard output with -n, --logfile,
+    twistd.log once daemonized); in a .tac file, JSON logs go to standard
+    output.  Both leave out Twisted's plumbing lines.
+
+    :param parent: the service's parent; only an application is offered one
+    """
+    if not isinstance(parent, Componentized):
+        return
+    from ivrproto.logs import file_observer, json_observer
+
+    if logging.log_file is not None:
+        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
+    elif logging.format == "json":
+        parent.setComponent(ILogObserver, json_observer())
 
 
 @attrs.frozen

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import IO, Mapping, Optional, Sequence
+from typing import IO, Any, Mapping, Optional, Sequence
 
 from ivrproto import __version__
 from ivrproto.cli.check import run_check
@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ivr (ivrproto) {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_check(commands)
+    _add_simulate(commands)
+    return parser
 
+
+def _add_check(commands: Any) -> None:
+    "``ivr check``'s arguments."
     check = commands.add_parser(
         "check",
         help="load and check a configuration; print its menu tree",
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the configuration file (TOML; default: ${CONFIG_ENV})",
     )
 
+
+def _add_simulate(commands: Any) -> None:
+    "``ivr simulate``'s arguments."
     simulate = commands.add_parser(
         "simulate",
         help="run one call through the service against the local emulator",
@@ -125,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print the service's log (to stderr)",
     )
-    return parser
 
 
 def main(
