@@ -54,6 +54,40 @@ class CompositionTests(ServiceTestCase):
         self.assertFalse(any(child.running for child in service))
 
     @inlineCallbacks
+    def test_embedded_emulator_stops_after_the_drain(self) -> Any:
+        """Stopping the demo drains and stops the service first, then the emulator its calls used."""
+        config = attrs.evolve(
+            self.service.config,
+            emulator={"emulator": {"listen": "tcp:0:interface=127.0.0.1",
+                                   "client_id": "client", "client_secret": "s3cret"}},
+        )
+        service = make_ivr_service(reactor, config, intake="tcp:0:interface=127.0.0.1",
+                                   admin="tcp:0:interface=127.0.0.1")
+        service.scenario = attrs.evolve(service.scenario, calls=[])
+        yield service.start()
+        order: list[str] = []
+        stop_service, stop_emulator = service.ivr.stopService, service.emulator.stopService
+        service.ivr.stopService = lambda: stop_service().addCallback(lambda _: order.append("service"))
+        service.emulator.stopService = lambda: (order.append("emulator"), stop_emulator())[1]
+        yield service.stopService()
+        self.assertEqual(order, ["service", "emulator"])
+        self.assertFalse(any(child.running for child in service))
+
+    def test_production_service_never_runs_the_emulator(self) -> None:
+        """Built directly, the service ignores [emulator]; make_ivr_service without one is the service itself."""
+        config = attrs.evolve(
+            self.service.config,
+            emulator={"emulator": {"listen": "tcp:0:interface=127.0.0.1",
+                                   "client_id": "client", "client_secret": "s3cret"}},
+        )
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1",
+                             admin="tcp:0:interface=127.0.0.1")
+        self.assertNotIn("emulator", [c.name for c in service])
+        plain = make_ivr_service(reactor, self.service.config, intake="tcp:0:interface=127.0.0.1",
+                                 admin="tcp:0:interface=127.0.0.1")
+        self.assertIsInstance(plain, IVRService)
+
+    @inlineCallbacks
     def test_stop_service_drains_then_stops_listening(self) -> Any:
         """stopService drains with the intake still listening (503), then stops every listener."""
         config = self.service.config
