@@ -157,20 +157,7 @@ def make_parts(
     """
     clients = make_clients(reactor, config, config.platform)
     metrics = Metrics(stats)
-    logging = config.logging
-    context = CallContext(
-        metrics=metrics,
-        reactor=reactor,
-        tokens=clients.tokens,
-        profiles=clients.lookup,
-        book=config.menu,
-        timing=config.timing,
-        websocket_url=config.platform.websocket_url,
-        log_key=logging.hash_key.encode("utf-8") if logging.hash_key else os.urandom(16),
-    )
-    registry = CallRegistry(
-        context, config.intake.max_active_calls, config.intake.outcome_retention
-    )
+    registry = _registry(reactor, config, clients, metrics)
     addresses: dict[str, IAddress] = {}
 
     def listen(name: str, description: str, factory: Any) -> ListenerService:
@@ -202,6 +189,26 @@ def make_parts(
         addresses=addresses,
         audio_connector=calls,
     )
+
+
+def _registry(
+    reactor: IClientsReactor, config: Config, clients: Clients, metrics: Metrics
+) -> CallRegistry:
+    """
+    The calls in progress, and what every call shares.
+    """
+    logging = config.logging
+    context = CallContext(
+        metrics=metrics,
+        reactor=reactor,
+        tokens=clients.tokens,
+        profiles=clients.lookup,
+        book=config.menu,
+        timing=config.timing,
+        websocket_url=config.platform.websocket_url,
+        log_key=logging.hash_key.encode("utf-8") if logging.hash_key else os.urandom(16),
+    )
+    return CallRegistry(context, config.intake.max_active_calls, config.intake.outcome_retention)
 
 
 def _sites(
