@@ -104,9 +104,116 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
+#: A family's samples, read from the service's stats: ``(label value or
+#: None, value)`` pairs.
+_Samples = Callable[[Mapping[str, Any]], Iterable[tuple[Optional[str], float]]]
+
+
+def _at(stats: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path[:-1]:
+        stats = stats.get(key, {})
+    return stats.get(path[-1], 0)
+
+
+def _one(*path: str) -> _Samples:
+    "One unlabelled sample: the number at ``path``."
+    return lambda stats: [(None, _at(stats, path))]
+
+
+def _each(path: tuple[str, ...], pairs: Iterable[tuple[str, str]]) -> _Samples:
+    "One sample per ``(field, label)``, the fields read under ``path``."
+    pairs = tuple(pairs)
+    return lambda stats: [(label, _at(stats, path + (field,))) for field, label in pairs]
+
+
+def _every(*path: str) -> _Samples:
+    "One sample per entry of the table at ``path``, in key order."
+    return lambda stats: [(str(k), v) for k, v in sorted((_at(stats, path) or {}).items())]
+
+
+def _same(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, name) for name in names)
+
+
+_G, _C = GaugeMetricFamily, CounterMetricFamily
+
+#: Every family the collector makes, in the order it yields them:
+#: ``(type, name, help, label name or None, samples)``.
+_FAMILIES: tuple[tuple[Any, str, str, Optional[str], _Samples], ...] = (
+    (_G, "ivr_calls_active", "Calls in progress.", None, _one("calls", "active")),
+    (_G, "ivr_reactor_lag_seconds", "How late the reactor runs timers (smoothed).", None,
+     _one("loop_lag")),
+    (_G, "ivr_draining", "1 while the service drains.", None,
+     lambda stats: [(None, 1 if stats.get("draining") else 0)]),
+    (_C, "ivr_intake_refused", "Intake requests and connections refused, by reason.",
+     "reason", _each(("intake", "refused"), _same(REFUSAL_REASONS))),
+    (_C, "ivr_calls", "Calls ended, by outcome.", "outcome",
+     _each(("calls",), _same(("transferred", "hungup", "failed")))),
+    (_C, "ivr_default_menu_fallbacks", "Calls that got the default menu, by why.", "reason",
+     _every("fallbacks")),
+    (_C, "ivr_calls_by_schedule_state",
+     "Calls ended, by the opening hours that served them (each schedule's state, closure, "
+     "or always when there are no schedules).", "hours", _every("hours")),
+    (_C, "ivr_websocket_closes", "Call Control connections closed, by code.", "code",
+     _every("closes")),
+    (_C, "ivr_token_requests", "Requests to the token endpoint.", None,
+     _one("tokens", "requests")),
+    (_C, "ivr_token_refreshes", "Access tokens obtained.", None, _one("tokens", "refreshes")),
+    (_C, "ivr_token_failures", "Failed token fetches.", None, _one("tokens", "failures")),
+    (_C, "ivr_token_retries", "Token requests sent again after a failed one.", None,
+     _one("tokens", "retries")),
+    (_C, "ivr_token_fast_failures",
+     "Token asks failed at once, without a request, after a failed fetch.", None,
+     _one("tokens", "fast_failures")),
+    (_C, "ivr_token_invalidations", "Cached access tokens dropped because they were refused.",
+     None, _one("tokens", "invalidations")),
+    (_C, "ivr_token_invalidations_ignored",
+     "Refusals of the access token that kept it (reported too soon after a drop).", None,
+     _one("tokens", "invalidations_ignored")),
+    (_C, "ivr_profile_lookups", "Profile lookups, by outcome.", "outcome",
+     _each(("profiles", "lookups"), (
+         ("hits", "hit"), ("negative_hits", "negative-hit"), ("found", "found"),
+         ("not_found", "not-found"), ("failed", "failed"), ("timed_out", "timed-out"),
+         ("rate_limited", "rate-limited"), ("circuit_open", "circuit-open"),
+     ))),
+    (_C, "ivr_profile_cache_hits", "Lookups answered from the cache.", None,
+     lambda stats: [(None, _at(stats, ("profiles", "lookups", "hits"))
+                     + _at(stats, ("profiles", "lookups", "negative_hits")))]),
+    (_C, "ivr_profile_requests", "Requests to the profile source (retries included).", None,
+     _one("profiles", "requests", "requests")),
+    (_C, "ivr_profile_retries", "Requests to the profile source sent again.", None,
+     _one("profiles", "requests", "retries")),
+    (_C, "ivr_profile_retries_refused",
+     "Profile requests not retried: the shared retry budget was spent, or the retry would "
+     "end past the call's deadline.", "reason",
+     _each(("profiles", "requests"),
+           (("budget_spent", "retry-budget"), ("past_deadline", "past-deadline")))),
+    (_C, "ivr_profile_late_fills",
+     "Profile fetches that ended after their caller's budget and filled the cache.", None,
+     _one("profiles", "lookups", "late_fills")),
+    (_C, "ivr_profile_rate_limit_pauses",
+     "429 answers from the profile source that paused every lookup.", None,
+     _one("profiles", "lookups", "pauses")),
+    (_C, "ivr_profile_cache_evictions",
+     "Profiles dropped from the cache to stay within its entry and byte bounds.", None,
+     _one("profiles", "lookups", "evictions")),
+    (_C, "ivr_profile_cache_too_large",
+     "Profiles not cached because they are larger than cache_max_entry_bytes.", None,
+     _one("profiles", "lookups", "too_large")),
+    (_G, "ivr_profile_cache_entries", "Profiles in the cache.", None,
+     _one("profiles", "cache_entries")),
+    (_G, "ivr_profile_cache_bytes", "Estimated memory of the cached profiles, in bytes.", None,
+     _one("profiles", "cache_bytes")),
+    (_G, "ivr_profile_breaker_state", "1 for the circuit breaker's current state.", "state",
+     lambda stats: [(state, 1 if _at(stats, ("profiles", "breaker")) == state else 0)
+                    for state in BREAKER_STATES]),
+)
+
+
 class _StatsCollector:
     """
-    Turns the service's counters into metric families at scrape time.
+    Turns the service's counters into metric families at scrape time, as
+    :data:`_FAMILIES` lists them.
     """
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
@@ -117,164 +224,11 @@ class _StatsCollector:
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats()
-        calls = stats["calls"]
-        active = GaugeMetricFamily("ivr_calls_active", "Calls in progress.")
-        active.add_metric([], calls["active"])
-        yield active
-        lag = GaugeMetricFamily(
-            "ivr_reactor_lag_seconds", "How late the reactor runs timers (smoothed)."
-        )
-        lag.add_metric([], stats.get("loop_lag", 0.0))
-        yield lag
-        draining = GaugeMetricFamily("ivr_draining", "1 while the service drains.")
-        draining.add_metric([], 1 if stats.get("draining") else 0)
-        yield draining
-        refused = CounterMetricFamily(
-            "ivr_intake_refused",
-            "Intake requests and connections refused, by reason.",
-            labels=["reason"],
-        )
-        counts = stats.get("intake", {}).get("refused", {})
-        for reason in REFUSAL_REASONS:
-            refused.add_metric([reason], counts.get(reason, 0))
-        yield refused
-        total = CounterMetricFamily("ivr_calls", "Calls ended, by outcome.", labels=["outcome"])
-        for outcome in ("transferred", "hungup", "failed"):
-            total.add_metric([outcome], calls.get(outcome, 0))
-        yield total
-        fallbacks = CounterMetricFamily(
-            "ivr_default_menu_fallbacks",
-            "Calls that got the default menu, by why.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(stats.get("fallbacks", {}).items()):
-            fallbacks.add_metric([reason], count)
-        yield fallbacks
-        hours = CounterMetricFamily(
-            "ivr_calls_by_schedule_state",
-            "Calls ended, by the opening hours that served them (each schedule's "
-            "state, closure, or always when there are no schedules).",
-            labels=["hours"],
-        )
-        for label, count in sorted(stats.get("hours", {}).items()):
-            hours.add_metric([label], count)
-        yield hours
-        closes = CounterMetricFamily(
-            "ivr_websocket_closes", "Call Control connections closed, by code.", labels=["code"]
-        )
-        for code, count in sorted(stats.get("closes", {}).items()):
-            closes.add_metric([str(code)], count)
-        yield closes
-
-        tokens = stats["tokens"]
-        requests = CounterMetricFamily(
-            "ivr_token_requests", "Requests to the token endpoint."
-        )
-        requests.add_metric([], tokens.get("requests", 0))
-        yield requests
-        refreshes = CounterMetricFamily("ivr_token_refreshes", "Access tokens obtained.")
-        refreshes.add_metric([], tokens.get("refreshes", 0))
-        yield refreshes
-        failures = CounterMetricFamily("ivr_token_failures", "Failed token fetches.")
-        failures.add_metric([], tokens.get("failures", 0))
-        yield failures
-        yield from _plain_counters(tokens, (
-            ("ivr_token_retries", "retries", "Token requests sent again after a failed one."),
-            (
-                "ivr_token_fast_failures",
-                "fast_failures",
-                "Token asks failed at once, without a request, after a failed fetch.",
-            ),
-            (
-                "ivr_token_invalidations",
-                "invalidations",
-                "Cached access tokens dropped because they were refused.",
-            ),
-            (
-                "ivr_token_invalidations_ignored",
-                "invalidations_ignored",
-                "Refusals of the access token that kept it (reported too soon after a drop).",
-            ),
-        ))
-
-        profiles = stats["profiles"]
-        lookups = profiles["lookups"]
-        by_outcome = CounterMetricFamily(
-            "ivr_profile_lookups", "Profile lookups, by outcome.", labels=["outcome"]
-        )
-        for field, outcome in (
-            ("hits", "hit"),
-            ("negative_hits", "negative-hit"),
-            ("found", "found"),
-            ("not_found", "not-found"),
-            ("failed", "failed"),
-            ("timed_out", "timed-out"),
-            ("rate_limited", "rate-limited"),
-            ("circuit_open", "circuit-open"),
-        ):
-            by_outcome.add_metric([outcome], lookups.get(field, 0))
-        yield by_outcome
-        hits = CounterMetricFamily("ivr_profile_cache_hits", "Lookups answered from the cache.")
-        hits.add_metric([], lookups.get("hits", 0) + lookups.get("negative_hits", 0))
-        yield hits
-        requests = CounterMetricFamily(
-            "ivr_profile_requests", "Requests to the profile source (retries included)."
-        )
-        client = profiles["requests"]
-        requests.add_metric([], client.get("requests", 0))
-        yield requests
-        retries = CounterMetricFamily(
-            "ivr_profile_retries", "Requests to the profile source sent again."
-        )
-        retries.add_metric([], client.get("retries", 0))
-        yield retries
-        not_retried = CounterMetricFamily(
-            "ivr_profile_retries_refused",
-            "Profile requests not retried: the shared retry budget was spent, or the "
-            "retry would end past the call's deadline.",
-            labels=["reason"],
-        )
-        not_retried.add_metric(["retry-budget"], client.get("budget_spent", 0))
-        not_retried.add_metric(["past-deadline"], client.get("past_deadline", 0))
-        yield not_retried
-        yield from _plain_counters(lookups, (
-            (
-                "ivr_profile_late_fills",
-                "late_fills",
-                "Profile fetches that ended after their caller's budget and filled the cache.",
-            ),
-            (
-                "ivr_profile_rate_limit_pauses",
-                "pauses",
-                "429 answers from the profile source that paused every lookup.",
-            ),
-            (
-                "ivr_profile_cache_evictions",
-                "evictions",
-                "Profiles dropped from the cache to stay within its entry and byte bounds.",
-            ),
-            (
-                "ivr_profile_cache_too_large",
-                "too_large",
-                "Profiles not cached because they are larger than cache_max_entry_bytes.",
-            ),
-        ))
-        cache = GaugeMetricFamily("ivr_profile_cache_entries", "Profiles in the cache.")
-        cache.add_metric([], profiles.get("cache_entries", 0))
-        yield cache
-        cache_bytes = GaugeMetricFamily(
-            "ivr_profile_cache_bytes", "Estimated memory of the cached profiles, in bytes."
-        )
-        cache_bytes.add_metric([], profiles.get("cache_bytes", 0))
-        yield cache_bytes
-        breaker = GaugeMetricFamily(
-            "ivr_profile_breaker_state",
-            "1 for the circuit breaker's current state.",
-            labels=["state"],
-        )
-        for state in BREAKER_STATES:
-            breaker.add_metric([state], 1 if profiles.get("breaker") == state else 0)
-        yield breaker
+        for kind, name, help_text, label, samples in _FAMILIES:
+            family = kind(name, help_text, labels=None if label is None else [label])
+            for value_label, value in samples(stats):
+                family.add_metric([] if value_label is None else [value_label], value)
+            yield family
 
 
 class MetricsResource(Resource):
@@ -294,16 +248,3 @@ class MetricsResource(Resource):
         request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"vary", b"accept")
         return body
-
-
-def _plain_counters(
-    counts: Mapping[str, Any], rows: Iterable[tuple[str, str, str]]
-) -> Iterator[CounterMetricFamily]:
-    """
-    One unlabelled counter per ``(name, field, help)`` row, read from
-    ``counts[field]``.
-    """
-    for name, field, help_text in rows:
-        family = CounterMetricFamily(name, help_text)
-        family.add_metric([], counts.get(field, 0))
-        yield family

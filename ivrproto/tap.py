@@ -1,6 +1,8 @@
 """
 ``twistd ivr``: command-line options and the service they make.  The only
-module that touches the global reactor.
+module of the service that touches the global reactor (the command line's
+``ivr simulate`` runs it through ``react``, and ``twistd ivr-emulator`` has
+its own): everything below :func:`makeService` is given it.
 """
 
 from __future__ import annotations
@@ -8,21 +10,20 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
+import attrs
 from twisted.application.service import IService
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
-import attrs
-
 from ivrproto.config import (
     AC_API_KEY_ENV,
-    check_audio_connector,
     CONFIG_ENV,
     INTAKE_LISTEN_ENV,
     LOG_FORMAT_ENV,
     LOG_FORMATS,
     Config,
+    check_audio_connector,
     check_intake_protection,
     from_environment,
     load_config,
@@ -86,9 +87,8 @@ class Options(usage.Options):
         """
         Display ivrproto's version (and Twisted's) and exit.
         """
-        from twisted import version as twisted_version
-
         from ivrproto import __version__
+        from twisted import version as twisted_version
 
         print(f"ivrproto {__version__} (Twisted {twisted_version.short()})")
         raise SystemExit(0)
@@ -97,12 +97,33 @@ class Options(usage.Options):
         # A missing --config is a usage error (twistd shows the usage); every
         # other problem is one line on stderr and exit status 1 (SystemExit
         # with a message: twistd lets it through, without its usage text).
+        log_format = self["log-format"]
+        config = self._check_listeners(self._load(log_format))
+        if log_format is not None:
+            config = attrs.evolve(config, logging=attrs.evolve(config.logging, format=log_format))
+        # Log where twistd logs (--logfile, or twistd.log once daemonized).
+        opener = log_file_opener(self.parent, config.logging.format)
+        if opener is not None:
+            config = attrs.evolve(config, logging=attrs.evolve(config.logging, log_file=opener))
+        self.config = config
+
+    def _load(self, log_format: Optional[str]) -> Config:
+        """
+        Load ``--config`` (or :data:`CONFIG_ENV`) with the environment's
+        overrides, and check its scenario.
+
+        :param log_format: ``--log-format``, which hides :data:`LOG_FORMAT_ENV`
+        :raises usage.UsageError: there is no configuration to load
+        :raises SystemExit: with the one line, for a bad configuration or
+            ``--log-format``
+        """
+        from ivrproto.checks import check_scenario
+
         environ: Mapping[str, str] = os.environ
         path = self["config"] or environ.get(CONFIG_ENV)
         if not path:
             raise usage.UsageError(f"--config FILE (or {CONFIG_ENV}) is required")
         path_origin = None if self["config"] else from_environment(CONFIG_ENV)
-        log_format = self["log-format"]
         if log_format is not None and log_format not in LOG_FORMATS:
             raise SystemExit(
                 f"bad --log-format {log_format!r}: must be one of: {', '.join(LOG_FORMATS)}"
@@ -110,56 +131,50 @@ class Options(usage.Options):
         if log_format is not None:
             # The option wins: the variable is not even read.
             environ = {k: v for k, v in environ.items() if k != LOG_FORMAT_ENV}
-        from ivrproto.service import check_scenario
-
         try:
-            self.config = load_config(path, environ)
-            check_scenario(self.config)
+            config = load_config(path, environ)
+            check_scenario(config)
         except ConfigError as e:
             if path_origin is not None and e.key == "--config":
                 raise SystemExit(f"bad configuration: {path_origin}: {e.reason}") from None
             raise SystemExit(f"bad configuration: {e}") from None
+        return config
+
+    def _check_listeners(self, config: Config) -> Config:
+        """
+        Check the intake's and the Audio Connector's endpoints and their
+        protection; ``--audio-connector`` goes into the configuration.
+
+        :raises SystemExit: with the one line naming the bad one
+        """
         if self["intake"]:
             _check_endpoint(self["intake"], "--intake")
         else:
-            intake = self.config.intake
             _check_endpoint(
-                intake.listen,
+                config.intake.listen,
                 f"configuration: {from_environment(INTAKE_LISTEN_ENV)}"
-                if intake.listen_origin
-                else f"configuration: {self.config.source}: intake.listen",
+                if config.intake.listen_origin
+                else f"configuration: {config.source}: intake.listen",
             )
-        ac = self.config.audio_connector
+        ac = config.audio_connector
         if self["audio-connector"]:
             _check_endpoint(self["audio-connector"], "--audio-connector")
-            self.config = attrs.evolve(
-                self.config,
+            config = attrs.evolve(
+                config,
                 audio_connector=attrs.evolve(ac, enabled=True, listen=self["audio-connector"]),
             )
         elif ac.enabled:
-            _check_endpoint(
-                ac.listen, f"configuration: {self.config.source}: audio_connector.listen"
-            )
+            _check_endpoint(ac.listen, f"configuration: {config.source}: audio_connector.listen")
         try:
             check_intake_protection(
-                self.config,
-                self["intake"] or self.config.intake.listen,
+                config,
+                self["intake"] or config.intake.listen,
                 "--intake" if self["intake"] else None,
             )
-            check_audio_connector(self.config)
+            check_audio_connector(config)
         except ConfigError as e:
             raise SystemExit(f"bad configuration: {e}") from None
-        if log_format is not None:
-            self.config = attrs.evolve(
-                self.config,
-                logging=attrs.evolve(self.config.logging, format=log_format),
-            )
-        # Log where twistd logs (--logfile, or twistd.log once daemonized).
-        opener = log_file_opener(self.parent, self.config.logging.format)
-        if opener is not None:
-            self.config = attrs.evolve(
-                self.config, logging=attrs.evolve(self.config.logging, log_file=opener)
-            )
+        return config
 
 
 def _check_endpoint(description: str, origin: str) -> None:
@@ -183,7 +198,8 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from ivrproto.service import IVRService
+    from ivrproto.listeners import CannotListen
+    from ivrproto.service import make_ivr_service
 
     assert options.config is not None
 
@@ -193,9 +209,16 @@ def makeService(options: Options) -> IService:
 
     try:
         # (--audio-connector is already in options.config.)
-        service = IVRService(reactor, options.config, options["intake"], on_scenario_done=stop)
+        service = make_ivr_service(
+            reactor,  # type: ignore[arg-type]
+            options.config,
+            options["intake"],
+            on_scenario_done=stop,
+        )
     except ConfigError as e:
         raise SystemExit(f"ivrproto: bad configuration: {e}") from None
+    except CannotListen as e:  # the embedded emulator binds at once
+        raise SystemExit(str(e)) from None
     bind_before_daemonizing(service)
     install_reload_signal(reactor, service)
     # Twisted installs its own SIGTERM and SIGINT handlers as the reactor

@@ -23,18 +23,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ivrproto.cli import simulate as cli_simulate
+from ivrproto.cli.report import Caller, Simulation, simulation_report
 from ivrproto.cli.simulate import (
-    Caller,
-    Simulation,
     caller_script,
     choose_caller,
     load_for_simulate,
     parse_keys,
     scale_timing,
     simulate,
-    simulation_report,
 )
-from ivrproto.cli.codes import UsageError
+from ivrproto.cli.codes import CommandLineError
 from ivrproto.cli.check import load_for_check
 from ivrproto.cli.main import main
 from ivrproto.emulator import CallRecord
@@ -302,7 +300,7 @@ class KeysTests(SynchronousTestCase):
         self.assertEqual(parse_keys("2,1,12345678#,*"), ("2", "1", "12345678#", "*"))
         self.assertEqual(parse_keys("1,hangup"), ("1", "hangup"))
         for bad in ("a", "1,", "12a", "wait"):
-            self.assertRaises(UsageError, parse_keys, bad)
+            self.assertRaises(CommandLineError, parse_keys, bad)
 
     def test_script(self) -> None:
         """Each item waits for the next prompts; a timeout only waits; runs press each key."""

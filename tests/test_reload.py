@@ -103,6 +103,8 @@ class _Part:
         if self.broken:
             raise RuntimeError("broken part")
 
+    closeCachedConnections = stop  # (standing in for the connection pool)
+
 
 class _BrokenEnviron(dict):  # type: ignore[type-arg]
     def _broken(self, *args: Any) -> Any:
@@ -120,7 +122,8 @@ class IsolationTests(SynchronousTestCase):
         """A part whose stop raises is logged; every other part still stops."""
         service = self.make()
         parts = [_Part(), _Part(broken=True), _Part(), _Part()]
-        service.loop_lag, service.lookup, service.source, service.tokens = parts  # type: ignore[assignment]
+        clients = service.clients
+        clients.lookup, clients.source, clients.tokens, clients.pool = parts  # type: ignore[assignment]
         d = service.stop()
         self.assertEqual([p.stopped for p in parts], [True] * 4)
         self.successResultOf(d)

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.session.runner import CallContext, CallRunner
 from ivrproto.session.registry import CallRegistry
-from ivrproto.cli.codes import UsageError
+from ivrproto.cli.codes import CommandLineError as UsageError
 from ivrproto.cli.check import describe_config
 from ivrproto.cli.main import main
 from ivrproto.cli.simulate import parse_at

@@ -16,7 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 
 from ivrproto.listeners import CannotListen, ListenerService
-from ivrproto.service import IVRService
+from ivrproto.service import IVRService, make_ivr_service
 
 from .test_integration import ServiceTestCase
 
@@ -28,23 +28,23 @@ def _refused(address: Any) -> bool:
 
 class CompositionTests(ServiceTestCase):
     def test_children(self) -> None:
-        """The intake and the admin listener are endpoint services under the service, with the loop-lag monitor."""
+        """The intake and the admin listener are endpoint services under the service, with the clients and the loop-lag monitor."""
         names = [child.name for child in self.service]
-        self.assertEqual(names, ["loop-lag monitor", "intake", "admin listener"])
+        self.assertEqual(names, ["clients", "loop-lag monitor", "intake", "admin listener"])
         self.assertIsInstance(self.service.getServiceNamed("intake"), ListenerService)
         self.assertIsInstance(self.service.getServiceNamed("admin listener"), ListenerService)
         self.assertTrue(all(child.running for child in self.service))
 
     @inlineCallbacks
     def test_embedded_emulator_is_a_sibling(self) -> Any:
-        """With an embedded emulator it is the first child, stopped with the others."""
+        """With an embedded emulator it is the service's sibling, first, stopped with the others."""
         config = attrs.evolve(
             self.service.config,
             emulator={"emulator": {"listen": "tcp:0:interface=127.0.0.1",
                                    "client_id": "client", "client_secret": "s3cret"}},
         )
-        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1",
-                             admin="tcp:0:interface=127.0.0.1")
+        service = make_ivr_service(reactor, config, intake="tcp:0:interface=127.0.0.1",
+                                   admin="tcp:0:interface=127.0.0.1")
         service.scenario = attrs.evolve(service.scenario, calls=[])
         yield service.start()
         self.assertEqual([c.name for c in service][0], "emulator")
@@ -52,6 +52,40 @@ class CompositionTests(ServiceTestCase):
         yield service.stop()
         self.assertTrue(_refused(attrs.make_class("A", ["host", "port"])(host, int(port))))
         self.assertFalse(any(child.running for child in service))
+
+    @inlineCallbacks
+    def test_embedded_emulator_stops_after_the_drain(self) -> Any:
+        """Stopping the demo drains and stops the service first, then the emulator its calls used."""
+        config = attrs.evolve(
+            self.service.config,
+            emulator={"emulator": {"listen": "tcp:0:interface=127.0.0.1",
+                                   "client_id": "client", "client_secret": "s3cret"}},
+        )
+        service = make_ivr_service(reactor, config, intake="tcp:0:interface=127.0.0.1",
+                                   admin="tcp:0:interface=127.0.0.1")
+        service.scenario = attrs.evolve(service.scenario, calls=[])
+        yield service.start()
+        order: list[str] = []
+        stop_service, stop_emulator = service.ivr.stopService, service.emulator.stopService
+        service.ivr.stopService = lambda: stop_service().addCallback(lambda _: order.append("service"))
+        service.emulator.stopService = lambda: (order.append("emulator"), stop_emulator())[1]
+        yield service.stopService()
+        self.assertEqual(order, ["service", "emulator"])
+        self.assertFalse(any(child.running for child in service))
+
+    def test_production_service_never_runs_the_emulator(self) -> None:
+        """Built directly, the service ignores [emulator]; make_ivr_service without one is the service itself."""
+        config = attrs.evolve(
+            self.service.config,
+            emulator={"emulator": {"listen": "tcp:0:interface=127.0.0.1",
+                                   "client_id": "client", "client_secret": "s3cret"}},
+        )
+        service = IVRService(reactor, config, intake="tcp:0:interface=127.0.0.1",
+                             admin="tcp:0:interface=127.0.0.1")
+        self.assertNotIn("emulator", [c.name for c in service])
+        plain = make_ivr_service(reactor, self.service.config, intake="tcp:0:interface=127.0.0.1",
+                                 admin="tcp:0:interface=127.0.0.1")
+        self.assertIsInstance(plain, IVRService)
 
     @inlineCallbacks
     def test_stop_service_drains_then_stops_listening(self) -> Any:

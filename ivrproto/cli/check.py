@@ -10,7 +10,7 @@ import os
 import time
 from typing import IO, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-
+from ivrproto.cli.codes import CREDENTIAL_VARIABLES, EXIT_OK
 from ivrproto.config import (
     Config,
     check_audio_connector,
@@ -20,8 +20,6 @@ from ivrproto.config import (
 from ivrproto.errors import ConfigError
 from ivrproto.menu.book import Action, MenuBook, MenuSpec
 from ivrproto.menu.schedules import describe_schedule
-from ivrproto.cli.codes import CREDENTIAL_VARIABLES, EXIT_OK
-
 
 __all__ = [
     "load_for_check",
@@ -52,13 +50,13 @@ def load_for_check(path: str, environ: Mapping[str, str]) -> Tuple[Config, List[
             placeholders.append(variable)
             continue
         break
-    from ivrproto.service import check_scenario
+    from ivrproto.checks import check_scenario
 
     check_scenario(config)
     check_intake_protection(config, config.intake.listen)
     check_audio_connector(config)
     if config.audio_connector.enabled:
-        from ivrproto.service import load_prompts
+        from ivrproto.checks import load_prompts
 
         load_prompts(config)
     return config, placeholders
@@ -99,7 +97,7 @@ def describe_config(
     yield f"prompts: relative to {book.audio_base_url}"
     ac = config.audio_connector
     if ac.enabled:
-        from ivrproto.service import load_prompts
+        from ivrproto.checks import load_prompts
 
         library = load_prompts(config)
         yield f"audio connector: {ac.path} on {ac.listen}"

@@ -1,22 +1,19 @@
 """
-The exit codes of ``ivr``, its usage error, and the one-line form of a
+The exit codes of ``ivr``, its command-line error, and the one-line form of a
 configuration error that both subcommands print.
 """
 
 
 from __future__ import annotations
 
-
-
 from ivrproto.errors import ConfigError
-
 
 __all__ = [
     "EXIT_OK",
     "EXIT_CONFIG",
     "EXIT_USAGE",
     "EXIT_CALL_FAILED",
-    "UsageError",
+    "CommandLineError",
     "config_error_line",
     "PLATFORM_VARIABLES",
     "CREDENTIAL_VARIABLES",
@@ -43,9 +40,10 @@ PLATFORM_VARIABLES = ("GENESYS_BASE_URL", "GENESYS_LOGIN_URL", "CLIENT_ID", "CLI
 CREDENTIAL_VARIABLES = {"platform.client_id": "CLIENT_ID", "platform.client_secret": "CLIENT_SECRET"}
 
 
-class UsageError(Exception):
+class CommandLineError(Exception):
     """
-    A command-line argument is wrong (exit code 2).
+    A command-line argument is wrong (exit code 2).  (Not named
+    ``UsageError``, which would shadow Twisted's ``usage.UsageError``.)
     """
 
 

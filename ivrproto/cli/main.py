@@ -18,23 +18,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import IO, Mapping, Optional, Sequence
-
+from typing import IO, Any, Mapping, Optional, Sequence
 
 from ivrproto import __version__
+from ivrproto.cli.check import run_check
+from ivrproto.cli.codes import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandLineError,
+    config_error_line,
+)
+from ivrproto.cli.simulate import DEFAULT_MAX_TIME, DEFAULT_SPEED, run_simulate
 from ivrproto.config import (
     CONFIG_ENV,
 )
 from ivrproto.errors import ConfigError
-from ivrproto.cli.codes import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, UsageError, config_error_line
-from ivrproto.cli.check import run_check
-from ivrproto.cli.simulate import DEFAULT_MAX_TIME, DEFAULT_SPEED, run_simulate
-
-
-
-
-
-
 
 # --- the command line --------------------------------------------------------
 
@@ -51,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ivr (ivrproto) {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_check(commands)
+    _add_simulate(commands)
+    return parser
 
+
+def _add_check(commands: Any) -> None:
+    "``ivr check``'s arguments."
     check = commands.add_parser(
         "check",
         help="load and check a configuration; print its menu tree",
@@ -67,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the configuration file (TOML; default: ${CONFIG_ENV})",
     )
 
+
+def _add_simulate(commands: Any) -> None:
+    "``ivr simulate``'s arguments."
     simulate = commands.add_parser(
         "simulate",
         help="run one call through the service against the local emulator",
@@ -126,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print the service's log (to stderr)",
     )
-    return parser
 
 
 def main(
@@ -156,7 +163,7 @@ def main(
         if args.command == "check":
             args.config = args.config or env.get(CONFIG_ENV)
             if not args.config:
-                raise UsageError(f"CONFIG (or {CONFIG_ENV}) is required")
+                raise CommandLineError(f"CONFIG (or {CONFIG_ENV}) is required")
             return run_check(args.config, env, out)
         return run_simulate(args, env, out, err)
     except BrokenPipeError:
@@ -165,7 +172,7 @@ def main(
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except UsageError as e:
+    except CommandLineError as e:
         print(f"ivr {args.command}: error: {e}", file=err)
         return EXIT_USAGE
     except ConfigError as e:

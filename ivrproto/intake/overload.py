@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
-class LoopLag:
+class LoopLag(Service):
     """
-    Measures how late the reactor runs a timer, smoothed.
+    Measures how late the reactor runs a timer, smoothed: a child service
+    (named ``loop-lag monitor``) that probes while it runs, as Twisted's
+    ``TimerService`` does.
 
     :param interval: seconds between probes
     :param limit: lag, in seconds, past which the process counts as overloaded
@@ -28,15 +31,33 @@ class LoopLag:
         self.lag = 0.0
         self._expected = 0.0
         self._call: Optional[IDelayedCall] = None
+        self.setName("loop-lag monitor")
 
     @property
     def overloaded(self) -> bool:
+        """
+        Whether the smoothed lag is past :attr:`limit`.
+        """
         return self.lag > self.limit
 
+    def startService(self) -> None:
+        super().startService()
+        self.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
+
     def start(self) -> None:
+        """
+        Start probing (without the service machinery: tests drive it so).
+        """
         self._schedule()
 
     def stop(self) -> None:
+        """
+        Stop probing; stopping twice does nothing.
+        """
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

@@ -1,3 +1,8 @@
+"""
+The ``twistd ivr`` plugin: the ivrproto service (see :mod:`ivrproto.tap`
+for its options, ``twistd ivr --help`` for their text).
+"""
+
 from twisted.application.service import ServiceMaker
 
 ivr = ServiceMaker(
