@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import attrs
 
 from ivrproto.errors import ConfigError
-from ivrproto.menu.book import MenuBook, parse_menu
+from ivrproto.menu.book import MenuBook
+from ivrproto.menu.load import parse_menu
 from ivrproto.regions import known_regions, region_urls
 from ivrproto._net import endpoint_is_loopback, is_loopback_host
 
