@@ -21,7 +21,12 @@ from ivrproto.menu.checks import (
     check_failure_paths,
     check_keys,
     check_reachable,
+    check_seconds,
+    check_text,
+    check_unknown,
     check_way_out,
+    check_whole,
+    is_key,
 )
 from ivrproto.menu.closure import parse_closure
 from ivrproto.menu.rules import Compare, Open, parse_rule, walk_rule
@@ -77,7 +82,7 @@ def parse_menu(
     if not isinstance(data, dict):
         raise ConfigError(where, "missing or not a table")
     loader = _Loader(data, where)
-    _unknown(data, _MENU_KEYS | loader.extra_keys(where), where)
+    check_unknown(data, _MENU_KEYS | loader.extra_keys(where), where)
     loader.targets = _targets(data.get("targets"), f"{where}.targets")
     texts = loader.texts()
     language = texts["default_language"]
@@ -109,39 +114,6 @@ def parse_menu(
         schedules=schedule_book,
         closure=closure_config,
     )
-
-
-# --- one value ---------------------------------------------------------------
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(where, "must be a non-empty string")
-    return value
-
-
-def _whole(value: Any, where: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(where, f"must be a whole number of at least {minimum}")
-    return value
-
-
-def _seconds(value: Any, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(where, "must be a number of seconds greater than zero")
-    if value != value or value == float("inf"):
-        raise ConfigError(where, "must be a finite number")
-    return float(value)
-
-
-def _unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", "unknown setting")
-
-
-def _one_key(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 1 and value in VALID_DIGITS
 
 
 # --- the book's own tables ---------------------------------------------------
@@ -200,10 +172,11 @@ class _Loader:
         """
         data, where = self.data, self.where
         texts: Dict[str, Any] = {
-            name: _text(data.get(name, default), f"{where}.{name}") for name, default in _BOOK_TEXTS
+            name: check_text(data.get(name, default), f"{where}.{name}")
+            for name, default in _BOOK_TEXTS
         }
         for name in ("no_input_prompt", "language_attribute"):
-            texts[name] = _text(data[name], f"{where}.{name}") if name in data else None
+            texts[name] = check_text(data[name], f"{where}.{name}") if name in data else None
         if texts["operator"] not in self.targets:
             raise ConfigError(
                 f"{where}.operator",
@@ -252,7 +225,7 @@ class _Loader:
         """
         if not isinstance(data, dict):
             raise ConfigError(where, "must be a table")
-        _unknown(data, _MENU_KEYS | self.extra_keys(where), where)
+        check_unknown(data, _MENU_KEYS | self.extra_keys(where), where)
         options = self.options(data.get("options"), f"{where}.options", True)
         default = None
         if "default" in data:
@@ -260,8 +233,11 @@ class _Loader:
         check_way_out(options, f"{where}.options")
         if default is not None:
             check_way_out(default, f"{where}.default")
-        on_failure = self.on_failure(data["on_failure"], where) if "on_failure" in data else None
-        closed_hours = self.closed_hours(data["closed_hours"], where) if "closed_hours" in data else None
+        on_failure = closed_hours = None
+        if "on_failure" in data:
+            on_failure = self.on_failure(data["on_failure"], where)
+        if "closed_hours" in data:
+            closed_hours = self.closed_hours(data["closed_hours"], where)
 
         def optional(key: str, parse: Any) -> Any:
             return parse(data[key], f"{where}.{key}") if key in data else None
@@ -271,9 +247,9 @@ class _Loader:
             options=options,
             default=default,
             intro=optional("intro", self.prompt),
-            no_input_timeout=optional("no_input_timeout", _seconds),
-            max_no_input=optional("max_no_input", lambda v, w: _whole(v, w, 0)),
-            max_invalid=optional("max_invalid", lambda v, w: _whole(v, w, 0)),
+            no_input_timeout=optional("no_input_timeout", check_seconds),
+            max_no_input=optional("max_no_input", lambda v, w: check_whole(v, w, 0)),
+            max_invalid=optional("max_invalid", lambda v, w: check_whole(v, w, 0)),
             invalid_prompt=optional("invalid_prompt", self.prompt),
             no_input_prompt=optional("no_input_prompt", self.prompt),
             on_failure=on_failure,
@@ -295,8 +271,8 @@ class _Loader:
             raise ConfigError(
                 here, 'must be a table such as {schedule = "agents", menu = "after_hours"}'
             )
-        schedule = _text(table["schedule"], f"{here}.schedule")
-        variant = _text(table["menu"], f"{here}.menu")
+        schedule = check_text(table["schedule"], f"{here}.schedule")
+        variant = check_text(table["menu"], f"{here}.menu")
         self.refs.schedules.append((schedule, f"{here}.schedule"))
         self.refs.submenus.append((variant, f"{here}.menu"))
         self.refs.variants.append((variant, here))
@@ -316,9 +292,9 @@ class _Loader:
     def option(self, item: Any, here: str, allow_rules: bool) -> Option:
         if not isinstance(item, dict):
             raise ConfigError(here, "an option must be a table")
-        _unknown(item, _OPTION_KEYS, here)
+        check_unknown(item, _OPTION_KEYS, here)
         key = item.get("key")
-        if key is not None and not _one_key(key):
+        if key is not None and not is_key(key):
             raise ConfigError(f"{here}.key", "must be one of 0-9, * or #")
         prompt = self.prompt(item.get("prompt"), f"{here}.prompt")
         action = self.action(item, here)
@@ -340,7 +316,7 @@ class _Loader:
         return when
 
     def prompt(self, value: Any, where: str) -> str:
-        prompt = _text(value, where)
+        prompt = check_text(value, where)
         self.refs.prompts.append((prompt, where))
         return prompt
 
@@ -359,14 +335,14 @@ class _Loader:
         value = item[kind]
         here = f"{where}.{kind}"
         if kind in ("action", "transfer"):
-            name = _text(value, here)
+            name = check_text(value, here)
             if name not in self.targets:
                 raise ConfigError(
                     here, f"{name!r} is not a configured transfer target ({self.where}.targets)"
                 )
             return Action("transfer", name)
         if kind == "submenu":
-            name = _text(value, here)
+            name = check_text(value, here)
             self.refs.submenus.append((name, here))
             return Action("submenu", name)
         if kind == "play":
@@ -385,7 +361,7 @@ class _Loader:
         """
         if not isinstance(data, dict):
             raise ConfigError(where, "must be a table")
-        _unknown(data, _COLLECT_KEYS, where)
+        check_unknown(data, _COLLECT_KEYS, where)
         then = data.get("then")
         if not isinstance(then, dict):
             raise ConfigError(f"{where}.then", "must be a table naming what happens next")
@@ -393,18 +369,22 @@ class _Loader:
         if then_action.kind in ("play", "repeat"):
             raise ConfigError(f"{where}.then", "must transfer, go to a sub-menu or hang up")
         defaults = Collect("", then_action)
-        minimum = _whole(data.get("min_digits", defaults.min_digits), f"{where}.min_digits", 1)
-        maximum = _whole(data.get("max_digits", defaults.max_digits), f"{where}.max_digits", 1)
+        minimum = check_whole(
+            data.get("min_digits", defaults.min_digits), f"{where}.min_digits", 1
+        )
+        maximum = check_whole(
+            data.get("max_digits", defaults.max_digits), f"{where}.max_digits", 1
+        )
         if maximum < minimum:
             raise ConfigError(f"{where}.max_digits", "must be at least min_digits")
         terminator, valid = _collect_keys(data, defaults, where)
         return Collect(
             prompt=self.prompt(data.get("prompt"), f"{where}.prompt"),
             then=then_action,
-            name=_text(data.get("name", defaults.name), f"{where}.name"),
+            name=check_text(data.get("name", defaults.name), f"{where}.name"),
             min_digits=minimum,
             max_digits=maximum,
-            inter_digit_timeout=_seconds(
+            inter_digit_timeout=check_seconds(
                 data.get("inter_digit_timeout", defaults.inter_digit_timeout),
                 f"{where}.inter_digit_timeout",
             ),
@@ -422,7 +402,7 @@ def _collect_keys(
     terminator = data.get("terminator", defaults.terminator)
     if terminator == "":
         terminator = None
-    if terminator is not None and not _one_key(terminator):
+    if terminator is not None and not is_key(terminator):
         raise ConfigError(f"{where}.terminator", "must be one key (usually #), or empty")
     valid = data.get("valid_keys", defaults.valid_keys)
     if not isinstance(valid, str) or not valid or any(k not in VALID_DIGITS for k in valid):
