@@ -25,7 +25,8 @@ from ivrproto.config import load_config
 from ivrproto.errors import IVRError
 from ivrproto.logs import event_as_json
 from ivrproto.clients.lookup import LookupResult
-from ivrproto.menu.book import MenuBook, parse_menu
+from ivrproto.menu.book import MenuBook
+from ivrproto.menu.load import parse_menu
 from ivrproto.metrics import Metrics
 from ivrproto.clients.profiles import Profile
 from tests.fakes import RecordingConnection

@@ -23,6 +23,7 @@ from ivrproto.config import (
     parse_config,
 )
 from ivrproto._net import is_loopback_host
+from ivrproto.config.audio_connector import parse_audio_connector
 from ivrproto.errors import ConfigError
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seed.toml")
@@ -666,6 +667,33 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(config.source, "<config>")
         self.assertEqual(config.base_dir, Path("."))
         self.assertEqual(config.platform.client_id, "a")
+
+
+class SharedConstantsTests(SynchronousTestCase):
+    """
+    The settings' defaults and allowed values are the clients' own, not copies.
+    """
+
+    def test_scope_and_lookup_types(self) -> None:
+        """DEFAULT_SCOPE is the token client's; LOOKUP_TYPES the External Contacts client's."""
+        from ivrproto import config
+        from ivrproto.clients import oauth, profiles
+
+        self.assertIs(config.DEFAULT_SCOPE, oauth.DEFAULT_SCOPE)
+        self.assertIs(config.LOOKUP_TYPES, profiles.CONTACT_LOOKUP_TYPES)
+        self.assertEqual(config.PlatformConfig("a", "b", "c", "d", "e").scope, oauth.DEFAULT_SCOPE)
+
+    def test_audio_connector_digits(self) -> None:
+        """[audio_connector] digits takes the Call Control keys and A-D, nothing else."""
+        from ivrproto.messages import VALID_DIGITS
+
+        def digits(keys: str) -> Any:
+            return parse_audio_connector({"digits": keys}, "<config>", Path("."), {})
+
+        config = digits("".join(sorted(VALID_DIGITS)) + "ABCD")
+        self.assertEqual(dict(config.session)["digits"], VALID_DIGITS | frozenset("ABCD"))
+        error = self.assertRaises(ConfigError, digits, "12E")
+        self.assertEqual(error.key, "audio_connector.digits")
 
 
 class SuggestionTests(_ConfigFiles, SynchronousTestCase):

@@ -359,7 +359,7 @@ class ConfigurationDocsTests(SynchronousTestCase):
 
     def test_menu(self) -> None:
         """The [menu] tables list the keys the menu loader takes, with the defaults of a collection."""
-        from ivrproto.menu import book as menu
+        from ivrproto.menu import load as menu
 
         loader = menu._Loader({}, "menu")
         self.assertEqual(set(self.tables["[menu]"]), loader.extra_keys("menu"))

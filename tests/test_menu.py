@@ -22,9 +22,9 @@ from ivrproto.menu.book import (
     MenuBook,
     Not,
     Option,
-    parse_menu,
     parse_rule,
 )
+from ivrproto.menu.load import parse_menu
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seed.toml")
 AUDIO = "https://example.com/ivr/audio/"

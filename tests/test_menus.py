@@ -10,13 +10,15 @@ import copy
 import os
 from typing import Any, Optional
 
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
-from ivrproto.menu.book import Action, Collect, MenuBook, MenuSpec, Option, Prompts, parse_menu
+from ivrproto.menu.book import Action, Collect, MenuBook, MenuSpec, Option, Prompts
+from ivrproto.menu.load import parse_menu
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seed.toml")
 AUDIO = "https://example.com/a/"
@@ -1028,3 +1030,64 @@ class RandomBookTests(SynchronousTestCase):
                     self.assertEqual(menu.actions[key].kind, "transfer")
                 self.assertTrue(all(u.startswith(AUDIO) for u in menu.prompt_urls))
         self.assertTrue(list(book.walk()))
+
+
+class BookActionsTests(SynchronousTestCase):
+    """
+    :meth:`MenuBook.actions`, :meth:`MenuBook.on_failure` of a spec, and
+    books changed with ``attrs.evolve`` or :meth:`MenuBook.scaled`.
+    """
+
+    def book(self) -> MenuBook:
+        collect = {"prompt": "enter.mp3", "then": {"transfer": "b"}, "inter_digit_timeout": 4}
+        sub = {
+            "options": [{"prompt": "c.mp3", "collect": collect}, OPERATOR],
+            "no_input_timeout": 6,
+            "on_failure": {"hangup": True},
+        }
+        return parse_menu(_with_sub(sub), AUDIO)
+
+    def test_actions(self) -> None:
+        """Every action of every menu, a collection's next step, on-failure actions, then the operator."""
+        book = self.book()
+        self.assertEqual(
+            list(book.actions()),
+            [
+                Action("submenu", "sub"),
+                Action("transfer", "transfer_operator"),
+                book.menus["sub"].options[0].action,
+                Action("transfer", "b"),
+                Action("transfer", "transfer_operator"),
+                Action("hangup"),
+                Action("transfer", "transfer_operator"),
+            ],
+        )
+
+    def test_on_failure_of_spec(self) -> None:
+        """on_failure takes a spec as well as a built menu, or None."""
+        book = self.book()
+        self.assertEqual(book.on_failure(book.menus["sub"]), Action("hangup"))
+        self.assertEqual(book.on_failure(book.menus["main"]), Action("transfer", "transfer_operator"))
+        self.assertEqual(book.on_failure(None), Action("transfer", "transfer_operator"))
+
+    def test_evolve_builds_afresh(self) -> None:
+        """A book made by attrs.evolve does not serve the menus built by the old one."""
+        book = self.book()
+        self.assertEqual(book.menu_for({}, "sub").spec.no_input_timeout, 6.0)
+        faster = attrs.evolve(book, menus={**book.menus, "sub": attrs.evolve(book.menus["sub"], no_input_timeout=3.0)})
+        self.assertEqual(faster.menu_for({}, "sub").spec.no_input_timeout, 3.0)
+        self.assertEqual(book.menu_for({}, "sub").spec.no_input_timeout, 6.0)
+
+    def test_scaled(self) -> None:
+        """scaled() divides the menus' no-input and inter-digit timeouts; the original book is unchanged."""
+        book = self.book()
+        book.menu_for({}, "sub")
+        faster = book.scaled(2.0)
+        sub = faster.menu_for({}, "sub")
+        self.assertEqual(sub.spec.no_input_timeout, 3.0)
+        collect = sub.actions["1"].collect
+        assert collect is not None
+        self.assertEqual(collect.inter_digit_timeout, 2.0)
+        self.assertIsNone(faster.menus["main"].no_input_timeout)
+        self.assertEqual(book.menu_for({}, "sub").spec.no_input_timeout, 6.0)
+        self.assertEqual(faster.version, book.scaled(2.0).version)

@@ -28,7 +28,8 @@ from ivrproto.cli.simulate import parse_at
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
 from ivrproto.clients.lookup import LookupResult
-from ivrproto.menu.book import MenuBook, parse_menu
+from ivrproto.menu.book import MenuBook
+from ivrproto.menu.load import parse_menu
 from ivrproto.messages import Play, Transfer
 from ivrproto.menu.schedules import Hours, Schedule, parse_schedule
 from tests.fakes import RecordingConnection

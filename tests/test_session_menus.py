@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.config import Timing
-from ivrproto.menu.book import parse_menu
+from ivrproto.menu.load import parse_menu
 from ivrproto.messages import Hangup, Play, Transfer
 from ivrproto.session.machine import CallSession, Outcome, SessionCore, new_session
 

@@ -18,7 +18,7 @@ from ivrproto.config import (
     load_config,
 )
 from ivrproto.errors import ConfigError
-from ivrproto.menu.book import Action, MenuBook, MenuSpec
+from ivrproto.menu.book import MenuBook, MenuSpec
 from ivrproto.menu.schedules import describe_schedule
 
 __all__ = [
@@ -168,20 +168,8 @@ def _describe_inputs(book: MenuBook, spec: MenuSpec, config: Config) -> str:
     return f"{spec.name}: " + ", ".join(parts)
 
 
-def _all_actions(book: MenuBook) -> Iterator[Action]:
-    for spec in book.menus.values():
-        for option in spec.options + (spec.default or ()):
-            yield option.action
-            if option.action.collect is not None:
-                yield option.action.collect.then
-        if spec.on_failure is not None:
-            yield spec.on_failure
-
-
 def _target_used(book: MenuBook, name: str) -> bool:
-    return name == book.operator or any(
-        a.kind == "transfer" and a.name == name for a in _all_actions(book)
-    )
+    return any(a.kind == "transfer" and a.name == name for a in book.actions())
 
 
 def _describe_languages(book: MenuBook) -> str:

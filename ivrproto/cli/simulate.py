@@ -11,7 +11,7 @@ import argparse
 import datetime
 import json
 import secrets
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -29,7 +29,7 @@ from ivrproto.config import (
     Config,
     load_config,
 )
-from ivrproto.menu.book import MenuBook, MenuSpec, Option
+from ivrproto.menu.book import MenuBook
 
 __all__ = [
     "DEFAULT_SPEED",
@@ -186,36 +186,7 @@ def scale_timing(config: Config, speed: float) -> Config:
         no_input_timeout=config.timing.no_input_timeout / speed,
         confirm_delay=config.timing.confirm_delay / speed,
     )
-    book = config.menu
-    closure = book.closure
-    if closure is not None:
-        closure = attrs.evolve(closure, wait=closure.wait / speed)
-
-    def option(o: Option) -> Option:
-        collect = o.action.collect
-        if collect is None:
-            return o
-        faster = attrs.evolve(collect, inter_digit_timeout=collect.inter_digit_timeout / speed)
-        return attrs.evolve(o, action=attrs.evolve(o.action, collect=faster))
-
-    def menu(spec: MenuSpec) -> MenuSpec:
-        return attrs.evolve(
-            spec,
-            options=tuple(option(o) for o in spec.options),
-            default=None if spec.default is None else tuple(option(o) for o in spec.default),
-            no_input_timeout=(
-                None if spec.no_input_timeout is None else spec.no_input_timeout / speed
-            ),
-        )
-
-    # A new book with its own (empty) cache of built menus.
-    fresh: Dict[str, Any] = {
-        f.alias: {} for f in attrs.fields(MenuBook) if f.name == "_cache" and f.alias
-    }
-    faster_book = attrs.evolve(
-        book, menus={name: menu(spec) for name, spec in book.menus.items()}, closure=closure, **fresh
-    )
-    return attrs.evolve(config, timing=timing, menu=faster_book)
+    return attrs.evolve(config, timing=timing, menu=config.menu.scaled(speed))
 
 
 def _with_emulator(config: Config, base_url: str, secret: str) -> Config:

@@ -9,11 +9,12 @@ when the call arrived.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Tuple, Union
 
 import attrs
 
 from ivrproto.errors import ConfigError
+
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -37,6 +38,14 @@ class Compare:
     value: Any
 
     def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        """
+        Whether the caller's ``attributes`` pass: ``exists`` tests presence;
+        ``equals``, ``not_equals`` and ``one_of`` need a value of the same
+        kind (any number matches any number); ``gt``, ``ge``, ``lt`` and
+        ``le`` need numbers.
+
+        :param open_now: unused (see :class:`Open`)
+        """
         if self.op == "exists":
             return (self.attribute in attributes) is self.value
         if self.attribute not in attributes:
@@ -65,25 +74,50 @@ _ORDERINGS: Dict[str, Callable[[Any, Any], bool]] = {
 
 @attrs.frozen
 class AllOf:
+    """
+    ``{all = [rule, ...]}``: holds when every one of its rules holds.
+    """
+
     rules: Tuple["Rule", ...]
 
     def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        """
+        Whether every rule matches ``attributes`` with the schedules
+        ``open_now`` (see :class:`Open`).
+        """
         return all(r.matches(attributes, open_now) for r in self.rules)
 
 
 @attrs.frozen
 class AnyOf:
+    """
+    ``{any = [rule, ...]}``: holds when at least one of its rules holds.
+    """
+
     rules: Tuple["Rule", ...]
 
     def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        """
+        Whether some rule matches ``attributes`` with the schedules
+        ``open_now`` (see :class:`Open`).
+        """
         return any(r.matches(attributes, open_now) for r in self.rules)
 
 
 @attrs.frozen
 class Not:
+    """
+    ``{not = rule}``: holds when its rule does not.  (A missing attribute
+    fails a comparison, so ``not`` of it holds.)
+    """
+
     rule: "Rule"
 
     def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        """
+        Whether the rule fails for ``attributes`` with the schedules
+        ``open_now`` (see :class:`Open`).
+        """
         return not self.rule.matches(attributes, open_now)
 
 
@@ -99,10 +133,15 @@ class Open:
     schedule: str
 
     def matches(self, attributes: Mapping[str, Any], open_now: Any = None) -> bool:
+        """
+        Whether the schedule is in ``open_now`` (always, when that is
+        ``None``); ``attributes`` are not looked at.
+        """
         return open_now is None or self.schedule in open_now
 
 
-Rule = Any  # Compare | AllOf | AnyOf | Not | Open
+#: Any rule: what :func:`parse_rule` returns.
+Rule = Union[Compare, AllOf, AnyOf, Not, Open]
 
 
 def walk_rule(rule: Rule) -> Iterator[Rule]:
@@ -115,6 +154,7 @@ def walk_rule(rule: Rule) -> Iterator[Rule]:
             yield from walk_rule(inner)
     elif isinstance(rule, Not):
         yield from walk_rule(rule.rule)
+
 
 COMPARISONS = ("equals", "not_equals", "one_of", "gt", "ge", "lt", "le", "exists")
 
