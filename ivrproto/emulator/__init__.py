@@ -14,12 +14,25 @@ embed it::
     await record.when_finished()
     await platform.stop()
 
+It can also be Genesys Cloud's side of the Audio Connector, a client that
+places scripted calls on the service's listener
+(:func:`~ivrproto.emulator.genesys_client.place_genesys_calls`).
+
 A person can also place a call over HTTP: ``POST /emulator/calls`` (see
 :mod:`ivrproto.emulator.byhand`).
 """
 
 from .byhand import keys_script
 from .callcontrol import CallRecord, parse_step
+from .genesys import (
+    GenesysCallResult,
+    GenesysCallSpec,
+    GenesysSettings,
+    parse_caller_script,
+    parse_caller_step,
+)
+from .genesys_call import GenesysCall
+from .genesys_client import connect_genesys_call, genesys_headers, place_genesys_calls
 from .platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
 from .scenario import (
     CallSpec,
@@ -36,14 +49,23 @@ __all__ = [
     "CallRecord",
     "CallSpec",
     "Fault",
+    "GenesysCall",
+    "GenesysCallResult",
+    "GenesysCallSpec",
+    "GenesysSettings",
     "Faults",
     "Platform",
     "PlatformStats",
     "Scenario",
     "accept_calls_by_hand",
+    "connect_genesys_call",
+    "genesys_headers",
     "keys_script",
     "load_scenario",
+    "parse_caller_script",
+    "parse_caller_step",
     "parse_scenario",
     "parse_step",
     "place_calls",
+    "place_genesys_calls",
 ]
