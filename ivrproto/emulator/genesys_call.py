@@ -124,7 +124,9 @@ class GenesysCall:
                 self._send("playback_started")
             self._step_event("turn")
         self._playout_end = max(now, self._playout_end) + len(frame) / BYTES_PER_SECOND
-        self._later("playout", self._playout_end - now, self._played_out)
+        if "playout" not in self._timers:
+            # One timer per run of audio, moved on when it fires early.
+            self._later("playout", self._playout_end - now, self._played_out)
         self._step_event("audio")
 
     def connection_lost(self, code: Optional[int] = None) -> None:
@@ -259,6 +261,10 @@ class GenesysCall:
 
     def _played_out(self) -> None:
         self._timers.pop("playout", None)
+        left = self._playout_end - self._clock.seconds()
+        if left > 1e-6:
+            self._later("playout", left, self._played_out)
+            return
         self._playing = False
         if self.settings.report_playback:
             self._send("playback_completed")
