@@ -40,7 +40,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -145,7 +144,12 @@ def run_once(reactor: Any, k: int, o: argparse.Namespace, work: Path) -> Any:
     from twisted.internet.defer import ensureDeferred
     from twisted.internet.task import LoopingCall, deferLater
 
-    from ivrproto.emulator import GenesysCallSpec, GenesysSettings, Platform, place_genesys_calls
+    from ivrproto.emulator import (
+        GenesysCallSpec,
+        GenesysSettings,
+        Platform,
+        place_genesys_calls,
+    )
 
     async def go() -> Dict[str, Any]:
         platform = Platform(reactor, clients={"bench": "bench-secret"},

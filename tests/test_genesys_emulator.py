@@ -67,7 +67,7 @@ class StepTests(SynchronousTestCase):
         self.assertIn('"@authority"', headers["signature-input"])
         self.assertIn("created=1700000000", headers["signature-input"])
         self.assertNotIn("host", headers)
-        from ivrproto.audioconnector.auth import AuthSettings, Authenticator
+        from ivrproto.audioconnector.auth import Authenticator, AuthSettings
 
         auth = Authenticator(Clock(), {"key": SECRET}, AuthSettings())
         auth._clock.advance(1700000001)  # type: ignore[attr-defined]
@@ -243,6 +243,43 @@ class CheckTests(SynchronousTestCase):
         call.connection_lost(1000)
         self.assertEqual(call.result.end, "hangup")
         self.assertEqual(call.result.unmet, ["ended 'hangup', expected 'completed'"])
+
+    def test_error_drop_and_pause(self) -> None:
+        "error:429 carries retryAfter; pause is answered paused; drop drops the socket."
+        _, wire, call, server = self.make(("error:429", "drop"))
+        server.opened()
+        error = [m for m in wire.texts if m["type"] == "error"][0]
+        self.assertEqual(error["parameters"]["code"], 429)
+        self.assertEqual(error["parameters"]["retryAfter"], "PT1S")
+        self.assertTrue(wire.dropped)
+        _, wire, _, server = self.make()
+        server.opened()
+        server.send("pause")
+        self.assertEqual(wire.types()[-1], "paused")
+
+    def test_completed_after_barge_in(self) -> None:
+        "With completed_after_barge_in, a barge_in is answered playback_completed."
+        _, wire, _, server = self.make(completed_after_barge_in=True)
+        server.opened()
+        server.audio(2)
+        server.send("event", entities=[{"type": "barge_in", "data": {}}])
+        self.assertEqual(wire.types()[-2:], ["playback_started", "playback_completed"])
+
+    def test_probe_must_stay_quiet(self) -> None:
+        "A probe's open is for nobody; an event or audio during it is reported."
+        clock, wire = Clock(), FakeWire()
+        call = GenesysCall(clock, wire, GenesysCallResult(GenesysCallSpec(probe=True), SESSION))
+        call.upgraded()
+        participant = wire.texts[0]["parameters"]["participant"]
+        self.assertEqual((participant["id"], participant["ani"]),
+                         ("00000000-0000-0000-0000-000000000000", ""))
+        server = HandServer(call, wire)
+        server.opened()
+        self.assertEqual(wire.texts[-1]["parameters"], {"reason": "end"})
+        server.send("event", entities=[{"type": "barge_in", "data": {}}])
+        server.audio()
+        self.assertEqual(call.result.violations, ["event during a connection probe",
+                                                  "audio during a connection probe"])
 
     def test_no_opened_times_out(self) -> None:
         "No opened within the open timeout: a violation, and the socket is dropped."

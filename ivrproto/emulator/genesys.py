@@ -23,7 +23,17 @@ time (the socket and the placing of calls are in
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -128,6 +138,10 @@ def parse_caller_script(script: Sequence[object]) -> Tuple[Step, ...]:
     return tuple(steps)
 
 
+def _steps(steps: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(steps)
+
+
 @attrs.frozen
 class GenesysSettings:
     """
@@ -180,7 +194,7 @@ class GenesysCallSpec:
 
     ani: str = "tel:+14155550100"
     input_variables: Mapping[str, str] = attrs.field(factory=dict)
-    script: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    script: Tuple[str, ...] = attrs.field(default=(), converter=_steps)
     name: str = ""
     language: Optional[str] = "en-US"
     expect_end: Optional[str] = None

@@ -52,7 +52,6 @@ class ServerChecks:
         self.opened = False
         self.disconnect: Optional[Mapping[str, Any]] = None
         self.closed = False
-        self._clientseq = 0
 
     def text(
         self,
@@ -128,14 +127,10 @@ class ServerChecks:
             return problems
         if clientseq > our_seq:
             problems.append(f"{name} clientseq {clientseq} ahead of our seq {our_seq}")
-        if clientseq < self._clientseq:
-            problems.append(f"{name} clientseq went back from {self._clientseq} to {clientseq}")
         if name == "pong" and ping_seq is not None and clientseq != ping_seq:
             problems.append(f"pong clientseq {clientseq}, not the ping's seq {ping_seq}")
         if name == "pong" and ping_seq is None:
             problems.append("pong without a ping")
-        # One wild clientseq is reported once, not on every message after it.
-        self._clientseq = max(self._clientseq, min(clientseq, our_seq))
         return problems
 
     def _state(self, name: str, parameters: Mapping[str, Any], close_sent: bool) -> List[str]:
