@@ -7,6 +7,7 @@ Audio Connector listener on loopback.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, List, Optional
 
 import attrs
@@ -25,6 +26,7 @@ from ivrproto.emulator import (
     Platform,
     genesys_headers,
     parse_caller_step,
+    parse_genesys_scenario,
     place_genesys_calls,
 )
 from ivrproto.service import IVRService
@@ -75,6 +77,46 @@ class StepTests(SynchronousTestCase):
         unsigned = genesys_headers("ws://h/ivr", "key", SESSION, "org", "corr")
         self.assertEqual(unsigned["X-API-KEY"], "key")
         self.assertNotIn("signature", unsigned)
+
+
+class ScenarioTests(SynchronousTestCase):
+    def test_example(self) -> None:
+        "examples/genesys-calls.toml: one call per menu path, externalId as an input."
+        from pathlib import Path
+
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+
+        path = Path(EXAMPLE).parent / "genesys-calls.toml"
+        scenario = parse_genesys_scenario(tomllib.loads(path.read_text()), str(path))
+        self.assertEqual(scenario.url, "ws://127.0.0.1:8081/ivr")
+        self.assertEqual(scenario.interval, 0.2)
+        first = scenario.calls[0]
+        self.assertEqual(first.input_variables, {"externalId": "CRM-PREMIUM-TICKETS"})
+        self.assertEqual(first.script, ("menu", "press:1"))
+        self.assertEqual(scenario.calls[-1].expect_end, "hangup")
+
+    def test_settings_and_errors(self) -> None:
+        "GenesysSettings by name; a bad key or step is named with its index."
+        scenario = parse_genesys_scenario(
+            {"genesys": {"report_playback": False, "ping_interval": 2}}, "s")
+        self.assertEqual((scenario.settings.report_playback, scenario.settings.ping_interval),
+                         (False, 2.0))
+        from ivrproto.errors import ConfigError
+
+        for table, key in (
+            ({"genesys": {"url": "http://x/ivr"}}, "genesys.url"),
+            ({"genesys": {"api_key": "k"}}, "genesys.api_key"),
+            ({"genesys": {"max_call": -1}}, "genesys.max_call"),
+            ({"genesys_calls": [{"script": ["menu", "dance"]}]}, "genesys_calls[0].script[1]"),
+            ({"genesys_calls": [{}, {"expect_end": "maybe"}]}, "genesys_calls[1].expect_end"),
+            ({"genesys_calls": [{"expect": {"a": 1}}]}, "genesys_calls[0].expect"),
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                parse_genesys_scenario(table, "s")
+            self.assertEqual(caught.exception.key, key, table)
 
 
 @attrs.define

@@ -33,6 +33,7 @@ from .genesys import (
 )
 from .genesys_call import GenesysCall
 from .genesys_client import connect_genesys_call, genesys_headers, place_genesys_calls
+from .genesys_scenario import GenesysScenario, parse_genesys_scenario
 from .platform import ALL_SCOPES, FAULT_KINDS, Fault, Faults, Platform, PlatformStats
 from .scenario import (
     CallSpec,
@@ -52,6 +53,7 @@ __all__ = [
     "GenesysCall",
     "GenesysCallResult",
     "GenesysCallSpec",
+    "GenesysScenario",
     "GenesysSettings",
     "Faults",
     "Platform",
@@ -64,6 +66,7 @@ __all__ = [
     "load_scenario",
     "parse_caller_script",
     "parse_caller_step",
+    "parse_genesys_scenario",
     "parse_scenario",
     "parse_step",
     "place_calls",

@@ -30,7 +30,7 @@ announce to) with ``{"callControlId", "script", "announcedTo", "status"}``;
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.logger import Logger
