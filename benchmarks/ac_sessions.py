@@ -18,7 +18,8 @@ What is reported, for the measured window (after the ramp and a warm-up):
   0.2 s - audio_lead)``, ``start`` the arrival of the run's first frame);
   p50/p99/max of the absolute value, over every session's frames.  It is
   measured at the client, so it includes the client's own loop lag (also
-  reported);
+  reported, with the client process's CPU share: near 100%, the clients and
+  not the service set the figure);
 - **CPU per session-second** of the service process (``/proc/<pid>/stat``);
 - **memory per session**: the service's RSS with the K sessions live, minus
   its RSS before the first call, over K;
@@ -212,11 +213,13 @@ def run_once(reactor: Any, k: int, o: argparse.Namespace, work: Path) -> Any:
         t0 = reactor.seconds() + o.ramp + o.warmup
         await deferLater(reactor, o.ramp + o.warmup, lambda: None)
         cpu0 = cpu_ticks(service.pid) or 0
+        own0 = cpu_ticks(os.getpid()) or 0
         last[0] = reactor.seconds()
         ticker.start(0.05, now=False)
         await deferLater(reactor, o.duration, lambda: None)
         t1 = reactor.seconds()
         cpu1 = cpu_ticks(service.pid) or 0
+        own1 = cpu_ticks(os.getpid()) or 0
         ticker.stop()
         rss1 = proc_status(service.pid).get("VmRSS", 0)
         service.send_signal(signal.SIGUSR1)
@@ -242,6 +245,10 @@ def run_once(reactor: Any, k: int, o: argparse.Namespace, work: Path) -> Any:
             "frames_in_window": len(values),
             "jitter_ms": percentiles(values),
             "client_loop_lag_ms": percentiles(lags),
+            # Near 100%: the clients, not the service, set the jitter.
+            "client_cpu_share": round((own1 - own0) / CLK_TCK / (t1 - t0), 3),
+            # Other work on the host's cores makes every timing figure worse.
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "service_cpu_s": round(cpu, 3),
             "service_cpu_share": round(cpu / (t1 - t0), 3),
             "cpu_ms_per_session_second": round(cpu / (k * (t1 - t0)) * 1000, 4),
@@ -256,6 +263,7 @@ def run_once(reactor: Any, k: int, o: argparse.Namespace, work: Path) -> Any:
 
 def table(runs: List[Dict[str, Any]]) -> str:
     rows = [("sessions", "jitter p50 ms", "jitter p99 ms", "jitter max ms", "client lag p99 ms",
+             "client CPU",
              "CPU ms/session-s", "service CPU", "RSS KB/session", "buffers (not shared)",
              "violations")]
     for r in runs:
@@ -263,6 +271,7 @@ def table(runs: List[Dict[str, Any]]) -> str:
         rows.append((
             str(r["sessions"]), str(r["jitter_ms"]["p50"]), str(r["jitter_ms"]["p99"]),
             str(r["jitter_ms"]["max"]), str(r["client_loop_lag_ms"]["p99"]),
+            f"{r['client_cpu_share']:.0%}",
             str(r["cpu_ms_per_session_second"]), f"{r['service_cpu_share']:.0%}",
             str(r["rss_kb_per_session"]),
             f"{p.get('distinct_buffers')} ({p.get('buffers_not_in_library')})",
