@@ -6,7 +6,9 @@ Connector server, in memory (:func:`connect_in_memory`) or over a socket.
 messages as Genesys does (``seq`` from 1, ``serverseq`` the last server
 ``seq`` seen), records everything the server sends (JSON in order, audio
 with its arrival time on the clock), checks the server's sequence rules, and
-answers ``disconnect`` with ``close``.
+answers ``disconnect`` with ``close``.  Its checks are the emulator's
+Genesys side's (:class:`~ivrproto.emulator.genesys_checks.ServerChecks`), so
+that the rules are written once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
 from ivrproto.audioconnector.messages import format_duration
+from ivrproto.emulator.genesys_checks import ServerChecks
 
 SESSION_ID = "f686b643-e229-407f-a2f0-b0d210ae02ef"
 ORGANIZATION_ID = "0ce25900-7fae-49e4-92e1-50518906b27c"
@@ -68,7 +71,7 @@ class GenesysClientProtocol(WebSocketClientProtocol):
     :ivar audio: ``(clock time, frame)`` of each binary frame from the server
     :ivar wire: everything in arrival order: ``("text", message)`` or
         ``("audio", len)``
-    :ivar violations: the server's breaches of the sequence rules
+    :ivar violations: the server's breaches of the protocol's rules
     """
 
     log = QuietAutobahnLog(Logger(namespace="ivrproto.audioconnector.testing"))
@@ -93,6 +96,12 @@ class GenesysClientProtocol(WebSocketClientProtocol):
         self.close_after_closed = True
         #: Fires (with the protocol) when the connection is gone.
         self.done: Deferred[GenesysClientProtocol] = Deferred()
+        #: The protocol's rules, as the emulator's Genesys side checks them
+        #: (made at the first ``open``, which names the offers).
+        self.checks: Optional[ServerChecks] = None
+        self._highest_seq = 0
+        self._close_sent = False
+        self._pings: List[int] = []
 
     def onOpen(self) -> None:
         self.upgraded = True
@@ -106,6 +115,10 @@ class GenesysClientProtocol(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         hook = self.factory.on_message
         if isBinary:
+            if self.checks is not None:
+                self.violations.extend(self.checks.audio(payload))
+            else:
+                self.violations.append("audio before opened")
             self.audio.append((self.factory.clock.seconds(), payload))
             self.wire.append(("audio", len(payload)))
             if hook is not None:
@@ -114,15 +127,14 @@ class GenesysClientProtocol(WebSocketClientProtocol):
         message = orjson.loads(payload)
         self.received.append(message)
         self.wire.append(("text", message))
-        seq = message.get("seq")
-        if seq != self.serverseq + 1:
-            self.violations.append(f"seq {seq} after {self.serverseq}")
-        if isinstance(seq, int):
-            self.serverseq = seq
-        if "parameters" not in message or not isinstance(message["parameters"], dict):
-            self.violations.append(f"{message.get('type')} without parameters")
-        if message.get("id") != self.factory.session_id:
-            self.violations.append("wrong id")
+        if self.checks is None:
+            self.checks = ServerChecks(self.factory.session_id, OFFERS)
+        ping = self._pings.pop(0) if message.get("type") == "pong" and self._pings else None
+        self.violations.extend(self.checks.text(
+            message, len(payload.decode("utf-8", "replace")), self._highest_seq,
+            self._close_sent, ping,
+        ))
+        self.serverseq = self.checks.serverseq
         if message.get("type") == "disconnect" and self.answer_disconnect:
             self.send("close", reason="disconnect")
         if message.get("type") == "closed" and self.close_after_closed:
@@ -156,6 +168,13 @@ class GenesysClientProtocol(WebSocketClientProtocol):
             "position": format_duration(self.position),
             "parameters": parameters,
         }
+        if type == "open" and self.checks is None:
+            self.checks = ServerChecks(self.factory.session_id, parameters.get("media") or ())
+        elif type == "ping":
+            self._pings.append(seq)
+        elif type == "close":
+            self._close_sent = True
+        self._highest_seq = max(self._highest_seq, seq)
         self.send_raw(orjson.dumps(message))
         return seq
 
@@ -172,6 +191,7 @@ class GenesysClientProtocol(WebSocketClientProtocol):
         null = "00000000-0000-0000-0000-000000000000"
         params = open_parameters(ani="", conversation_id=null, participant_id=null, language=None)
         params["participant"]["aniName"] = params["participant"]["dnis"] = ""
+        self.checks = ServerChecks(self.factory.session_id, params["media"], probe=True)
         self.send("open", **params)
 
     def send_audio(self, frame: bytes = b"\xff" * 1600) -> None:
