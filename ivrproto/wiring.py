@@ -34,7 +34,8 @@ from ivrproto.config import (
 )
 from ivrproto.intake.guard import IntakeGuard
 from ivrproto.intake.overload import LoopLag
-from ivrproto.intake.resources import make_admin_site, make_site
+from ivrproto.intake.admin import make_admin_site
+from ivrproto.intake.resources import make_site
 from ivrproto.intake.signing import SignatureCheck
 from ivrproto.listeners import ListenerService
 from ivrproto.metrics import Metrics, MetricsResource

@@ -82,6 +82,7 @@ def make_guard(
         lambda: False,
         max_body,
         signatures=signatures,
+        clock=clock,
     )
     return IntakeGuard(
         site,
