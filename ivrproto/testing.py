@@ -39,11 +39,8 @@ from twisted.logger import Logger
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
-from ivrproto.callcontrol.protocol import (
-    CallControlFactory,
-    CallControlListener,
-    CallControlProtocol,
-)
+from ivrproto.callcontrol.connect import CallControlFactory
+from ivrproto.callcontrol.protocol import CallControlListener, CallControlProtocol
 
 __all__ = [
     "ANSWERS",

@@ -18,13 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from ivrproto.messages import Hangup, Play, Transfer
-from ivrproto.callcontrol.protocol import (
-    MAX_MESSAGE_SIZE,
-    CallControlFactory,
-    CallControlProtocol,
-    connect_call_control,
-    describe_close,
-)
+from ivrproto.callcontrol.connect import CallControlFactory, connect_call_control
+from ivrproto.callcontrol.protocol import MAX_MESSAGE_SIZE, CallControlProtocol, describe_close
 from ivrproto.testing import (
     URL,
     ListenerFailure,

@@ -22,7 +22,8 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from ivrproto.messages import Play
-from ivrproto.callcontrol.protocol import CallControlFactory, CallControlProtocol
+from ivrproto.callcontrol.connect import CallControlFactory
+from ivrproto.callcontrol.protocol import CallControlProtocol
 from ivrproto.testing import URL, RecordingListener, connect_in_memory
 
 from .test_protocol import CALL_ID, TOKEN, _InMemoryCase

@@ -2,42 +2,24 @@
 The Call Control WebSocket client: an Autobahn protocol that performs the
 handshake of contract section 3 and turns frames into calls on a
 :class:`CallControlListener`.  It holds no call logic: that lives in the
-session.  Embed it in your own Twisted code with :func:`connect_call_control`.
+session.  Embed it in your own Twisted code with
+:func:`~ivrproto.callcontrol.connect.connect_call_control` (its factory and
+the choice of endpoint are in :mod:`ivrproto.callcontrol.connect`).
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
-from typing import Any, Optional, Protocol as TypingProtocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Optional, Protocol as TypingProtocol
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorTCP,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.ssl import optionsForClientTLS
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer, cancel_close_handshake_timer
-from ivrproto._net import is_loopback_host
+from ivrproto._autobahn import QuietAutobahnLog, cancel_close_handshake_timer
 from ivrproto.errors import MalformedFrame
-from ivrproto.logthrottle import LogThrottle
 from ivrproto.messages import (
-    DEFAULT_CAPABILITIES,
     Command,
     Connect,
     Connected,
@@ -48,6 +30,9 @@ from ivrproto.messages import (
     encode,
     parse_event,
 )
+
+if TYPE_CHECKING:
+    from ivrproto.callcontrol.connect import CallControlFactory
 
 #: Close codes of the contract.
 CLOSE_NORMAL = 1000
@@ -341,14 +326,6 @@ class CallControlProtocol(WebSocketClientProtocol):
         self.dropConnection(abort=True)
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def describe_close(code: Optional[int], reason: Optional[str]) -> str:
     """
     A short description of a close, for outcomes and logs.
@@ -364,116 +341,13 @@ def describe_close(code: Optional[int], reason: Optional[str]) -> str:
     return f"closed with code {code}"
 
 
-class CallControlFactory(WebSocketClientFactory):
-    """
-    Makes the :class:`CallControlProtocol` of one call.
+# The factory and ``connect_call_control`` live in
+# ivrproto.callcontrol.connect, which imports this module; callers that still
+# import them from here (ivrproto.session.runner) get them on first use,
+# since a plain import back would be a cycle.
+def __getattr__(name: str) -> Any:
+    if name in ("CallControlFactory", "connect_call_control"):
+        from ivrproto.callcontrol import connect
 
-    :param url: the ``ws://`` or ``wss://`` URL of the Call Control endpoint
-    :param token: the bearer token sent on the upgrade
-    """
-
-    protocol = CallControlProtocol  # type: ignore[assignment]
-    noisy = False
-    log = QuietAutobahnLog(Logger(namespace="ivrproto.callcontrol.protocol.autobahn"))
-
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        url: str,
-        token: str,
-        call_control_id: str,
-        listener: CallControlListener,
-        capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES,
-        open_handshake_timeout: float = 10.0,
-        auto_ping_interval: float = 20.0,
-        auto_ping_timeout: float = 10.0,
-        max_frame_size: int = MAX_MESSAGE_SIZE,
-        max_write_buffer: int = MAX_WRITE_BUFFER,
-        close_timeout: float = CLOSE_GRACE,
-    ) -> None:
-        super().__init__(
-            url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            reactor=reactor,
-        )
-        self._batched_timer = ReactorTimer(reactor)
-        self.call_control_id = call_control_id
-        self.listener = listener
-        self.capabilities = capabilities
-        self.max_write_buffer = int(max_write_buffer)
-        self.max_frame_size = int(max_frame_size)
-        #: Lines about what the platform sent wrong, a few a minute.
-        self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.protocol"))
-        self.close_timeout = close_timeout
-        self.setProtocolOptions(
-            maxFramePayloadSize=int(max_frame_size),
-            maxMessagePayloadSize=int(max_frame_size),
-            openHandshakeTimeout=open_handshake_timeout,
-            # On our reactor (``ReactorTimer``): bounded.
-            closeHandshakeTimeout=min(2.0, close_timeout),
-            # Autobahn would time the server's TCP drop on the global
-            # reactor; ``close`` and ``onCloseFrame`` keep their own timer
-            # (``close_timeout``) on ours instead.
-            serverConnectionDropTimeout=0,
-            # Fail by dropping TCP (RFC 6455 section 7.1.7): nothing more of
-            # a broken frame is read or parsed.
-            failByDrop=True,
-            autoPingInterval=auto_ping_interval,
-            autoPingTimeout=auto_ping_timeout,
-            tcpNoDelay=True,
-        )
-
-    def __repr__(self) -> str:
-        # The default repr would show the headers, bearer token included.
-        return f"<CallControlFactory {self.url} {self.call_control_id!r}>"
-
-
-@functools.lru_cache(maxsize=16)
-def _websocket_target(url: str) -> tuple[bool, str, int, bool]:
-    """
-    ``(TLS?, host, port, host is an IP address?)`` for a Call Control URL
-    (the same for every call: worked out once).
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "wss":
-        port = parts.port or 443
-    elif parts.scheme == "ws" and is_loopback_host(host):
-        port = parts.port or 80
-    else:
-        raise ValueError("Call Control needs wss:// (ws:// only for loopback hosts)")
-    return parts.scheme == "wss", host, port, _is_ip_literal(host)
-
-
-def connect_call_control(
-    reactor: IReactorTCP,
-    url: str,
-    token: str,
-    call_control_id: str,
-    listener: CallControlListener,
-    connect_timeout: float = 10.0,
-    **options: float,
-) -> Deferred[CallControlProtocol]:
-    """
-    Open a Call Control connection for one call.
-
-    TLS with hostname verification is used for ``wss://``; plain ``ws://``
-    is refused for any host that is not loopback.
-
-    :return: fires with the protocol once TCP (and TLS) is up; the handshake's
-        result is reported to ``listener``
-    """
-    secure, host, port, ip_literal = _websocket_target(url)
-    factory = CallControlFactory(reactor, url, token, call_control_id, listener, **options)  # type: ignore[arg-type]
-    endpoint: IStreamClientEndpoint
-    if ip_literal:
-        # No name to resolve: skip HostnameEndpoint's resolver round and
-        # connection racing, which cost more than the rest of the connect.
-        kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        endpoint = kind(reactor, host, port, timeout=connect_timeout)
-    else:
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-    if secure:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-    connecting: Deferred[Any] = endpoint.connect(factory)
-    return connecting
+        return getattr(connect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
