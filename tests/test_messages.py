@@ -49,6 +49,9 @@ EVENT_NAMES = st.sampled_from(["dtmf", "media", "hangup", "error", "connected"])
     max_size=10
 )
 
+#: What parse_event gives, when it gives anything.
+EVENT_TYPES = (Connected, DtmfReceived, HangupReceived, PlatformError, Ignored)
+
 
 def _frame(obj: Any) -> str:
     return json.dumps(obj)
@@ -223,27 +226,30 @@ class MalformedFrameTests(SynchronousTestCase):
     def test_arbitrary_text(self, text: str) -> None:
         """Arbitrary text parses to an event or raises MalformedFrame only."""
         try:
-            parse_event(text)
+            event = parse_event(text)
         except MalformedFrame:
-            pass
+            return
+        self.assertIsInstance(event, EVENT_TYPES)
 
     @settings(max_examples=300)
     @given(st.binary())
     def test_arbitrary_bytes(self, data: bytes) -> None:
         """Arbitrary bytes parse to an event or raise MalformedFrame only."""
         try:
-            parse_event(data)
+            event = parse_event(data)
         except MalformedFrame:
-            pass
+            return
+        self.assertIsInstance(event, EVENT_TYPES)
 
     @settings(max_examples=300)
     @given(JSON_VALUES)
     def test_arbitrary_json(self, value: Any) -> None:
         """Arbitrary JSON values parse to an event or raise MalformedFrame only."""
         try:
-            parse_event(json.dumps(value))
+            event = parse_event(json.dumps(value))
         except MalformedFrame:
-            pass
+            return
+        self.assertIsInstance(event, EVENT_TYPES)
 
     @settings(max_examples=300)
     @given(EVENT_NAMES, st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=5))

@@ -126,7 +126,8 @@ class LoopbackTests(SynchronousTestCase):
         config = load_config(
             SEED, {"CLIENT_ID": "a", "CLIENT_SECRET": "b", "IVR_INTAKE_SECRET": "s"}
         )
-        IVRService(reactor, config, "tcp:8080")
+        service = IVRService(reactor, config, "tcp:8080")
+        self.assertEqual(service.intake_description, "tcp:8080")
 
 
 class SignedIntakeTests(ServiceTestCase):
