@@ -19,7 +19,14 @@ from twisted.web.server import Request, UnsupportedMethod
 from ivrproto.intake.guard import GuardedConnection, raw_answer
 from ivrproto.metrics import REFUSAL_REASONS
 
-__all__ = ["IntakeRefusals", "TooDeep", "capped_request", "json_answer", "loads_body"]
+__all__ = [
+    "CappedRequest",
+    "IntakeRefusals",
+    "TooDeep",
+    "capped_request",
+    "json_answer",
+    "loads_body",
+]
 
 
 @attrs.define
@@ -99,6 +106,87 @@ class _JSONMethodErrors:
             return json_answer(request, 405, {"error": "method not allowed"})
 
 
+class CappedRequest(Request):
+    """
+    A :class:`Request` that buffers at most ``_max_body`` bytes of body;
+    :func:`capped_request` makes the subclass of one site.
+
+    :ivar too_large: whether more body than that was sent
+    :ivar refused: the problem ``_early_problem`` found with its headers
+    """
+
+    too_large = False
+    refused: Optional[str] = None
+    _max_body = 0
+    _early_problem: Optional[Callable[[Request], Optional[str]]] = None
+    _refusals: Optional[IntakeRefusals] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The intake reads JSON itself: skip twisted.web's form parsing,
+        # whose Content-Type parsing (through the email package) costs
+        # about 0.1 ms a request.
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)
+
+    def gotLength(self, length: Optional[int]) -> None:
+        if length is not None and length > self._max_body:
+            self._too_large()
+            length = 0
+            self._answer_at_once(b"413 Payload Too Large", "request body too large")
+        elif length != 0 and self._early_problem is not None:
+            self.refused = self._early_problem(self)
+            if self.refused is not None:
+                length = 0
+                self._answer_at_once(b"401 Unauthorized", self.refused)
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large or self.refused is not None:
+            return
+        assert self.content is not None
+        if self.content.tell() + len(data) > self._max_body:
+            self._too_large()
+            self._answer_at_once(b"413 Payload Too Large", "request body too large")
+            return
+        super().handleContentChunk(data)
+
+    def _too_large(self) -> None:
+        self.too_large = True
+        if self._refusals is not None:
+            self._refusals.count("too_large")
+
+    def _answer_at_once(self, status: bytes, error: str) -> None:
+        channel = self.channel
+        if channel is None or channel.transport is None:
+            return
+        if not channel.requests or channel.requests[0] is not self:
+            return  # an earlier answer is still due on this connection
+        # No "100 Continue" for a body that will not be kept.
+        self.requestHeaders.removeHeader(b"expect")
+        transport = channel.transport
+        transport.write(raw_answer(status, error))
+        if ITCPTransport.providedBy(transport):
+            # Close our side only, and go on reading (and dropping) what
+            # the client still sends: closing with its bytes unread would
+            # reset the connection, and the client might never see the
+            # answer.  The connection's request deadline still bounds it.
+            transport.loseWriteConnection()
+        else:
+            transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The request's headers and body are all in: its connection's
+        # deadline stops until the answer has gone.
+        connection = self.channel.transport if self.channel is not None else None
+        if isinstance(connection, GuardedConnection):
+            connection.request_received()
+            self.notifyFinish().addBoth(lambda _: connection.request_done())
+        super().requestReceived(command, path, version)
+
+    def render(self, resrc: IResource) -> None:
+        super().render(_JSONMethodErrors(resrc))  # type: ignore[arg-type]
+
+
 def capped_request(
     max_body: int,
     early_problem: Optional[Callable[[Request], Optional[str]]] = None,
@@ -120,74 +208,8 @@ def capped_request(
     earlier request on the connection is still being answered, in which
     case the answer waits for the end of the body as usual.
     """
-
-    class CappedRequest(Request):
-        too_large = False
-        refused: Optional[str] = None
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            # The intake reads JSON itself: skip twisted.web's form parsing,
-            # whose Content-Type parsing (through the email package) costs
-            # about 0.1 ms a request.
-            kwargs["parsePOSTFormSubmission"] = False
-            super().__init__(*args, **kwargs)
-
-        def gotLength(self, length: Optional[int]) -> None:
-            if length is not None and length > max_body:
-                self._too_large()
-                length = 0
-                self._answer_at_once(b"413 Payload Too Large", "request body too large")
-            elif length != 0 and early_problem is not None:
-                self.refused = early_problem(self)
-                if self.refused is not None:
-                    length = 0
-                    self._answer_at_once(b"401 Unauthorized", self.refused)
-            super().gotLength(length)
-
-        def handleContentChunk(self, data: bytes) -> None:
-            if self.too_large or self.refused is not None:
-                return
-            assert self.content is not None
-            if self.content.tell() + len(data) > max_body:
-                self._too_large()
-                self._answer_at_once(b"413 Payload Too Large", "request body too large")
-                return
-            super().handleContentChunk(data)
-
-        def _too_large(self) -> None:
-            self.too_large = True
-            if refusals is not None:
-                refusals.count("too_large")
-
-        def _answer_at_once(self, status: bytes, error: str) -> None:
-            channel = self.channel
-            if channel is None or channel.transport is None:
-                return
-            if not channel.requests or channel.requests[0] is not self:
-                return  # an earlier answer is still due on this connection
-            # No "100 Continue" for a body that will not be kept.
-            self.requestHeaders.removeHeader(b"expect")
-            transport = channel.transport
-            transport.write(raw_answer(status, error))
-            if ITCPTransport.providedBy(transport):
-                # Close our side only, and go on reading (and dropping) what
-                # the client still sends: closing with its bytes unread would
-                # reset the connection, and the client might never see the
-                # answer.  The connection's request deadline still bounds it.
-                transport.loseWriteConnection()
-            else:
-                transport.loseConnection()
-
-        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-            # The request's headers and body are all in: its connection's
-            # deadline stops until the answer has gone.
-            connection = self.channel.transport if self.channel is not None else None
-            if isinstance(connection, GuardedConnection):
-                connection.request_received()
-                self.notifyFinish().addBoth(lambda _: connection.request_done())
-            super().requestReceived(command, path, version)
-
-        def render(self, resrc: IResource) -> None:
-            super().render(_JSONMethodErrors(resrc))  # type: ignore[arg-type]
-
-    return CappedRequest
+    fields: dict[str, Any] = {"_max_body": max_body, "_refusals": refusals}
+    if early_problem is not None:
+        # A plain function as a class attribute would be bound as a method.
+        fields["_early_problem"] = staticmethod(early_problem)
+    return type("CappedRequest", (CappedRequest,), fields)

@@ -192,6 +192,25 @@ class CallsResource(Resource):
         assert view is not None
         return json_answer(request, 202, {"callControlId": call_control_id, "state": view["state"]})
 
+    def header_problem(self, request: Request) -> Optional[str]:
+        """
+        What is wrong with a signed intake request's headers, judged before
+        its body is read (counted and logged here), or ``None``.
+        """
+        assert self.signatures is not None
+        if request.getHeader(SIGNATURE_HEADER) is None:
+            problem: Optional[str] = "missing X-IVR-Timestamp or X-IVR-Signature"
+        else:
+            problem = self.signatures.timestamp_problem(
+                request.getHeader(TIMESTAMP_HEADER), self.clock.seconds()
+            )
+        if problem is not None:
+            self.refusals.count("unsigned")
+            self.throttle.warn(
+                "intake-unsigned", "intake request refused: {problem}", problem=problem
+            )
+        return problem
+
     def _admit_load(self) -> None:
         """
         Whether the service takes calls at all now, before the body is read.
@@ -356,25 +375,7 @@ def make_site(
     root.putChild(b"readyz", ReadyResource(token_ready, is_draining))
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)
-    early_problem: Optional[Callable[[Request], Optional[str]]] = None
-    if signatures is not None:
-        check = signatures
-        site_clock = clock
-
-        def early_problem(request: Request) -> Optional[str]:
-            if request.getHeader(SIGNATURE_HEADER) is None:
-                problem: Optional[str] = "missing X-IVR-Timestamp or X-IVR-Signature"
-            else:
-                problem = check.timestamp_problem(
-                    request.getHeader(TIMESTAMP_HEADER), site_clock.seconds()
-                )
-            if problem is not None:
-                refusals.count("unsigned")
-                calls.throttle.warn(
-                    "intake-unsigned", "intake request refused: {problem}", problem=problem
-                )
-            return problem
-
+    early_problem = None if signatures is None else calls.header_problem
     site = QuietSite(
         root,
         requestFactory=capped_request(max_body, early_problem, refusals),
