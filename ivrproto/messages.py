@@ -15,6 +15,26 @@ import orjson
 
 from ivrproto.errors import MalformedFrame
 
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "KNOWN_CAPABILITIES",
+    "VALID_DIGITS",
+    "Command",
+    "Connect",
+    "Connected",
+    "DtmfReceived",
+    "Event",
+    "Hangup",
+    "HangupReceived",
+    "Ignored",
+    "Play",
+    "PlatformError",
+    "Transfer",
+    "encode",
+    "parse_event",
+    "play_menu",
+]
+
 #: Every key a caller can press.
 VALID_DIGITS = frozenset("0123456789*#")
 

@@ -99,21 +99,27 @@ class RecordingListener:
             raise ListenerFailure(name)
 
     def connected(self, protocol: CallControlProtocol) -> None:
+        "See :meth:`CallControlListener.connected`: recorded."
         self._record("connected", protocol)
 
     def handshake_failed(self, reason: str, status: Optional[int]) -> None:
+        "See :meth:`CallControlListener.handshake_failed`: recorded."
         self._record("handshake_failed", reason, status)
 
     def digit_received(self, digit: str) -> None:
+        "See :meth:`CallControlListener.digit_received`: recorded."
         self._record("digit_received", digit)
 
     def hangup_received(self, reason: Optional[str]) -> None:
+        "See :meth:`CallControlListener.hangup_received`: recorded."
         self._record("hangup_received", reason)
 
     def platform_error(self, message: str, code: Optional[str]) -> None:
+        "See :meth:`CallControlListener.platform_error`: recorded."
         self._record("platform_error", message, code)
 
     def connection_closed(self, code: Optional[int], reason: str) -> None:
+        "See :meth:`CallControlListener.connection_closed`: recorded."
         self._record("connection_closed", code, reason)
 
     # -- accessors ------------------------------------------------------------
