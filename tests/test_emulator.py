@@ -37,7 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ivrproto._autobahn import ReactorTimer
-from ivrproto.callcontrol.protocol import CallControlFactory
+from ivrproto.callcontrol.connect import CallControlFactory
 from ivrproto.emulator import (
     CallLog,
     CallSpec,

@@ -16,9 +16,9 @@ from ivrproto.intake.resources import (
     CallResource,
     HealthResource,
     JSONResource,
-    QuietSite,
     ReadyResource,
     StatsResource,
+    _QuietSite,
 )
 from ivrproto.session.registry import CallRegistry
 
@@ -70,7 +70,7 @@ def make_admin_site(
     root.putChild(b"readyz", ReadyResource(token_ready, is_draining))
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)
-    site = QuietSite(
+    site = _QuietSite(
         root,
         requestFactory=capped_request(4096),
         reactor=registry.context.reactor if clock is None else clock,

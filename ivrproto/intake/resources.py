@@ -37,7 +37,6 @@ __all__ = [
     "IntakeRefusals",
     "JSONResource",
     "NotFoundResource",
-    "QuietSite",
     "ReadyResource",
     "StatsResource",
     "make_site",
@@ -322,7 +321,7 @@ class ReadyResource(Resource):
         return json_answer(request, 503, {"status": "not ready", "reason": "no access token"})
 
 
-class QuietSite(Site):
+class _QuietSite(Site):
     """
     A site without the access log: one line per request is one line per
     call, which the call's own log line already covers (and at hundreds of
@@ -376,7 +375,7 @@ def make_site(
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)
     early_problem = None if signatures is None else calls.header_problem
-    site = QuietSite(
+    site = _QuietSite(
         root,
         requestFactory=capped_request(max_body, early_problem, refusals),
         reactor=clock,
