@@ -28,7 +28,7 @@ import attrs
 from twisted.logger import Logger
 
 from ivrproto.messages import Command, Hangup, Play, Transfer
-from ivrproto.session.machine import CallSession, Outcome
+from ivrproto.session.ports import CallSession, Outcome
 from ivrproto.audioconnector.prompts import PromptError
 from ivrproto.audioconnector.session import CallInfo, ConnectorCall
 

@@ -13,7 +13,8 @@ from typing import Any, Mapping, Optional
 
 import attrs
 
-from ivrproto.session.machine import Outcome, SessionCore
+from ivrproto.session.core import SessionCore
+from ivrproto.session.ports import Outcome
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from ivrproto.menu.closure import ClosureSwitch
 from ivrproto.callcontrol.protocol import CallControlProtocol
 from ivrproto.menu.schedules import Hours
-from ivrproto.session.machine import Outcome
+from ivrproto.session.ports import Outcome
 from ivrproto.session.runner import CallContext, CallRunner
 from ivrproto.session.record import PERSONAL, CallRecord, _option_text, describe_keys, describe_option, describe_timeline
 
