@@ -52,7 +52,8 @@ from ivrproto.config import load_config
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
 from ivrproto.clients.oauth import basic_auth_header
-from ivrproto.callcontrol.protocol import CallControlProtocol, connect_call_control
+from ivrproto.callcontrol.connect import connect_call_control
+from ivrproto.callcontrol.protocol import CallControlProtocol
 from ivrproto.service import IVRService
 
 from .certs import Issued, TestCA
