@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Callable, Optional
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
@@ -476,6 +476,9 @@ class FuzzTests(SynchronousTestCase):
         signed=st.sampled_from(["no", "good", "bad"]),
         protected=st.booleans(),
     )
+    # Found by this test: HEAD on a path that is only a node of the tree.
+    @example(method=b"HEAD", path=b"/v1", headers=[], body=b"", signed="no", protected=False)
+    @example(method=b"GET", path=b"/v1", headers=[], body=b"", signed="no", protected=False)
     def test_hostile_requests_get_4xx_json_never_500(
         self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, signed: str, protected: bool
     ) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, UnsupportedMethod
 from twisted.web.server import Request, Site
 
 from ivrproto.intake._body import IntakeRefusals, TooDeep, capped_request, json_answer, loads_body
@@ -59,6 +59,18 @@ class JSONResource(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return NotFoundResource()
+
+    def render(self, request: Request) -> bytes:
+        # Resource itself has render_HEAD (it renders GET): not a method of ours.
+        methods = [n[len("render_"):] for n in dir(self) if n.startswith("render_") and n != "render_HEAD"]
+        if not methods:
+            # A node of the tree (``/v1``) is no resource of its own.
+            return json_answer(request, 404, {"error": "no such resource"})
+        if request.method == b"HEAD" and "GET" not in methods:
+            # twisted.web's own render answers HEAD with render_GET without
+            # checking that it exists: a 500.  Refuse it as any other method.
+            raise UnsupportedMethod([m.encode("ascii") for m in methods])
+        return super().render(request)
 
 
 class NotFoundResource(Resource):
