@@ -24,9 +24,7 @@ from ivrproto.clients.oauth import TokenSource
 from ivrproto.clients.profiles import (
     BUDGET_SPENT,
     PAST_DEADLINE,
-    ExternalContactsClient,
     Profile,
-    ProfileClient,
     RateLimited,
     contacts_endpoint,
     encode_uri_component,
@@ -34,6 +32,7 @@ from ivrproto.clients.profiles import (
     profile_endpoint,
     profile_url,
 )
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 
 from .scripted import HANG, Answer, ScriptedResource, json_answer
 

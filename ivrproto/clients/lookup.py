@@ -14,7 +14,7 @@ import math
 import sys
 from collections import OrderedDict
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -22,21 +22,18 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ivrproto.clients.limits import RequestWindow
-from ivrproto.errors import ProfileError
+from ivrproto._types import ProfileSource
+from ivrproto.clients.limits import CircuitBreaker, RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
-from ivrproto.clients.limits import CircuitBreaker
+from ivrproto.errors import ProfileError
 
 # A cache entry without a profile: the key, the tuple, the node.
 _NEGATIVE_ENTRY = 256
 
 __all__ = [
-    "ProfileSource",
     "LookupResult",
     "LookupStats",
     "ProfileLookup",
-    "RequestWindow",
-    "CircuitBreaker",
     "OUTCOMES",
     "HIT",
     "NEGATIVE_HIT",
@@ -69,25 +66,6 @@ CIRCUIT_OPEN = "circuit-open"
 OUTCOMES = frozenset(
     [HIT, NEGATIVE_HIT, FOUND, NOT_FOUND, FAILED, TIMED_OUT, RATE_LIMITED, CIRCUIT_OPEN]
 )
-
-
-class ProfileSource(Protocol):
-    """
-    Where profiles come from (the REST profile client, or a fake).
-    """
-
-    def fetch(
-        self, external_id: str, deadline: Optional[float]
-    ) -> "Deferred[Optional[Profile]]":
-        """
-        Fetch the profile of ``external_id``.
-
-        :param deadline: an absolute reactor time after which no retry wait
-            may start, or ``None`` for no deadline
-        :return: a Deferred firing with the :class:`Profile`, with ``None``
-            when there is none (404), or failing (usually with
-            :class:`ProfileError`).  Cancelling it stops the fetch.
-        """
 
 
 @attrs.frozen
@@ -165,8 +143,6 @@ class LookupStats:
     evictions: int = 0
     too_large: int = 0
     pauses: int = 0
-
-
 
 
 class _Flight:
@@ -320,44 +296,56 @@ class ProfileLookup:
             it (it then fails with :class:`CancelledError`) gives up this
             caller only: the fetch goes on and fills the cache.
         """
-        stats = self.stats
-        stats.lookups += 1
+        self.stats.lookups += 1
         if not budget > 0:
             budget = 0.0
         now = self._reactor.seconds()
-        cache = self._cache
-        entry = cache.get(external_id)
-        if entry is not None:
-            if entry[0] > now:
-                cache.move_to_end(external_id)
-                result = entry[1]
-                if result.profile is None:
-                    stats.negative_hits += 1
-                else:
-                    stats.hits += 1
-                return succeed(result)
-            del cache[external_id]
-            self._cache_bytes -= entry[2]
-
+        cached = self._cached(external_id, now)
+        if cached is not None:
+            return succeed(cached)
         flight = self._flights.get(external_id)
         if flight is not None:
-            stats.shared += 1
+            self.stats.shared += 1
             if budget == 0:
-                stats.timed_out += 1
+                self.stats.timed_out += 1
                 return succeed(_TIMED_OUT)
             return self._wait(flight, budget)
-
-        breaker = self._breaker
-        if not breaker.allows(now):
-            stats.circuit_open += 1
+        if not self._breaker.allows(now):
+            self.stats.circuit_open += 1
             return succeed(_CIRCUIT_OPEN)
         if not self._window.try_take():
-            stats.rate_limited += 1
+            self.stats.rate_limited += 1
             return succeed(_RATE_LIMITED)
+        return self._fly(external_id, now, budget)
 
-        stats.fetches += 1
+    def _cached(self, external_id: str, now: float) -> Optional[LookupResult]:
+        """
+        The cached answer for ``external_id``, counted as a hit, or ``None``
+        (an expired entry is dropped).
+        """
+        entry = self._cache.get(external_id)
+        if entry is None:
+            return None
+        if entry[0] > now:
+            self._cache.move_to_end(external_id)
+            result = entry[1]
+            if result.profile is None:
+                self.stats.negative_hits += 1
+            else:
+                self.stats.hits += 1
+            return result
+        del self._cache[external_id]
+        self._cache_bytes -= entry[2]
+        return None
+
+    def _fly(self, external_id: str, now: float, budget: float) -> "Deferred[LookupResult]":
+        """
+        Start the fetch of ``external_id`` (let through by the breaker and
+        the window) and wait for it, at most ``budget`` seconds.
+        """
+        self.stats.fetches += 1
         flight = _Flight(external_id, now + budget)
-        flight.probe = breaker.started(now)
+        flight.probe = self._breaker.started(now)
         self._flights[external_id] = flight
         waiting = self._wait(flight, budget)
         deadline = None if flight.deadline == math.inf else flight.deadline

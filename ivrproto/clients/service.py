@@ -19,11 +19,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import (
-    ExternalContactsClient,
-    ProfileClient,
-    _ProfileSource,
-)
+from ivrproto.clients.rest import _ProfileSource
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 from ivrproto.config import Config, PlatformConfig
 
 __all__ = ["Clients", "IClientsReactor", "make_clients"]
