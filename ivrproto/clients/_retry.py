@@ -212,7 +212,7 @@ def policy_with(
     }
     given = {name: value for name, value in loose.items() if value is not None}
     if retry is None:
-        return attrs.evolve(default, **given)
+        return attrs.evolve(default, **given) if given else default
     if given:
         raise TypeError("give retry= or the separate retry keywords, not both")
     return retry

@@ -23,7 +23,6 @@ from ivrproto.clients.profiles import (
     profile_url,
 )
 from ivrproto.clients.rest import Request, RestProfileClient
-from ivrproto.clients.rest import Request, RestProfileClient, Shape
 
 __all__ = ["ProfileClient", "ExternalContactsClient"]
 
