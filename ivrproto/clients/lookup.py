@@ -11,9 +11,6 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
-import sys
-from collections import OrderedDict
-from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 import attrs
@@ -23,12 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ivrproto._types import ProfileSource
+from ivrproto.clients._cache import ProfileCache
 from ivrproto.clients.limits import CircuitBreaker, RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
 from ivrproto.errors import ProfileError
-
-# A cache entry without a profile: the key, the tuple, the node.
-_NEGATIVE_ENTRY = 256
 
 __all__ = [
     "LookupResult",
@@ -227,15 +222,10 @@ class ProfileLookup:
         self._source = source
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._max_entry_bytes = min(max_entry_bytes, max_bytes)
-        self._cache_bytes = 0
         self._window = request_window
         self._pause_noted_until = -math.inf
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
-        # external id -> (expiry time, the answer for a hit, its size)
-        self._cache: OrderedDict[str, tuple[float, LookupResult, int]] = OrderedDict()
+        self._cache = ProfileCache(max_entries, max_bytes, max_entry_bytes)
         self._flights: dict[str, _Flight] = {}
         self.stats = LookupStats()
 
@@ -271,7 +261,7 @@ class ProfileLookup:
         """
         The estimated memory of the cache entries, in bytes.
         """
-        return self._cache_bytes
+        return self._cache.bytes
 
     @property
     def in_flight(self) -> int:
@@ -323,20 +313,13 @@ class ProfileLookup:
         The cached answer for ``external_id``, counted as a hit, or ``None``
         (an expired entry is dropped).
         """
-        entry = self._cache.get(external_id)
-        if entry is None:
-            return None
-        if entry[0] > now:
-            self._cache.move_to_end(external_id)
-            result = entry[1]
+        result = self._cache.get(external_id, now)
+        if result is not None:
             if result.profile is None:
                 self.stats.negative_hits += 1
             else:
                 self.stats.hits += 1
-            return result
-        del self._cache[external_id]
-        self._cache_bytes -= entry[2]
-        return None
+        return result
 
     def _fly(self, external_id: str, now: float, budget: float) -> "Deferred[LookupResult]":
         """
@@ -459,26 +442,13 @@ class ProfileLookup:
     def _store(
         self, flight: _Flight, now: float, ttl: float, hit: LookupResult
     ) -> None:
-        if ttl <= 0 or self._max_entries == 0:
+        if ttl <= 0 or self._cache.keeps_nothing:
             return
-        key = flight.external_id
-        if hit.profile is None:
-            size = _NEGATIVE_ENTRY + len(key)
-        else:
-            size = _footprint(hit.profile, self._max_entry_bytes)
-        if size > self._max_entry_bytes:
+        evicted = self._cache.put(flight.external_id, now + ttl, hit)
+        if evicted is None:
             self.stats.too_large += 1
             return
-        cache = self._cache
-        old = cache.pop(key, None)
-        if old is not None:
-            self._cache_bytes -= old[2]
-        cache[key] = (now + ttl, hit, size)
-        self._cache_bytes += size
-        while len(cache) > self._max_entries or self._cache_bytes > self._max_bytes:
-            _, dropped = cache.popitem(last=False)
-            self._cache_bytes -= dropped[2]
-            self.stats.evictions += 1
+        self.stats.evictions += evicted
         # A synchronous answer (deferred not yet set) is never late, even
         # with a budget of 0.
         if flight.deferred is not None and now >= flight.deadline:
@@ -510,31 +480,3 @@ class ProfileLookup:
                 else:
                     stats.failed += 1
                 waiting.callback(result)
-
-
-def _footprint(profile: Profile, limit: int) -> int:
-    """
-    The memory ``profile`` takes, in bytes: the bound its client gave, or
-    else a walk of it that stops once past ``limit`` (a profile from another
-    source, which is then known to be too large).
-    """
-    if profile.footprint is not None:
-        return profile.footprint
-    getsizeof = sys.getsizeof
-    total = 1024 + len(profile.external_id) + len(profile.id)
-    stack: list[Any] = [profile.attributes]
-    while stack:
-        value = stack.pop()
-        total += getsizeof(value)
-        if isinstance(value, MappingProxyType):
-            # The dict behind the view (its table: up to about 90 bytes
-            # an entry), and its keys.
-            total += 64 + 90 * len(value)
-            for key, item in value.items():
-                total += getsizeof(key)
-                stack.append(item)
-        elif isinstance(value, tuple):
-            stack.extend(value)
-        if total > limit:
-            break
-    return total
