@@ -145,6 +145,8 @@ class TokenSource:
         retry_after_cap: Optional[float] = None,
         random: Optional[Callable[[], float]] = None,
     ) -> None:
+        # Over 60 lines only for its keyword list: the five separate retry
+        # keywords stay for callers written before retry=.
         self._retry = policy_with(
             retry,
             DEFAULT_RETRY,
