@@ -30,7 +30,28 @@ class ConfigError(IVRError):
         super().__init__(f"{where}{key}: {reason}")
 
 
-class TokenError(IVRError):
+class _RequestError(IVRError):
+    """
+    A request to the platform's REST side failed: what the token and the
+    profile errors share.
+
+    :ivar url: the endpoint (never with a caller's id in it)
+    :ivar status: the HTTP status, or ``None`` when there was no answer
+    :ivar reason: a short description
+    """
+
+    #: what failed, to begin the message with
+    _what = "request"
+
+    def __init__(self, url: str, status: Optional[int], reason: str) -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        shown = "no answer" if status is None else f"HTTP {status}"
+        super().__init__(f"{self._what} {url} failed ({shown}): {reason}")
+
+
+class TokenError(_RequestError):
     """
     No access token could be obtained.
 
@@ -40,18 +61,16 @@ class TokenError(IVRError):
     :ivar retryable: whether asking again later may succeed
     """
 
+    _what = "token request to"
+
     def __init__(
         self, url: str, status: Optional[int], reason: str, retryable: bool
     ) -> None:
-        self.url = url
-        self.status = status
-        self.reason = reason
         self.retryable = retryable
-        shown = "no answer" if status is None else f"HTTP {status}"
-        super().__init__(f"token request to {url} failed ({shown}): {reason}")
+        super().__init__(url, status, reason)
 
 
-class ProfileError(IVRError):
+class ProfileError(_RequestError):
     """
     A profile lookup failed (not a 404: a missing profile is not an error).
 
@@ -60,12 +79,7 @@ class ProfileError(IVRError):
     :ivar reason: a short description
     """
 
-    def __init__(self, url: str, status: Optional[int], reason: str) -> None:
-        self.url = url
-        self.status = status
-        self.reason = reason
-        shown = "no answer" if status is None else f"HTTP {status}"
-        super().__init__(f"profile lookup at {url} failed ({shown}): {reason}")
+    _what = "profile lookup at"
 
 
 class MalformedFrame(IVRError):

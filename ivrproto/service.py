@@ -35,7 +35,7 @@ from ivrproto.callcontrol.protocol import CLOSE_GRACE
 from ivrproto.checks import check_scenario, load_prompts
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import _ProfileSource
+from ivrproto.clients.rest import _ProfileSource
 from ivrproto.clients.service import IClientsReactor
 from ivrproto.config import Config, load_config
 from ivrproto.errors import ConfigError

@@ -17,13 +17,8 @@ from ivrproto.clients.limits import RetryBudget
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import (
-    BUDGET_SPENT,
-    PAST_DEADLINE,
-    ExternalContactsClient,
-    Profile,
-    ProfileClient,
-)
+from ivrproto.clients.profiles import BUDGET_SPENT, PAST_DEADLINE, Profile
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 
 BASE = "http://emulator.test"
 CLIENT = ("ivrproto-local", "local-secret")

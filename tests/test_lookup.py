@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.errors import ProfileError
 from ivrproto.clients.limits import CircuitBreaker
-from ivrproto.clients.lookup import LookupResult, LookupStats, ProfileLookup, ProfileSource
+from ivrproto._types import ProfileSource
+from ivrproto.clients.lookup import LookupResult, LookupStats, ProfileLookup
 from ivrproto.clients.limits import RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
 

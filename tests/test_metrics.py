@@ -35,7 +35,7 @@ from ivrproto.intake.resources import make_site
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.metrics import REFUSAL_REASONS, Metrics, MetricsResource
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import ProfileClient
+from ivrproto.clients.sources import ProfileClient
 from ivrproto.intake.signing import SignatureCheck, sign
 
 from .scripted import json_answer

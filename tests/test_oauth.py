@@ -17,7 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ivrproto.errors import TokenError
-from ivrproto.clients.oauth import DEFAULT_SCOPE, AccessToken, TokenSource, basic_auth_header
+from ivrproto.clients._token_endpoint import AccessToken, basic_auth_header
+from ivrproto.clients._retry import RetryPolicy
+from ivrproto.clients.oauth import DEFAULT_SCOPE, TokenSource
 
 from .scripted import HANG, Answer, ScriptedResource, capture_logs, event_text, json_answer
 
@@ -597,7 +599,7 @@ class BackgroundRefreshTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.assertEqual(self.token_of(source.get_token()), "tok-1")
         self.assertEqual(self.successResultOf(source.get_token()), "tok-2")
         self.assertEqual(source.stats.failures, 3)
-        self.assertEqual(source._refresh_failures, 0)
+        self.assertEqual(source._backoff.refresh_failures, 0)
         self.assertEqual(source.stats.background_refreshes, 4)
 
     def test_expiry_during_backoff_waits_for_fetch(self) -> None:
@@ -910,3 +912,34 @@ class RetryAfterJitterTests(TokenSourceTestsMixin, SynchronousTestCase):
         self.flush()
         self.clock.advance(0)
         self.assertEqual(self.token_of(d), "tok-ok")
+
+
+class RetryPolicyArgumentTests(SynchronousTestCase):
+    """
+    retry= takes a RetryPolicy in place of the separate retry keywords.
+    """
+
+    def test_policy_bounds_attempts(self) -> None:
+        """The policy's max_attempts bounds the requests of a fetch."""
+        clock = Clock()
+        clock.advance(T0)
+        resource = ScriptedResource([json_answer(503, {}), token_answer("tok-1")])
+        stub = StubTreq(resource)
+        source = TokenSource(
+            clock, stub, TOKEN_URL, CLIENT_ID, SECRET,
+            retry=RetryPolicy(1, 0.1, 1.0, 1.0, lambda: 0.5),
+        )
+        d = source.get_token()
+        stub.flush()
+        error = self.failureResultOf(d, TokenError).value
+        self.assertIn("gave up after 1 attempts", error.reason)
+        self.assertEqual(len(resource.seen), 1)
+
+    def test_policy_and_keyword_refused(self) -> None:
+        """retry= and a separate retry keyword together are refused."""
+        with self.assertRaises(TypeError):
+            TokenSource(
+                Clock(), StubTreq(ScriptedResource([])), TOKEN_URL, CLIENT_ID, SECRET,
+                retry=RetryPolicy(1, 0.1, 1.0, 1.0, lambda: 0.5),
+                max_attempts=2,
+            )

@@ -17,12 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.errors import ProfileError
 from ivrproto.clients.lookup import ProfileLookup
-from ivrproto.clients.profiles import (
-    ExternalContactsClient,
-    Profile,
-    ProfileClient,
-    estimate_footprint,
-)
+from ivrproto.clients.profiles import Profile, estimate_footprint
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 
 MiB = 1024 * 1024
 

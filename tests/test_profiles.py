@@ -20,13 +20,12 @@ from twisted.web.server import Request
 
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.errors import ProfileError
+from ivrproto.clients._retry import RetryPolicy
 from ivrproto.clients.oauth import TokenSource
 from ivrproto.clients.profiles import (
     BUDGET_SPENT,
     PAST_DEADLINE,
-    ExternalContactsClient,
     Profile,
-    ProfileClient,
     RateLimited,
     contacts_endpoint,
     encode_uri_component,
@@ -34,6 +33,7 @@ from ivrproto.clients.profiles import (
     profile_endpoint,
     profile_url,
 )
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 
 from .scripted import HANG, Answer, ScriptedResource, json_answer
 
@@ -871,3 +871,26 @@ class ExternalContactsTests(ContactsTestsMixin, SynchronousTestCase):
         self.assertTrue(events)
         for secret in (CALLER, json.dumps(CALLER), "tok-1", "tok-2", SECRET):
             self.assertNotIn(secret, shown)
+
+
+class RetryPolicyArgumentTests(ProfileTestsMixin, SynchronousTestCase):
+    """
+    retry= takes a RetryPolicy in place of the separate retry keywords.
+    """
+
+    def test_policy_bounds_attempts(self) -> None:
+        """The policy's max_attempts bounds the requests of a lookup."""
+        # random=None: the mixin's default jitter is not given beside retry=.
+        client = self.make(
+            [json_answer(503, {}), profile_answer()],
+            retry=RetryPolicy(1, 0.1, 1.0, 1.0, lambda: 0.5),
+            random=None,
+        )
+        error = self.error_of(client.fetch(CALLER))
+        self.assertEqual((error.status, error.reason), (503, "gave up after 1 attempts: server error"))
+        self.assertEqual(len(self.profile_resource.seen), 1)
+
+    def test_policy_and_keyword_refused(self) -> None:
+        """retry= and a separate retry keyword together are refused."""
+        with self.assertRaises(TypeError):
+            self.make([], retry=RetryPolicy(1, 0.1, 1.0, 1.0, lambda: 0.5), max_attempts=2)

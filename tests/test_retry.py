@@ -27,7 +27,13 @@ from ivrproto.clients._http import (
 )
 from ivrproto.clients._cancel import Cancelled, run_cancellable, sleep
 from ivrproto.clients.limits import RetryBudget
-from ivrproto.clients._retry import full_jitter, parse_retry_after, retry_after_jitter
+from ivrproto.clients._retry import (
+    RetryPolicy,
+    full_jitter,
+    parse_retry_after,
+    policy_with,
+    retry_after_jitter,
+)
 
 NOW = 1_700_000_000.0
 
@@ -393,3 +399,40 @@ class RunCancellableTests(SynchronousTestCase):
         d = run_cancellable(body)
         d.cancel()
         self.failureResultOf(d, CancelledError)
+
+
+class PolicyWithTests(SynchronousTestCase):
+    """
+    policy_with: a client's RetryPolicy, from retry= or the older keywords.
+    """
+
+    default = RetryPolicy(3, 0.1, 1.0, 2.0, lambda: 0.5)
+
+    def test_default(self) -> None:
+        """Without either, the default is used."""
+        self.assertIs(policy_with(None, self.default), self.default)
+
+    def test_given(self) -> None:
+        """A policy given is used as it is."""
+        mine = RetryPolicy(5, 1.0, 9.0, 3.0, lambda: 0.1)
+        self.assertIs(policy_with(mine, self.default), mine)
+
+    def test_keywords(self) -> None:
+        """The separate keywords replace the default's numbers."""
+        policy = policy_with(None, self.default, max_attempts=7, backoff_base=0.5,
+                             backoff_cap=4.0, retry_after_cap=6.0)
+        self.assertEqual(
+            (policy.max_attempts, policy.base, policy.cap, policy.retry_after_cap),
+            (7, 0.5, 4.0, 6.0),
+        )
+        self.assertIs(policy.random, self.default.random)
+
+    def test_both(self) -> None:
+        """A policy and a separate keyword together are refused."""
+        with self.assertRaises(TypeError):
+            policy_with(self.default, self.default, backoff_cap=2.0)
+
+    def test_invalid(self) -> None:
+        """max_attempts below 1 is still refused."""
+        with self.assertRaises(ValueError):
+            policy_with(None, self.default, max_attempts=0)

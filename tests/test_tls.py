@@ -51,7 +51,7 @@ from ivrproto.clients._http import describe_request_failure
 from ivrproto.config import load_config
 from ivrproto.emulator import Platform
 from ivrproto.errors import ProfileError, TokenError
-from ivrproto.clients.oauth import basic_auth_header
+from ivrproto.clients._token_endpoint import basic_auth_header
 from ivrproto.callcontrol.connect import connect_call_control
 from ivrproto.callcontrol.protocol import CallControlProtocol
 from ivrproto.service import IVRService

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from ivrproto._types import HTTPClient
 from ivrproto.clients._cancel import Cancelled
 from ivrproto.clients._retry import E, RetryLater
 
@@ -277,7 +278,7 @@ class Answer:
 
 
 async def send(
-    http: Any,
+    http: HTTPClient,
     reactor: IReactorTime,
     cancelled: Cancelled,
     method: str,

@@ -19,7 +19,6 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import attrs
 
-
 __all__ = [
     "RetryLater",
     "RetryPolicy",
@@ -27,6 +26,7 @@ __all__ = [
     "full_jitter",
     "retry_after_jitter",
     "throttled_delay",
+    "policy_with",
 ]
 
 _T = TypeVar("_T")
@@ -52,14 +52,6 @@ class RetryLater(Exception, Generic[E]):
     def __init__(self, error: E, delay: float) -> None:
         self.error = error
         self.delay = delay
-
-
-
-
-
-
-
-
 
 
 def parse_retry_after(
@@ -194,27 +186,33 @@ class RetryPolicy:
         )
 
 
+def policy_with(
+    retry: Optional[RetryPolicy],
+    default: RetryPolicy,
+    *,
+    max_attempts: Optional[int] = None,
+    backoff_base: Optional[float] = None,
+    backoff_cap: Optional[float] = None,
+    retry_after_cap: Optional[float] = None,
+    random: Optional[Callable[[], float]] = None,
+) -> RetryPolicy:
+    """
+    The retry policy a client was given: ``retry``, or else ``default`` with
+    the loose keyword arguments the clients took before :class:`RetryPolicy`
+    (still accepted) in place of its numbers.
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    :raise TypeError: both ``retry`` and a loose keyword were given
+    """
+    loose: dict[str, Any] = {
+        "max_attempts": max_attempts,
+        "base": backoff_base,
+        "cap": backoff_cap,
+        "retry_after_cap": retry_after_cap,
+        "random": random,
+    }
+    given = {name: value for name, value in loose.items() if value is not None}
+    if retry is None:
+        return attrs.evolve(default, **given) if given else default
+    if given:
+        raise TypeError("give retry= or the separate retry keywords, not both")
+    return retry

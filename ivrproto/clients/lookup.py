@@ -11,10 +11,7 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
-import sys
-from collections import OrderedDict
-from types import MappingProxyType
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -22,21 +19,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ivrproto.clients.limits import RequestWindow
-from ivrproto.errors import ProfileError
+from ivrproto._types import ProfileSource
+from ivrproto.clients._cache import ProfileCache
+from ivrproto.clients.limits import CircuitBreaker, RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
-from ivrproto.clients.limits import CircuitBreaker
-
-# A cache entry without a profile: the key, the tuple, the node.
-_NEGATIVE_ENTRY = 256
+from ivrproto.errors import ProfileError
 
 __all__ = [
-    "ProfileSource",
     "LookupResult",
     "LookupStats",
     "ProfileLookup",
-    "RequestWindow",
-    "CircuitBreaker",
     "OUTCOMES",
     "HIT",
     "NEGATIVE_HIT",
@@ -69,25 +61,6 @@ CIRCUIT_OPEN = "circuit-open"
 OUTCOMES = frozenset(
     [HIT, NEGATIVE_HIT, FOUND, NOT_FOUND, FAILED, TIMED_OUT, RATE_LIMITED, CIRCUIT_OPEN]
 )
-
-
-class ProfileSource(Protocol):
-    """
-    Where profiles come from (the REST profile client, or a fake).
-    """
-
-    def fetch(
-        self, external_id: str, deadline: Optional[float]
-    ) -> "Deferred[Optional[Profile]]":
-        """
-        Fetch the profile of ``external_id``.
-
-        :param deadline: an absolute reactor time after which no retry wait
-            may start, or ``None`` for no deadline
-        :return: a Deferred firing with the :class:`Profile`, with ``None``
-            when there is none (404), or failing (usually with
-            :class:`ProfileError`).  Cancelling it stops the fetch.
-        """
 
 
 @attrs.frozen
@@ -165,8 +138,6 @@ class LookupStats:
     evictions: int = 0
     too_large: int = 0
     pauses: int = 0
-
-
 
 
 class _Flight:
@@ -251,15 +222,10 @@ class ProfileLookup:
         self._source = source
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._max_entry_bytes = min(max_entry_bytes, max_bytes)
-        self._cache_bytes = 0
         self._window = request_window
         self._pause_noted_until = -math.inf
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
-        # external id -> (expiry time, the answer for a hit, its size)
-        self._cache: OrderedDict[str, tuple[float, LookupResult, int]] = OrderedDict()
+        self._cache = ProfileCache(max_entries, max_bytes, max_entry_bytes)
         self._flights: dict[str, _Flight] = {}
         self.stats = LookupStats()
 
@@ -295,7 +261,7 @@ class ProfileLookup:
         """
         The estimated memory of the cache entries, in bytes.
         """
-        return self._cache_bytes
+        return self._cache.bytes
 
     @property
     def in_flight(self) -> int:
@@ -320,44 +286,49 @@ class ProfileLookup:
             it (it then fails with :class:`CancelledError`) gives up this
             caller only: the fetch goes on and fills the cache.
         """
-        stats = self.stats
-        stats.lookups += 1
+        self.stats.lookups += 1
         if not budget > 0:
             budget = 0.0
         now = self._reactor.seconds()
-        cache = self._cache
-        entry = cache.get(external_id)
-        if entry is not None:
-            if entry[0] > now:
-                cache.move_to_end(external_id)
-                result = entry[1]
-                if result.profile is None:
-                    stats.negative_hits += 1
-                else:
-                    stats.hits += 1
-                return succeed(result)
-            del cache[external_id]
-            self._cache_bytes -= entry[2]
-
+        cached = self._cached(external_id, now)
+        if cached is not None:
+            return succeed(cached)
         flight = self._flights.get(external_id)
         if flight is not None:
-            stats.shared += 1
+            self.stats.shared += 1
             if budget == 0:
-                stats.timed_out += 1
+                self.stats.timed_out += 1
                 return succeed(_TIMED_OUT)
             return self._wait(flight, budget)
-
-        breaker = self._breaker
-        if not breaker.allows(now):
-            stats.circuit_open += 1
+        if not self._breaker.allows(now):
+            self.stats.circuit_open += 1
             return succeed(_CIRCUIT_OPEN)
         if not self._window.try_take():
-            stats.rate_limited += 1
+            self.stats.rate_limited += 1
             return succeed(_RATE_LIMITED)
+        return self._fly(external_id, now, budget)
 
-        stats.fetches += 1
+    def _cached(self, external_id: str, now: float) -> Optional[LookupResult]:
+        """
+        The cached answer for ``external_id``, counted as a hit, or ``None``
+        (an expired entry is dropped).
+        """
+        result = self._cache.get(external_id, now)
+        if result is not None:
+            if result.profile is None:
+                self.stats.negative_hits += 1
+            else:
+                self.stats.hits += 1
+        return result
+
+    def _fly(self, external_id: str, now: float, budget: float) -> "Deferred[LookupResult]":
+        """
+        Start the fetch of ``external_id`` (let through by the breaker and
+        the window) and wait for it, at most ``budget`` seconds.
+        """
+        self.stats.fetches += 1
         flight = _Flight(external_id, now + budget)
-        flight.probe = breaker.started(now)
+        flight.probe = self._breaker.started(now)
         self._flights[external_id] = flight
         waiting = self._wait(flight, budget)
         deadline = None if flight.deadline == math.inf else flight.deadline
@@ -471,26 +442,13 @@ class ProfileLookup:
     def _store(
         self, flight: _Flight, now: float, ttl: float, hit: LookupResult
     ) -> None:
-        if ttl <= 0 or self._max_entries == 0:
+        if ttl <= 0 or self._cache.keeps_nothing:
             return
-        key = flight.external_id
-        if hit.profile is None:
-            size = _NEGATIVE_ENTRY + len(key)
-        else:
-            size = _footprint(hit.profile, self._max_entry_bytes)
-        if size > self._max_entry_bytes:
+        evicted = self._cache.put(flight.external_id, now + ttl, hit)
+        if evicted is None:
             self.stats.too_large += 1
             return
-        cache = self._cache
-        old = cache.pop(key, None)
-        if old is not None:
-            self._cache_bytes -= old[2]
-        cache[key] = (now + ttl, hit, size)
-        self._cache_bytes += size
-        while len(cache) > self._max_entries or self._cache_bytes > self._max_bytes:
-            _, dropped = cache.popitem(last=False)
-            self._cache_bytes -= dropped[2]
-            self.stats.evictions += 1
+        self.stats.evictions += evicted
         # A synchronous answer (deferred not yet set) is never late, even
         # with a budget of 0.
         if flight.deferred is not None and now >= flight.deadline:
@@ -522,31 +480,3 @@ class ProfileLookup:
                 else:
                     stats.failed += 1
                 waiting.callback(result)
-
-
-def _footprint(profile: Profile, limit: int) -> int:
-    """
-    The memory ``profile`` takes, in bytes: the bound its client gave, or
-    else a walk of it that stops once past ``limit`` (a profile from another
-    source, which is then known to be too large).
-    """
-    if profile.footprint is not None:
-        return profile.footprint
-    getsizeof = sys.getsizeof
-    total = 1024 + len(profile.external_id) + len(profile.id)
-    stack: list[Any] = [profile.attributes]
-    while stack:
-        value = stack.pop()
-        total += getsizeof(value)
-        if isinstance(value, MappingProxyType):
-            # The dict behind the view (its table: up to about 90 bytes
-            # an entry), and its keys.
-            total += 64 + 90 * len(value)
-            for key, item in value.items():
-                total += getsizeof(key)
-                stack.append(item)
-        elif isinstance(value, tuple):
-            stack.extend(value)
-        if total > limit:
-            break
-    return total

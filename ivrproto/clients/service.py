@@ -12,28 +12,24 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from ivrproto._types import IVRReactor
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.profiles import (
-    ExternalContactsClient,
-    ProfileClient,
-    _ProfileSource,
-)
+from ivrproto.clients.rest import RestProfileClient
+from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 from ivrproto.config import Config, PlatformConfig
 
 __all__ = ["Clients", "IClientsReactor", "make_clients"]
 
 
-class IClientsReactor(IReactorTCP, IReactorTime):
-    """
-    What the clients (and the service) need of a reactor: TCP for the HTTP
-    and Call Control connections and the listeners, time for every timer.
-    """
+#: The reactor the clients and the service need: the one of
+#: :mod:`ivrproto._types`, under the name the service and its wiring use.
+IClientsReactor = IVRReactor
 
 
 class Clients(Service):
@@ -48,7 +44,7 @@ class Clients(Service):
     log = Logger()
 
     def __init__(
-        self, pool: HTTPConnectionPool, tokens: TokenSource, source: _ProfileSource,
+        self, pool: HTTPConnectionPool, tokens: TokenSource, source: RestProfileClient,
         lookup: ProfileLookup,
     ) -> None:
         self.setName("clients")
@@ -79,7 +75,7 @@ class Clients(Service):
 def _profile_source(
     reactor: IReactorTime, config: Config, http: HTTPClient, api_url: str, tokens: TokenSource,
     window: RequestWindow,
-) -> _ProfileSource:
+) -> RestProfileClient:
     profiles = config.profiles
     common: dict[str, Any] = dict(
         timeout=config.timing.request_timeout,

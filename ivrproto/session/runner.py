@@ -8,13 +8,14 @@ outcomes of recent ones.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ivrproto._types import ProfileFinder, TokenProvider
 from ivrproto.config import Timing
 from ivrproto.errors import IVRError
 from ivrproto.metrics import Metrics
@@ -25,16 +26,6 @@ from ivrproto.callcontrol.protocol import CallControlProtocol, connect_call_cont
 from ivrproto.menu.schedules import Hours
 from ivrproto.session.machine import Outcome, clip, new_session
 from ivrproto.session.record import caller_ref
-
-
-class TokenProvider(Protocol):
-    def get_token(self) -> "Deferred[str]": ...
-
-    def invalidate(self, token: str) -> None: ...
-
-
-class ProfileFinder(Protocol):
-    def lookup(self, external_id: str, budget: float) -> "Deferred[LookupResult]": ...
 
 
 ConnectFunction = Callable[..., "Deferred[CallControlProtocol]"]
