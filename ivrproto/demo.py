@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ivrproto.checks import check_scenario
-from ivrproto.clients.service import IClientsReactor
+from ivrproto._types import IVRReactor
 from ivrproto.config import Config
 from ivrproto.listeners import listen_now
 from ivrproto.service import IVRService
@@ -80,7 +80,7 @@ class DemoService(MultiService):
 
     def __init__(
         self,
-        reactor: IClientsReactor,
+        reactor: IVRReactor,
         config: Config,
         intake: Optional[str] = None,
         admin: Optional[str] = None,

@@ -93,17 +93,3 @@ class MalformedFrame(IVRError):
         self.reason = reason
         super().__init__(f"malformed Call Control frame: {reason}")
 
-
-class HandshakeFailed(IVRError):
-    """
-    The Call Control WebSocket did not reach ``connected``.
-
-    :ivar reason: why: an HTTP status on the upgrade, an ``error`` event,
-        a close code, or a timeout
-    :ivar status: the HTTP status of a refused upgrade, if that is what happened
-    """
-
-    def __init__(self, reason: str, status: Optional[int] = None) -> None:
-        self.reason = reason
-        self.status = status
-        super().__init__(f"Call Control handshake failed: {reason}")

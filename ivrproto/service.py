@@ -35,8 +35,8 @@ from ivrproto.callcontrol.protocol import CLOSE_GRACE
 from ivrproto.checks import check_scenario, load_prompts
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
-from ivrproto.clients.rest import _ProfileSource
-from ivrproto.clients.service import IClientsReactor
+from ivrproto.clients.rest import RestProfileClient
+from ivrproto._types import IVRReactor
 from ivrproto.config import Config, load_config
 from ivrproto.errors import ConfigError
 from ivrproto.intake.resources import IntakeRefusals
@@ -63,7 +63,7 @@ def freeze_startup_objects() -> None:
 
 
 def make_ivr_service(
-    reactor: IClientsReactor,
+    reactor: IVRReactor,
     config: Config,
     intake: Optional[str] = None,
     admin: Optional[str] = None,
@@ -116,7 +116,7 @@ class IVRService(MultiService):
 
     def __init__(
         self,
-        reactor: IClientsReactor,
+        reactor: IVRReactor,
         config: Config,
         intake: Optional[str] = None,
         admin: Optional[str] = None,
@@ -158,7 +158,7 @@ class IVRService(MultiService):
         return self.clients.tokens
 
     @property
-    def source(self) -> _ProfileSource:
+    def source(self) -> RestProfileClient:
         "The profile source (of :attr:`clients`)."
         return self.clients.source
 

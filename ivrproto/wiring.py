@@ -24,7 +24,8 @@ from twisted.web.resource import Resource
 
 from ivrproto.audioconnector.calls import AudioConnectorCalls
 from ivrproto.checks import check_admin
-from ivrproto.clients.service import Clients, IClientsReactor, make_clients
+from ivrproto._types import IVRReactor
+from ivrproto.clients.service import Clients, make_clients
 from ivrproto.config import (
     ADMIN_ON_INTAKE,
     Config,
@@ -59,7 +60,7 @@ def with_audio_connector(config: Config, listen: Optional[str]) -> Config:
 
 
 def checked_config(
-    reactor: IClientsReactor,
+    reactor: IVRReactor,
     config: Config,
     intake: Optional[str],
     admin: Optional[str],
@@ -137,7 +138,7 @@ class _Hooks:
 
 
 def make_parts(
-    reactor: IClientsReactor,
+    reactor: IVRReactor,
     config: Config,
     intake: str,
     admin: str,
@@ -193,7 +194,7 @@ def make_parts(
 
 
 def _registry(
-    reactor: IClientsReactor, config: Config, clients: Clients, metrics: Metrics
+    reactor: IVRReactor, config: Config, clients: Clients, metrics: Metrics
 ) -> CallRegistry:
     """
     The calls in progress, and what every call shares.
@@ -213,7 +214,7 @@ def _registry(
 
 
 def _sites(
-    reactor: IClientsReactor,
+    reactor: IVRReactor,
     config: Config,
     registry: CallRegistry,
     clients: Clients,
@@ -237,6 +238,7 @@ def _sites(
         extra=admin_routes if admin_on_intake else None,
         show_calls=admin_on_intake,
         is_overloaded=hooks.overloaded,
+        clock=reactor,
         signatures=(
             None
             if intake.secret is None
@@ -250,7 +252,7 @@ def _sites(
     if admin_on_intake:
         return guard, None
     admin_site = make_admin_site(
-        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes
+        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes, clock=reactor
     )
     admin_site.timeOut = intake.idle_timeout
     return guard, admin_site

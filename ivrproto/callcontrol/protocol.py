@@ -339,15 +339,3 @@ def describe_close(code: Optional[int], reason: Optional[str]) -> str:
     if code is None or code == 1006:
         return "connection lost"
     return f"closed with code {code}"
-
-
-# The factory and ``connect_call_control`` live in
-# ivrproto.callcontrol.connect, which imports this module; callers that still
-# import them from here (ivrproto.session.runner) get them on first use,
-# since a plain import back would be a cycle.
-def __getattr__(name: str) -> Any:
-    if name in ("CallControlFactory", "connect_call_control"):
-        from ivrproto.callcontrol import connect
-
-        return getattr(connect, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

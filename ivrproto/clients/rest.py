@@ -426,5 +426,3 @@ class RestProfileClient:
         return RetryLater(throttled, delay)
 
 
-#: The name this base had before it was made public.
-_ProfileSource = RestProfileClient

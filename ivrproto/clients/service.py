@@ -24,12 +24,9 @@ from ivrproto.clients.rest import RestProfileClient
 from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 from ivrproto.config import Config, PlatformConfig
 
-__all__ = ["Clients", "IClientsReactor", "make_clients"]
+__all__ = ["Clients", "make_clients"]
 
 
-#: The reactor the clients and the service need: the one of
-#: :mod:`ivrproto._types`, under the name the service and its wiring use.
-IClientsReactor = IVRReactor
 
 
 class Clients(Service):
@@ -90,7 +87,7 @@ def _profile_source(
     return ProfileClient(reactor, http, api_url, tokens, **common)
 
 
-def make_clients(reactor: IClientsReactor, config: Config, platform: PlatformConfig) -> Clients:
+def make_clients(reactor: IVRReactor, config: Config, platform: PlatformConfig) -> Clients:
     """
     The clients, on one persistent connection pool.
 

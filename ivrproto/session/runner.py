@@ -22,9 +22,11 @@ from ivrproto.metrics import Metrics
 from ivrproto.clients.lookup import LookupResult
 from ivrproto.menu.book import MenuBook
 from ivrproto.messages import Command, Play
-from ivrproto.callcontrol.protocol import CallControlProtocol, connect_call_control
+from ivrproto.callcontrol.connect import connect_call_control
+from ivrproto.callcontrol.protocol import CallControlProtocol
 from ivrproto.menu.schedules import Hours
-from ivrproto.session.machine import Outcome, clip, new_session
+from ivrproto.session.machine import new_session
+from ivrproto.session.ports import Outcome, clip
 from ivrproto.session.record import caller_ref
 
 
