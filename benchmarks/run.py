@@ -35,6 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
+import nodeservice
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SEED = REPO / "examples" / "seed.toml"
@@ -488,6 +490,12 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             if getattr(o, "service", "ivr") == "floor":
                 # the same call with the same libraries and nothing of ivrproto
                 argv = [sys.executable, str(HERE / "floor.py"), str(port)]
+            elif getattr(o, "service", "ivr") == "seed-node":
+                # the seed's logic in one Node.js process (installs ws on first use)
+                try:
+                    argv = nodeservice.argv(port)
+                except nodeservice.Unavailable as e:
+                    raise RunError(str(e)) from None
             env = child_env(
                 {
                     "GENESYS_BASE_URL": emus[i % emulators].url or "",
@@ -502,6 +510,8 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             sampler.pids[svc.name] = svc.pid
         for svc, port in zip(svcs, ports):
             wait_ready(svc, port)
+            # every thread, not only the main one (Node starts its own early)
+            nodeservice.pin_threads(svc.pid, svc.cores)
         before = {
             svc.name: {
                 "status": proc_status(svc.pid),
@@ -970,6 +980,10 @@ def table(run: dict[str, Any]) -> str:
     if run.get("service") == "floor":
         lines.append("   service: benchmarks/floor.py (the same call on the same libraries, "
                      "nothing of ivrproto), not twistd ivr")
+    elif run.get("service") == "seed-node":
+        lines.append("   service: benchmarks/seed_node/server.js (the seed's logic, many calls in "
+                     "one Node.js process), not twistd ivr; GC pauses are V8's (gen0 scavenge, "
+                     "gen1 incremental, gen2 mark-compact)")
     rows: list[tuple[str, str]] = []
     if mode == "rate":
         rows.append(("offered", f"{fmt(run['offered_rate'])} calls/s ({run['offered']} calls in "
@@ -1099,9 +1113,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.add_argument("--keep-logs", action="store_true",
                        help="keep the service and emulator logs and configs in --out")
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--service", choices=("ivr", "floor"), default="ivr",
+        p.add_argument("--service", choices=("ivr", "floor", "seed-node"), default="ivr",
                        help="floor: benchmarks/floor.py, the least code that carries the "
-                       "same call on the same libraries, in place of twistd ivr")
+                       "same call on the same libraries, in place of twistd ivr; seed-node: "
+                       "the seed's logic in one Node.js process (benchmarks/seed_node)")
 
     rate = sub.add_parser("rate", help="full calls at a fixed rate")
     rate.add_argument("--rate", type=float, default=100.0, help="calls per second offered")
