@@ -1195,6 +1195,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         "runs": [],
     }
     print(f"ivrproto benchmark: {command}", flush=True)
+    if "seed-node" in (getattr(o, "service_list", None) or [o.service]):
+        try:
+            nodeservice.find_node()
+            nodeservice.install()  # npm ci on first use, before any process starts
+        except nodeservice.Unavailable as e:
+            print(f"benchmark failed: {e}", file=sys.stderr)
+            return 2
     try:
         if o.mode == "rate":
             report["runs"].append(run_once(o, "rate", 1, 1, f"rate {o.rate:g}/s"))
