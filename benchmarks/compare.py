@@ -23,6 +23,10 @@ ALIASES = {"ivrproto": "ivr", "ivr": "ivr", "floor": "floor", "seed-node": "seed
 TITLES = {"ivr": "ivrproto", "floor": "floor", "seed-node": "seed-node"}
 #: The emulator's CPU share above which the platform side limits the run.
 PLATFORM_BOUND = 90.0
+#: A load generator this late (p99, ms) offered less than was asked, in bursts.
+LATE_LAG_MS = 20.0
+#: CPU% of a core taken by processes other than the benchmark's.
+CROWDED = 10.0
 
 
 def parse_services(text: str) -> list[str]:
@@ -124,8 +128,12 @@ def summarize(runs: list[dict[str, Any]], services: list[str]) -> dict[str, Any]
         platform_bound = [
             TITLES[s] for s, row in rows.items()
             if (row["emulator_cpu_percent"] or 0) >= PLATFORM_BOUND
+            or (row["loadgen_lag_p99_ms"] or 0) > LATE_LAG_MS
         ]
-        by_rate[f"{rate:g}"] = {"rows": rows, "platform_bound": platform_bound}
+        crowded = [
+            TITLES[s] for s, row in rows.items() if (row["other_load_percent"] or 0) > CROWDED
+        ]
+        by_rate[f"{rate:g}"] = {"rows": rows, "platform_bound": platform_bound, "crowded": crowded}
     return by_rate
 
 
@@ -158,8 +166,13 @@ def render(summary: dict[str, Any], platform_note: str) -> str:
         if block["platform_bound"]:
             lines.append(
                 f"   the platform side limited the run of {', '.join(block['platform_bound'])}: the "
-                f"emulator used >= {PLATFORM_BOUND:g}% of its core, so those figures (latency "
-                "tails above all) are partly the emulator's, not the service's")
+                f"emulator used >= {PLATFORM_BOUND:g}% of its core or the load generator ran "
+                f"over {LATE_LAG_MS:g} ms late (p99), so those figures (latency tails above "
+                "all) are partly the emulator's, not the service's")
+        if block["crowded"]:
+            lines.append(
+                f"   other jobs took over {CROWDED:g}% of a core during the run of "
+                f"{', '.join(block['crowded'])}: compare with care, or run again")
     lines.append(f"   platform side: {platform_note}")
     lines.append("   other% = CPU used on a core by anything but the process pinned there "
                  "(another job on the machine spoils a run: run it again)")
