@@ -35,6 +35,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
+import compare
+import nodeservice
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SEED = REPO / "examples" / "seed.toml"
@@ -488,6 +491,12 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             if getattr(o, "service", "ivr") == "floor":
                 # the same call with the same libraries and nothing of ivrproto
                 argv = [sys.executable, str(HERE / "floor.py"), str(port)]
+            elif getattr(o, "service", "ivr") == "seed-node":
+                # the seed's logic in one Node.js process (installs ws on first use)
+                try:
+                    argv = nodeservice.argv(port)
+                except nodeservice.Unavailable as e:
+                    raise RunError(str(e)) from None
             env = child_env(
                 {
                     "GENESYS_BASE_URL": emus[i % emulators].url or "",
@@ -502,6 +511,8 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             sampler.pids[svc.name] = svc.pid
         for svc, port in zip(svcs, ports):
             wait_ready(svc, port)
+            # every thread, not only the main one (Node starts its own early)
+            nodeservice.pin_threads(svc.pid, svc.cores)
         before = {
             svc.name: {
                 "status": proc_status(svc.pid),
@@ -970,6 +981,10 @@ def table(run: dict[str, Any]) -> str:
     if run.get("service") == "floor":
         lines.append("   service: benchmarks/floor.py (the same call on the same libraries, "
                      "nothing of ivrproto), not twistd ivr")
+    elif run.get("service") == "seed-node":
+        lines.append("   service: benchmarks/seed_node/server.js (the seed's logic, many calls in "
+                     "one Node.js process), not twistd ivr; GC pauses are V8's (gen0 scavenge, "
+                     "gen1 incremental, gen2 mark-compact)")
     rows: list[tuple[str, str]] = []
     if mode == "rate":
         rows.append(("offered", f"{fmt(run['offered_rate'])} calls/s ({run['offered']} calls in "
@@ -1099,9 +1114,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.add_argument("--keep-logs", action="store_true",
                        help="keep the service and emulator logs and configs in --out")
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--service", choices=("ivr", "floor"), default="ivr",
+        p.add_argument("--service", choices=("ivr", "floor", "seed-node"), default="ivr",
                        help="floor: benchmarks/floor.py, the least code that carries the "
-                       "same call on the same libraries, in place of twistd ivr")
+                       "same call on the same libraries, in place of twistd ivr; seed-node: "
+                       "the seed's logic in one Node.js process (benchmarks/seed_node)")
 
     rate = sub.add_parser("rate", help="full calls at a fixed rate")
     rate.add_argument("--rate", type=float, default=100.0, help="calls per second offered")
@@ -1118,6 +1134,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                       help="seconds after the ramp before every caller hangs up")
     common(live)
 
+    cmp = sub.add_parser("compare", help="ivrproto, floor and seed-node side by side, with ratios")
+    cmp.add_argument("--rate", default="100", metavar="R[,R...]",
+                     help="offered calls per second, one or more, comma-separated (default 100)")
+    cmp.add_argument("--services", default="ivrproto,floor,seed-node", metavar="S[,S...]",
+                     help="which services, in order: ivrproto, floor, seed-node (default all three)")
+    cmp.add_argument("--rounds", type=int, default=1,
+                     help="interleaved rounds per rate, order rotated each round (default 1)")
+    cmp.add_argument("--duration", type=float, default=15.0, help="seconds of measured load per run")
+    cmp.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first")
+    cmp.add_argument("--repeat-callers", type=float, default=0.0, metavar="FRACTION")
+    common(cmp)
+
     scale = sub.add_parser("scale", help="one service process vs several, same offered load")
     scale.add_argument("--rate", type=float, default=800.0)
     scale.add_argument("--duration", type=float, default=30.0)
@@ -1128,6 +1156,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     scale.add_argument("--repeat-callers", type=float, default=0.0, metavar="FRACTION")
     common(scale)
     o = parser.parse_args(argv)
+    if o.mode == "compare":
+        try:
+            o.rates = compare.parse_rates(o.rate)
+            o.service_list = compare.parse_services(o.services)
+        except ValueError as e:
+            parser.error(str(e))
+        if o.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        o.rate = o.rates[0]
     if o.mode == "live":
         o.warmup, o.duration, o.repeat_callers = 0.0, 0.0, 0.0
     if o.mode == "scale" and o.emulators not in (1, o.services):
@@ -1158,11 +1195,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         "runs": [],
     }
     print(f"ivrproto benchmark: {command}", flush=True)
+    if "seed-node" in (getattr(o, "service_list", None) or [o.service]):
+        try:
+            nodeservice.find_node()
+            nodeservice.install()  # npm ci on first use, before any process starts
+        except nodeservice.Unavailable as e:
+            print(f"benchmark failed: {e}", file=sys.stderr)
+            return 2
     try:
         if o.mode == "rate":
             report["runs"].append(run_once(o, "rate", 1, 1, f"rate {o.rate:g}/s"))
         elif o.mode == "live":
             report["runs"].append(run_once(o, "live", 1, 1, f"live {o.calls}"))
+        elif o.mode == "compare":
+            run_compare(o, report)
         else:
             one = run_once(o, "rate", 1, 1, f"scale 1 service at {o.rate:g}/s")
             report["runs"].append(one)
@@ -1194,7 +1240,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RunError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 2
-    for run in report["runs"][-1:] if o.mode == "scale" else report["runs"]:
+    if o.mode == "compare":
+        print(compare.render(report["compare"], PLATFORM_NOTE), flush=True)
+    for run in report["runs"][-1:] if o.mode == "scale" else [] if o.mode == "compare" else report["runs"]:
         print(table(run), flush=True)
     if o.mode == "scale":
         s = report["scale"]
@@ -1222,6 +1270,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     print(f"results: {path}", flush=True)
     return 0
+
+
+#: What the platform side is, for the comparison's footnote.
+PLATFORM_NOTE = ("ivrproto.emulator.Platform and the load generator in one Python process on the "
+                 "other core (startup objects frozen out of the GC, rarer young collections)")
+
+
+def run_compare(o: argparse.Namespace, report: dict[str, Any]) -> None:
+    """
+    Every (rate, service) of ``compare.plan`` as a ``rate`` run, back to
+    back; each table is printed as its run ends, the comparison at the end.
+    """
+    steps = compare.plan(o.rates, o.service_list, o.rounds)
+    for n, (rate, service) in enumerate(steps, 1):
+        run_o = argparse.Namespace(**vars(o))
+        run_o.rate, run_o.service = rate, service
+        label = f"compare {n}/{len(steps)}: {compare.TITLES[service]} at {rate:g}/s"
+        print(f"-- {label}", flush=True)
+        run = run_once(run_o, "rate", 1, 1, label)
+        report["runs"].append(run)
+        print(table(run), flush=True)
+    report["compare"] = compare.summarize(report["runs"], o.service_list)
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
