@@ -493,7 +493,25 @@ def make_supervisor(reactor: Any, options: Any, count: int) -> Supervisor:
     )
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
-    from ivrproto.tap import install_stop_signals
-
-    reactor.addSystemEventTrigger("after", "startup", install_stop_signals)
+    reactor.addSystemEventTrigger("after", "startup", _install_stop_signals, reactor)
     return supervisor
+
+
+def _install_stop_signals(reactor: Any) -> None:
+    """
+    SIGTERM and SIGINT stop the supervisor (which waits for its workers),
+    once; and it exits 0 afterwards, where twistd's own handlers would have
+    it kill itself with the signal.
+    """
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        if stopping:
+            Supervisor.log.info("signal {signum} again: already stopping", signum=signum)
+            return
+        stopping.append(signum)
+        Supervisor.log.info("signal {signum}: stopping the workers", signum=signum)
+        reactor.callFromThread(reactor.stop)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)
