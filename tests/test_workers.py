@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
 import tempfile
-import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -23,7 +25,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-import treq
+from twisted.web.http_headers import Headers
 
 from ivrproto.workers import (
     AdoptingReactor,
@@ -148,7 +150,7 @@ class WorkersRunTests(TestCase):
     def bad_call(self, intake: str) -> Any:
         """A request the intake refuses (400, counted as bad_request) on a new connection."""
         response = yield treq.post(
-            f"{intake}/v1/calls", b"", headers={b"content-type": [b"application/json"]},
+            f"{intake}/v1/calls", b"", headers=Headers({"content-type": ["application/json"]}),
             persistent=False,
         )
         yield treq.content(response)
@@ -211,11 +213,11 @@ class WorkersRunTests(TestCase):
         seen = len(protocol.lines)
         supervisor = protocol.ended  # (the supervisor's own pid is the transport's)
         os.kill(self.pid_of(protocol), signal.SIGHUP)
-        for index in (0, 1):
-            yield _until(lambda: any(
-                f"worker {index}: " in line and "configuration reloaded" in line
-                for line in protocol.lines[seen:]
-            ), f"worker {index} reloading")
+        def reloaded(index: int) -> bool:
+            return any(f"worker {index}: " in line and "configuration reloaded" in line
+                       for line in protocol.lines[seen:])
+
+        yield _until(lambda: reloaded(0) and reloaded(1), "both workers reloading")
 
         # SIGTERM: both drain, then the supervisor exits 0.
         os.kill(self.pid_of(protocol), signal.SIGTERM)
@@ -227,7 +229,8 @@ class WorkersRunTests(TestCase):
         self.assertNotIn("Traceback", "\n".join(protocol.lines))
 
     def pid_of(self, protocol: _Supervised) -> int:
-        pid = protocol.transport.pid  # type: ignore[attr-defined]
+        assert protocol.transport is not None
+        pid = protocol.transport.pid
         assert pid is not None
         return int(pid)
 
