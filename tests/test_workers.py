@@ -235,6 +235,18 @@ class WorkersRunTests(TestCase):
         return int(pid)
 
     @inlineCallbacks
+    def test_supervisor_killed(self) -> Any:
+        """Workers whose supervisor is killed with SIGKILL stop rather than serve on alone."""
+        protocol = self.start("--config", _config(self.directory), "--workers", "2")
+        yield _until(lambda: self.listening(protocol, 0) and self.listening(protocol, 1),
+                     "both workers listening")
+        pids = [int(m.group(1)) for m in protocol.matches(r"started \(pid (\d+)\)")]
+        self.assertEqual(len(pids), 2)
+        os.kill(self.pid_of(protocol), signal.SIGKILL)
+        yield protocol.ended
+        yield _until(lambda: not any(_alive(pid) for pid in pids), "the workers to stop")
+
+    @inlineCallbacks
     def test_port_in_use(self) -> Any:
         """An intake port already taken: one line on stderr, exit status 1, no worker started."""
         taken = socket.socket()
@@ -263,6 +275,21 @@ class WorkersRunTests(TestCase):
             protocol.errors.decode().strip(),
             "bad --workers: '0' must be a whole number from 1 to 64",
         )
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def _kill(pid: int) -> None:

@@ -7,6 +7,7 @@ adopted there by :class:`AdoptingReactor` in place of a bind.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from collections.abc import Mapping
@@ -14,7 +15,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from zope.interface import directlyProvides, providedBy
 
 from ivrproto.listeners import listen_now
@@ -180,7 +182,10 @@ class AdoptingReactor:
 
 def adopted(reactor: Any, spec: str) -> tuple[AdoptingReactor, dict[str, str | None], int]:
     """
-    A worker's side of ``--worker SPEC``.
+    A worker's side of ``--worker SPEC``.  Once the reactor runs, the
+    worker also watches its standard input, a pipe from the supervisor: when
+    the supervisor is gone (even killed with SIGKILL), the pipe closes and
+    the worker stops (draining its calls) instead of serving on alone.
 
     :return: the reactor for its service, the ``IVRService`` listener
         arguments (``intake``, ``admin``, ``audio_connector``) and its index
@@ -194,4 +199,36 @@ def adopted(reactor: Any, spec: str) -> tuple[AdoptingReactor, dict[str, str | N
         fd, family, description, port, host = decoded[name]
         sockets[(port, host)] = (fd, family)
         listen[name] = description
+    reactor.callWhenRunning(watch_supervisor, reactor)
     return AdoptingReactor(reactor, sockets), listen, int(decoded["index"])
+
+
+class _SupervisorPipe(Protocol):
+    """
+    The read end of the supervisor's pipe: it never writes; its end means
+    the supervisor has gone.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.reactor.running:
+            self.log.warn("the supervisor has gone: stopping")
+            self.reactor.stop()
+
+
+def watch_supervisor(reactor: Any, fd: int = 0) -> Any:
+    """
+    Stop the reactor when ``fd`` (the supervisor's pipe) reaches its end.
+    """
+    from twisted.internet.stdio import StandardIO
+
+    # StandardIO also wants somewhere to write: nowhere, here (the log has
+    # standard output).  (mypy sees the Windows StandardIO, without stdin.)
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    return StandardIO(
+        _SupervisorPipe(reactor), stdin=fd, stdout=nowhere, reactor=reactor  # type: ignore[call-arg]
+    )
