@@ -67,6 +67,8 @@ def _env() -> dict[str, str]:
                      "IVR_LOG_FORMAT", "GENESYS_BASE_URL", "IVR_WORKERS")
     }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["IVR_AC_API_KEY"] = "workers-test-key"
+    env["IVR_AC_CLIENT_SECRET"] = "c2VjcmV0"  # base64 of "secret"
     return env
 
 
@@ -165,7 +167,11 @@ class WorkersRunTests(TestCase):
     @inlineCallbacks
     def test_workers(self) -> Any:
         """Both workers answer; one killed is restarted; SIGHUP reaches both; SIGTERM drains."""
-        protocol = self.start("--config", _config(self.directory), "--workers", "2")
+        (self.directory / "prompts").symlink_to(ROOT / "examples" / "prompts")
+        protocol = self.start(
+            "--config", _config(self.directory), "--workers", "2",
+            "--audio-connector", "tcp:0:interface=127.0.0.1",
+        )
         shared = yield _until(lambda: protocol.matches(r"intake on tcp:(\d+):"), "the intake")
         intake = f"http://127.0.0.1:{shared[0].group(1)}"
         started = yield _until(
@@ -191,6 +197,16 @@ class WorkersRunTests(TestCase):
             return all(counts)
 
         yield _until(answered_by_both, "requests answered by both workers")
+
+        # The Audio Connector listener is shared too.
+        ac = protocol.matches(r"audio_connector on tcp:(\d+):")[0].group(1)
+        for index in (0, 1):
+            self.assertTrue(protocol.matches(
+                rf"worker {index}: .*Audio Connector listening on ws://127.0.0.1:{ac}/"
+            ))
+        response = yield treq.get(f"http://127.0.0.1:{ac}/", persistent=False)
+        yield treq.content(response)
+        self.assertLess(response.code, 500)
 
         # kill -9 one worker: it is started again, and the port keeps answering.
         seen = len(protocol.lines)
@@ -263,6 +279,19 @@ class WorkersRunTests(TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn(f"ivrproto: cannot listen for the intake on tcp:{port}:", lines[0])
         self.assertIn("in use", lines[0])
+        self.assertFalse(protocol.matches("started"))
+
+    @inlineCallbacks
+    def test_bad_prompts(self) -> Any:
+        """A configuration a worker would refuse stops the supervisor: one line, exit 1."""
+        protocol = self.start("--config", _config(self.directory), "--workers", "2",
+                              "--audio-connector", "tcp:0:interface=127.0.0.1")
+        ended = yield protocol.ended
+        self.assertEqual(getattr(ended, "exitCode", None), 1)
+        lines = protocol.errors.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("bad configuration", lines[0])
+        self.assertIn("audio_connector.prompts", lines[0])
         self.assertFalse(protocol.matches("started"))
 
     @inlineCallbacks

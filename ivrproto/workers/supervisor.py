@@ -253,8 +253,18 @@ def make_supervisor(reactor: Any, options: Any, count: int) -> Supervisor:
 
     :raises SystemExit: with one line, for a listener that cannot be bound
     """
+    from ivrproto.errors import ConfigError
+    from ivrproto.service import IVRService
+
     config = options.config
     ac = config.audio_connector
+    try:
+        # The checks each worker's service makes (prompts, admin, intake
+        # protection), here, before anything binds: a bad file stops the
+        # start with one line rather than workers that keep dying.
+        IVRService(reactor, config, options["intake"])
+    except ConfigError as e:
+        raise SystemExit(f"ivrproto: bad configuration: {e}") from None
     try:
         listeners = bind_listeners(
             reactor, count, options["intake"] or config.intake.listen, config.admin.listen,
