@@ -263,6 +263,25 @@ class WorkersRunTests(TestCase):
         yield _until(lambda: not any(_alive(pid) for pid in pids), "the workers to stop")
 
     @inlineCallbacks
+    def test_gives_up(self) -> Any:
+        """A worker that keeps dying: restarts with a growing delay, then exit 1."""
+        config = _config(self.directory)
+        protocol = self.start("--config", config, "--workers", "2")
+        yield _until(lambda: self.listening(protocol, 0) and self.listening(protocol, 1),
+                     "both workers listening")
+        pid = int(protocol.matches(r"worker 0 started \(pid (\d+)\)")[0].group(1))
+        Path(config).write_text("[timng]\n")  # every restart now fails
+        os.kill(pid, signal.SIGKILL)
+        ended = yield protocol.ended
+        self.assertEqual(getattr(ended, "exitCode", None), 1, "\n".join(protocol.lines))
+        delays = [m.group(1) for m in protocol.matches(r"worker 0 .*restarting it in (\S+)s")]
+        self.assertEqual(delays, ["0.5", "1", "2", "4", "8"])
+        self.assertTrue(protocol.matches(
+            r"worker 0 \(pid \d+\) exited with status 1: 5 restarts in the last minute, giving up"
+        ))
+        self.assertTrue(protocol.matches(r"worker 1 \(pid \d+\) stopped"))
+
+    @inlineCallbacks
     def test_port_in_use(self) -> Any:
         """An intake port already taken: one line on stderr, exit status 1, no worker started."""
         taken = socket.socket()
@@ -466,6 +485,25 @@ class WorkerSideTests(SynchronousTestCase):
         _, listen, index = adopted(reactor, spec)
         self.assertEqual((listen, index), ({"intake": "tcp:8080:interface=127.0.0.1"}, 2))
         self.assertEqual(fds[3], 9)
+
+    def test_bind_listeners(self) -> None:
+        """One intake socket for all; an admin socket each, on free ports for port 0."""
+        from ivrproto.workers import bind_listeners
+        from ivrproto.workers.sockets import _asks_any_port
+
+        workers = bind_listeners(
+            reactor, 3, "tcp:0:interface=127.0.0.1", "tcp6:port=0:interface=\\:\\:1", None
+        )
+        ports = [listener.listening for w in workers for listener in w.values()]
+        self.addCleanup(lambda: [port.stopListening() for port in set(ports)])
+        self.assertEqual(len({w["intake"].fd for w in workers}), 1)
+        self.assertEqual(len({w["admin"].fd for w in workers}), 3)
+        admin = workers[2]["admin"]
+        self.assertEqual((admin.family, admin.host), (socket.AF_INET6, "::1"))
+        self.assertEqual(admin.description, f"tcp6:{admin.port}:interface=\\:\\:1")
+        self.assertTrue(_asks_any_port("tcp:0:interface=127.0.0.1"))
+        self.assertFalse(_asks_any_port("tcp:9100:interface=127.0.0.1"))
+        self.assertFalse(_asks_any_port("tcp:interface=127.0.0.1:port=9100"))
 
     def test_parse_workers(self) -> None:
         self.assertEqual(parse_workers(None, "--workers"), 1)

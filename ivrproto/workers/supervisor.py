@@ -26,8 +26,6 @@ from ivrproto.workers.sockets import WorkerListener, bind_listeners, worker_spec
 
 #: How a worker is started: twistd, in the foreground.
 TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
 #: The timestamp twistd starts a text log line with.
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^ ]* ")
 
@@ -50,6 +48,7 @@ class Backoff:
         The delay before a restart, with ``recent`` restarts in the last minute.
         """
         return float(min(self.cap, self.first * 2 ** recent))
+
 
 class _WorkerProtocol(ProcessProtocol):
     """
