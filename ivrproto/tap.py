@@ -232,9 +232,10 @@ def makeService(options: Options) -> IService:
     service_reactor: Any = reactor
     listen: dict[str, Any] = {"intake": options["intake"]}
     if options["worker"]:
-        from ivrproto.workers import adopted
+        from ivrproto.workers import adopted, watch_supervisor
 
         service_reactor, listen, _ = adopted(reactor, options["worker"])
+        reactor.callWhenRunning(watch_supervisor, reactor)  # type: ignore[attr-defined]
     try:
         # (--audio-connector is already in options.config.)
         service = make_ivr_service(

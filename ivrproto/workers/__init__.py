@@ -35,6 +35,7 @@ from ivrproto.workers.sockets import (
     adopted,
     bind_listeners,
     parse_workers,
+    watch_supervisor,
     worker_spec,
 )
 from ivrproto.workers.supervisor import Backoff, Supervisor, make_supervisor
@@ -50,5 +51,6 @@ __all__ = [
     "bind_listeners",
     "make_supervisor",
     "parse_workers",
+    "watch_supervisor",
     "worker_spec",
 ]

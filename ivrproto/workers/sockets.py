@@ -182,10 +182,7 @@ class AdoptingReactor:
 
 def adopted(reactor: Any, spec: str) -> tuple[AdoptingReactor, dict[str, str | None], int]:
     """
-    A worker's side of ``--worker SPEC``.  Once the reactor runs, the
-    worker also watches its standard input, a pipe from the supervisor: when
-    the supervisor is gone (even killed with SIGKILL), the pipe closes and
-    the worker stops (draining its calls) instead of serving on alone.
+    A worker's side of ``--worker SPEC`` (see also :func:`watch_supervisor`).
 
     :return: the reactor for its service, the ``IVRService`` listener
         arguments (``intake``, ``admin``, ``audio_connector``) and its index
@@ -199,7 +196,6 @@ def adopted(reactor: Any, spec: str) -> tuple[AdoptingReactor, dict[str, str | N
         fd, family, description, port, host = decoded[name]
         sockets[(port, host)] = (fd, family)
         listen[name] = description
-    reactor.callWhenRunning(watch_supervisor, reactor)
     return AdoptingReactor(reactor, sockets), listen, int(decoded["index"])
 
 
@@ -222,7 +218,10 @@ class _SupervisorPipe(Protocol):
 
 def watch_supervisor(reactor: Any, fd: int = 0) -> Any:
     """
-    Stop the reactor when ``fd`` (the supervisor's pipe) reaches its end.
+    Stop the reactor when ``fd`` (the supervisor's pipe) reaches its end: a
+    worker watches its standard input, a pipe from the supervisor, and when
+    the supervisor is gone (even killed with SIGKILL) the worker stops
+    (draining its calls) instead of serving on alone.
     """
     from twisted.internet.stdio import StandardIO
 

@@ -117,19 +117,12 @@ class Supervisor(Service):
         self.gave_up = False
 
     def setServiceParent(self, parent: Any) -> None:
-        # The supervisor logs as a single process would (see
-        # IVRService.setServiceParent): the configured format, where twistd logs.
-        from twisted.logger import ILogObserver
-        from twisted.python.components import Componentized
+        # The supervisor logs as a single process would: the configured
+        # format, where twistd logs.
+        from ivrproto.wiring import offer_log_observer
 
-        from ivrproto.logs import file_observer, json_observer
-
-        logging = self.logging
-        if isinstance(parent, Componentized) and logging is not None:
-            if logging.log_file is not None:
-                parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
-            elif logging.format == "json":
-                parent.setComponent(ILogObserver, json_observer())
+        if self.logging is not None:
+            offer_log_observer(parent, self.logging)
         super().setServiceParent(parent)
 
     def startService(self) -> None:
@@ -252,8 +245,9 @@ def make_supervisor(reactor: Any, options: Any, count: int) -> Supervisor:
 
     :raises SystemExit: with one line, for a listener that cannot be bound
     """
+    from ivrproto.checks import load_prompts
     from ivrproto.errors import ConfigError
-    from ivrproto.service import IVRService
+    from ivrproto.wiring import checked_config
 
     config = options.config
     ac = config.audio_connector
@@ -261,7 +255,9 @@ def make_supervisor(reactor: Any, options: Any, count: int) -> Supervisor:
         # The checks each worker's service makes (prompts, admin, intake
         # protection), here, before anything binds: a bad file stops the
         # start with one line rather than workers that keep dying.
-        IVRService(reactor, config, options["intake"])
+        checked_config(reactor, config, options["intake"], None, None)
+        if ac.enabled:
+            load_prompts(config)
     except ConfigError as e:
         raise SystemExit(f"ivrproto: bad configuration: {e}") from None
     try:
