@@ -104,8 +104,13 @@ def _replace_surrogates(value: Any) -> Any:
 
 def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
     """
-    One log event as a line of JSON.
+    One log event as a line of JSON.  A worker's own JSON record, relayed by
+    the supervisor of ``twistd ivr --workers`` as ``worker_record``, is
+    written as it came, with ``worker`` (its index) added.
     """
+    worker_record = event.get("worker_record")
+    if isinstance(worker_record, dict):
+        return orjson.dumps({**worker_record, "worker": event.get("index")}).decode("utf-8") + "\n"
     record: dict[str, Any] = {
         "time": rfc3339(event.get("log_time", 0.0)),
         "level": getattr(event.get("log_level"), "name", "info"),

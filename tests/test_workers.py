@@ -24,9 +24,11 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
+from ivrproto.logs import event_as_json
 from ivrproto.workers import (
     AdoptingReactor,
     Backoff,
@@ -511,3 +513,34 @@ class WorkerSideTests(SynchronousTestCase):
         for bad in ("0", "x", "65", "-1"):
             with self.assertRaises(SystemExit):
                 parse_workers(bad, "IVR_WORKERS")
+
+
+class RelayTests(SynchronousTestCase):
+    """
+    What a worker writes reaches the supervisor's log as one line of its own.
+    """
+
+    def relayed(self, line: bytes) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        supervisor = Supervisor(_FakeReactor(), ["python"], [], {}, Backoff())
+        supervisor.log = Logger(observer=events.append)
+        supervisor.relay(3, line)
+        return events
+
+    def test_text_line(self) -> None:
+        """A text line loses its own timestamp and gains the worker's index."""
+        [event] = self.relayed(b"2026-12-02T04:00:00+0000 [ivrproto.session] call ended\r")
+        self.assertEqual(formatEvent(event), "worker 3: [ivrproto.session] call ended")
+
+    def test_json_line_stays_flat(self) -> None:
+        """A JSON line is written as the worker's own object plus "worker", not a string in another."""
+        record = {"time": "2026-12-02T04:00:00Z", "level": "info", "namespace": "ivrproto.session",
+                  "message": "call ended", "call_control_id": "c-1", "call_record": {"outcome": "selected"}}
+        [event] = self.relayed(json.dumps(record).encode())
+        self.assertEqual(formatEvent(event), "worker 3: call ended")
+        self.assertEqual(json.loads(event_as_json(event) or ""), {**record, "worker": 3})
+
+    def test_json_like_text(self) -> None:
+        """A line that only looks like JSON is relayed as text."""
+        [event] = self.relayed(b"{not json")
+        self.assertEqual(formatEvent(event), "worker 3: {not json")

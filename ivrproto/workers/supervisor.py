@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessExitedAlready
@@ -28,6 +29,19 @@ from ivrproto.workers.sockets import WorkerListener, bind_listeners, worker_spec
 TWISTD = "from twisted.scripts.twistd import run; run()"
 #: The timestamp twistd starts a text log line with.
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^ ]* ")
+
+
+def _json_record(text: str) -> dict[str, Any] | None:
+    """
+    A worker's line as the JSON object it is, or None for a text line.
+    """
+    if not text.startswith("{"):
+        return None
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 @attrs.frozen
@@ -160,8 +174,19 @@ class Supervisor(Service):
         """
         A line a worker wrote, into the supervisor's log.
         """
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        record = _json_record(text)
+        if record is not None:
+            # A worker logging JSON: its own record, with its index, so that
+            # the supervisor's JSON log is still one flat object a line (see
+            # ivrproto.logs.event_as_json); its text form reads as below.
+            self.log.info(
+                "worker {index}: {line}", index=index, line=str(record.get("message", "")),
+                worker_record=record,
+            )
+            return
         # (A text line's own timestamp goes: the supervisor's log adds one.)
-        text = _TIMESTAMP.sub("", line.decode("utf-8", "replace").rstrip("\r"), count=1)
+        text = _TIMESTAMP.sub("", text, count=1)
         if text:
             self.log.info("worker {index}: {line}", index=index, line=text)
 
