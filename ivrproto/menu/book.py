@@ -67,6 +67,8 @@ AUTO_KEYS = "1234567890"
 START = "main"
 #: The name of the menu an emergency closure offers.
 CLOSURE = "closure"
+#: The keys the closure's message listens for: all of them.
+CLOSURE_KEYS = tuple("0123456789*#")
 
 
 @attrs.frozen
@@ -269,7 +271,7 @@ class MenuBook:
     def _closure_menu(self, language: str, notice: Any = None) -> Menu:
         """
         The emergency closure's menu: its message and no option; after
-        ``wait`` seconds, or at the first key, the call goes to the
+        ``wait`` seconds, or at the first key (any), the call goes to the
         closure's target (or is hung up).  The admin endpoint's closure
         (``notice``) names its own prompt and target; one that a reload made
         unknown gives way to the ``[closure]``'s.
@@ -297,7 +299,12 @@ class MenuBook:
                 max_invalid=1,
                 on_failure=then,
             )
-            menu = self._built[cache_key] = self._build(spec, language, (), False)
+            # It listens for every key (the platform refuses a play that
+            # listens for none), and none is an option: the first key is an
+            # invalid one, the last try, and the call goes at once.
+            menu = self._built[cache_key] = attrs.evolve(
+                self._build(spec, language, (), False), keys=CLOSURE_KEYS
+            )
         return menu
 
     def is_closure_menu(self, menu: Optional[Menu]) -> bool:
