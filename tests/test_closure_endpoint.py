@@ -226,7 +226,7 @@ class EndpointTests(EndpointTestCase):
         self.assertIn('ivr_closure_active{source="flag-file"} 1.0', text)
         self.assertIn('ivr_closure_active{source="admin"} 1.0', text)
         code, state = yield self.answer("DELETE", "/v1/closure", {"by": "ops"}, token=TOKEN)
-        self.assertEqual((state["state"], state["source"]), ("on", "flag-file"))
+        self.assertEqual((code, state["state"], state["source"]), (200, "on", "flag-file"))
         self.flag.unlink()
         self.service.registry.closure.check()  # type: ignore[union-attr]
         response = yield self.request("GET", "/metrics")
