@@ -256,3 +256,22 @@ class AdminClosureCallTests(CallsTestCase):
         self.assertIsNone(self.registry.closure)
         self.registry.start_call("d", "CRM-2")
         self.assertEqual(self.offered("d"), ("1", "2", "0"))
+
+
+class AdminTokenConfigTests(SynchronousTestCase):
+    """
+    The admin listener's token comes from the environment only, and is
+    never shown.
+    """
+
+    def test_from_the_environment(self) -> None:
+        """IVR_ADMIN_TOKEN gives [admin]'s token; unset or empty, there is none; repr never shows it."""
+        from ivrproto.config import load_config
+
+        from .test_schedules import ENV, HOURS
+
+        config = load_config(HOURS, dict(ENV, IVR_ADMIN_TOKEN="s3cret-admin-token"))
+        self.assertEqual(config.admin.token, "s3cret-admin-token")
+        self.assertNotIn("s3cret-admin-token", repr(config))
+        self.assertIsNone(load_config(HOURS, ENV).admin.token)
+        self.assertIsNone(load_config(HOURS, dict(ENV, IVR_ADMIN_TOKEN="")).admin.token)

@@ -247,6 +247,18 @@ class EndpointTests(EndpointTestCase):
         self.assertEqual(ours.keys, ("5",))
 
 
+    @inlineCallbacks
+    def test_without_closure_table(self) -> Any:
+        """After a reload without [closure], GET says it is not configured and a PUT is a 409."""
+        registry = self.service.registry
+        registry.context = attrs.evolve(registry.context, book=attrs.evolve(registry.context.book, closure=None))
+        code, state = yield self.answer("GET", "/v1/closure")
+        self.assertEqual((code, state), (200, {"state": "off", "configured": False}))
+        code, body = yield self.answer("PUT", "/v1/closure", {"by": "ops"}, token=TOKEN)
+        self.assertEqual(code, 409)
+        self.assertIn("no [closure] in the configuration", body["error"])
+
+
 class NoTokenTests(EndpointTestCase):
     token = None
 

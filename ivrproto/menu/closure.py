@@ -132,6 +132,7 @@ class ClosureSwitch:
     """
     Watches the flag file on ``clock``, and holds the admin endpoint's
     closure.
+
     :param admin: the admin endpoint's closure, kept from the switch this
         one replaces (a reload keeps it)
     """
