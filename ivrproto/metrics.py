@@ -154,6 +154,8 @@ _FAMILIES: tuple[tuple[Any, str, str, Optional[str], _Samples], ...] = (
     (_C, "ivr_calls_by_schedule_state",
      "Calls ended, by the opening hours that served them (each schedule's state, closure, "
      "or always when there are no schedules).", "hours", _every("hours")),
+    (_G, "ivr_closure_active", "1 while the emergency closure is switched on, by source.",
+     "source", _each(("closure",), (("flag_file", "flag-file"), ("admin", "admin")))),
     (_C, "ivr_websocket_closes", "Call Control connections closed, by code.", "code",
      _every("closes")),
     (_C, "ivr_token_requests", "Requests to the token endpoint.", None,

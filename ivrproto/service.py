@@ -41,6 +41,7 @@ from ivrproto.config import Config, load_config
 from ivrproto.errors import ConfigError
 from ivrproto.intake.resources import IntakeRefusals
 from ivrproto.listeners import ListenerService
+from ivrproto.menu.closure import closure_stats
 from ivrproto.metrics import REFUSAL_REASONS
 from ivrproto.wiring import (
     checked_config,
@@ -389,6 +390,7 @@ class IVRService(MultiService):
             "intake": {"refused": self.refusals()},
             "fallbacks": dict(registry.fallbacks),
             "hours": dict(registry.hours_served),
+            "closure": closure_stats(registry.closure),
             "closes": dict(registry.closes),
             "tokens": attrs.asdict(self.tokens.stats),
             "profiles": {

@@ -252,7 +252,8 @@ def _sites(
     if admin_on_intake:
         return guard, None
     admin_site = make_admin_site(
-        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes, clock=reactor
+        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes, clock=reactor,
+        token=config.admin.token,
     )
     admin_site.timeOut = intake.idle_timeout
     return guard, admin_site

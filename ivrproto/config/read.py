@@ -23,6 +23,7 @@ from ivrproto.config.table import (
 from ivrproto.config.values import (
     DEFAULT_API_URL,
     DEFAULT_SCOPE,
+    ADMIN_TOKEN_ENV,
     ENVIRONMENT,
     INTAKE_LISTEN_ENV,
     LOG_FORMAT_ENV,
@@ -100,7 +101,7 @@ def parse_config(
     emulator = _emulator(data, source)
     platform = _platform(data.get("platform"), source, environ, emulator)
     intake = _intake(data.get("intake"), source, environ)
-    admin = _admin(data.get("admin"), source)
+    admin = _admin(data.get("admin"), source, environ)
     timing = _timing(data.get("timing"), source)
     profiles = _profiles(data.get("profiles"), source)
     logging = _logging(data.get("logging"), source, environ)
@@ -257,10 +258,13 @@ def _intake(data: Any, source: str, environ: Mapping[str, str]) -> IntakeConfig:
     return config
 
 
-def _admin(data: Any, source: str) -> AdminConfig:
-    """``[admin]``."""
+def _admin(data: Any, source: str, environ: Mapping[str, str]) -> AdminConfig:
+    """``[admin]``, with the bearer token from the environment."""
     table = Table(data, "admin", source)
-    config = AdminConfig(listen=table.get("listen", str, AdminConfig().listen))
+    config = AdminConfig(
+        listen=table.get("listen", str, AdminConfig().listen),
+        token=environ.get(ADMIN_TOKEN_ENV) or None,
+    )
     table.finish()
     return config
 

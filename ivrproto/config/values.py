@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_SCOPE",
     "ENVIRONMENT",
+    "ADMIN_TOKEN_ENV",
     "INTAKE_LISTEN_ENV",
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
@@ -42,6 +43,10 @@ DEFAULT_API_URL = "https://api.us-east-1.mypurecloud.com"
 
 #: The environment variable holding the intake's shared secret (by default).
 SECRET_ENV = "IVR_INTAKE_SECRET"
+
+#: The environment variable holding the admin listener's bearer token
+#: (never in the file).
+ADMIN_TOKEN_ENV = "IVR_ADMIN_TOKEN"
 
 #: Environment variables of the contract, and the setting each overrides.
 ENVIRONMENT = {
@@ -239,9 +244,13 @@ class AdminConfig:
         serves ``/metrics``, ``/v1/stats`` and ``GET /v1/calls/<id>`` (and
         ``/healthz``, ``/readyz``); or :data:`ADMIN_ON_INTAKE` to serve them
         on a loopback intake
+    :ivar token: the bearer token of the admin listener's write methods
+        (``PUT``/``DELETE /v1/closure``), from :data:`ADMIN_TOKEN_ENV`;
+        ``None``: they are refused
     """
 
     listen: str = "tcp:9100:interface=127.0.0.1"
+    token: Optional[str] = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen

@@ -91,7 +91,7 @@ class CallRegistry:
             return old
         if old is not None:
             old.stop()
-        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config)
+        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config, None if old is None else old.admin)
         if self._closure is not None and self._watching:
             self._closure.start()
         return self._closure
