@@ -160,6 +160,8 @@ class ClosureCallTests(CallsTestCase):
             {"schedules": {"agents": "open"}, "closure": {"reason": "fire drill", "by": "site lead"}},
         )
         self.assertEqual(self.registry.hours_served, {"closure": 1})
+        # Its outcome says why: the closure, not "no input".
+        self.assertEqual((record.outcome.kind, record.outcome.reason), ("transferred", "closure"))
 
         flag.unlink()
         self.clock.advance(1)
@@ -179,6 +181,7 @@ class ClosureCallTests(CallsTestCase):
         self.listeners["c"].digit_received("5")
         (record,) = self.ended
         self.assertEqual(record.outcome.kind, "hungup")
+        self.assertEqual(record.outcome.reason, "by the menu (closure)")
 
     def test_watched_without_calls(self) -> None:
         """Watched, the registry's switch notices the file with no call; a reload without [closure] stops it."""
