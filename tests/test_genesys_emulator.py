@@ -8,6 +8,7 @@ Audio Connector listener on loopback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import attrs
@@ -36,6 +37,7 @@ from tests.test_ac_service import PROFILES as SERVICE_PROFILES
 PROFILES = {**SERVICE_PROFILES, "CRM-STANDARD": {"membership_level": "standard", "open_tickets": 0}}
 
 SESSION = "f686b643-e229-407f-a2f0-b0d210ae02ef"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OFFER = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
 
 
@@ -338,6 +340,68 @@ class CheckTests(SynchronousTestCase):
         clock.pump([0.2] * 5)
         self.assertEqual(wire.audio, 6)
         self.assertEqual(call.position, 1.2)
+
+
+class ScenarioFileTests(SynchronousTestCase):
+    "The Genesys side in scenario files and in a service configuration."
+
+    def test_top_level(self) -> None:
+        "A scenario file's [genesys] and [[genesys_calls]] are Scenario.genesys."
+        from ivrproto.emulator import load_scenario
+
+        scenario = load_scenario(EXAMPLES / "genesys-calls.toml")
+        self.assertEqual(scenario.genesys.url, "ws://127.0.0.1:8081/ivr")
+        self.assertEqual(scenario.genesys.calls[0].script, ("menu", "press:1"))
+        self.assertEqual(scenario.calls, ())
+
+    def test_nested_in_emulator(self) -> None:
+        "In a service configuration they are [emulator.genesys] and [[emulator.genesys_calls]]."
+        from ivrproto.emulator import parse_scenario
+        from ivrproto.errors import ConfigError
+
+        table = {"emulator": {"call_interval": 0.1, "genesys": {"interval": 0.5},
+                              "genesys_calls": [{"name": "a", "script": ["menu"]}]}}
+        scenario = parse_scenario(table, Path("."), "s")
+        self.assertEqual((scenario.genesys.interval, scenario.genesys.calls[0].name),
+                         (0.5, "a"))
+        self.assertEqual(scenario.call_interval, 0.1)
+        both = {**table, "genesys_calls": []}
+        with self.assertRaises(ConfigError) as caught:
+            parse_scenario(both, Path("."), "s")
+        self.assertEqual(caught.exception.key, "emulator.genesys")
+
+    def test_local_example(self) -> None:
+        "examples/local.toml's embedded platform places Genesys-side calls; no key needed."
+        from ivrproto.checks import check_scenario
+        from ivrproto.config import check_audio_connector
+
+        config = load_config(str(EXAMPLES / "local.toml"), {})
+        scenario = check_scenario(config)
+        self.assertGreaterEqual(len(scenario.genesys.calls), 3)
+        self.assertTrue(config.audio_connector.enabled)
+        self.assertIsNone(config.audio_connector.api_key)
+        check_audio_connector(config)  # the demo makes the key in-process
+
+    def test_documented(self) -> None:
+        "docs/configuration.md's [genesys] and [[genesys_calls]] tables: every key, its default."
+        from ivrproto.emulator import genesys_scenario
+        from tests.test_docs import documented_settings, toml_default
+
+        tables = documented_settings()
+        self.assertEqual(set(tables["[genesys]"]), genesys_scenario._TABLE_KEYS | {"url"})
+        self.assertEqual(set(tables["[[genesys_calls]]"]), genesys_scenario.CALL_KEYS)
+        settings: Dict[str, Any] = {f.name: f.default for f in attrs.fields(GenesysSettings)}
+        settings["interval"] = 0.0
+        calls: Dict[str, Any] = {f.name: f.default for f in attrs.fields(GenesysCallSpec)}
+        for table, defaults in (("[genesys]", settings), ("[[genesys_calls]]", calls)):
+            for key, cell in tables[table].items():
+                value = toml_default(cell)
+                if value is None:
+                    continue
+                default = defaults[key]
+                if isinstance(default, type(attrs.Factory(dict))):
+                    default = default.factory()
+                self.assertEqual(list(default) if key == "script" else default, value, key)
 
 
 class ServiceCase(TestCase):

@@ -192,7 +192,8 @@ def scale_timing(config: Config, speed: float) -> Config:
 def _with_emulator(config: Config, base_url: str, secret: str) -> Config:
     """
     The configuration pointed at the simulation's own emulator, with its
-    own credentials and no scripted calls of its own.
+    own credentials, no scripted calls of its own and no Audio Connector
+    listener (the Call Control front end).
     """
     platform = attrs.evolve(
         config.platform,
@@ -201,7 +202,8 @@ def _with_emulator(config: Config, base_url: str, secret: str) -> Config:
         client_id=SIMULATED_CLIENT_ID,
         client_secret=secret,
     )
-    return attrs.evolve(config, emulator=None, platform=platform)
+    ac = attrs.evolve(config.audio_connector, enabled=False)
+    return attrs.evolve(config, emulator=None, platform=platform, audio_connector=ac)
 
 
 @inlineCallbacks

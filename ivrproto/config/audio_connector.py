@@ -204,14 +204,16 @@ def check_audio_connector(config: "Config") -> None:
     """
     Refuse Audio Connector credentials that cannot work: no API key in the
     environment, or a client secret that is not base64.  (Does nothing when
-    the Audio Connector is off.)
+    the Audio Connector is off.)  With the embedded platform (``[emulator]``)
+    a missing key is no error: the demo makes one in-process for its own
+    Genesys side (:func:`ivrproto.demo.demo_api_key`).
 
     :raises ConfigError: naming the environment variable
     """
     ac = config.audio_connector
     if not ac.enabled:
         return
-    if not ac.api_key:
+    if not ac.api_key and config.emulator is None:
         raise ConfigError(
             "audio_connector",
             f"needs the API key in the environment variable {AC_API_KEY_ENV} "
