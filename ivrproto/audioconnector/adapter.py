@@ -124,6 +124,8 @@ class SessionBridge:
         #: digits of ``collect`` steps).
         self.digits: List[str] = []
         self.outcome: Optional[Outcome] = None
+        #: The prompts played, by name, in order (one ``play`` each).
+        self.prompts: List[str] = []
         self._open = False
         self._gone = False
 
@@ -160,7 +162,9 @@ class SessionBridge:
             try:
                 # A prompt that does not listen for keys (the confirmation)
                 # is not cut short by one.
-                self._call.play([self._to_prompt(command.audio)], barge_in=command.dtmf_enabled)
+                name = self._to_prompt(command.audio)
+                self._call.play([name], barge_in=command.dtmf_enabled)
+                self.prompts.append(name)
             except PromptError as e:
                 # A prompt without audio is skipped: the menu's keys still
                 # work, and the caller is not left waiting on nothing.

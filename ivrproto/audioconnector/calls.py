@@ -32,6 +32,8 @@ class AudioConnectorCalls:
     :ivar factory: the ``AudioConnectorFactory`` the listener serves
     :ivar calls: calls taken
     :ivar outcomes: calls ended, by outcome (``selected``, ``operator``...)
+    :ivar on_call: when set, told ``(bridge, core)`` of each new call
+        (``ivr simulate`` reads the call's timeline and prompts there)
     """
 
     log = Logger()
@@ -54,6 +56,7 @@ class AudioConnectorCalls:
         self._hours_now = hours_now
         self.calls = 0
         self.outcomes: dict[str, int] = {}
+        self.on_call: Optional[Callable[[Any, Any], None]] = None
         ac = config().audio_connector
         assert ac.api_key is not None  # check_audio_connector
         authenticator = Authenticator(
@@ -140,6 +143,8 @@ class AudioConnectorCalls:
         )
         holder["session"] = session
         bridge.attach(session, lambda: core.collected)
+        if self.on_call is not None:
+            self.on_call(bridge, core)
         return bridge
 
     def _ended(self, session_id: str, outcome: Any) -> None:
