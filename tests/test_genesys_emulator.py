@@ -451,11 +451,11 @@ def premium(script: tuple, **expect: str) -> GenesysCallSpec:
 class MenuPathTests(ServiceCase):
     """
     Every seed menu path, the calls placed at once (each listens to its
-    prompts at real time).  The no-input timeout is longer than a menu's
-    audio: the service starts it when the prompts are queued.
+    prompts at real time).  The no-input timeout runs from the end of a
+    menu's audio.
     """
 
-    timing = {**ServiceCase.timing, "no_input_timeout": 8.0}
+    timing = {**ServiceCase.timing, "no_input_timeout": 1.0}
 
     @inlineCallbacks
     def test_every_path(self) -> Any:

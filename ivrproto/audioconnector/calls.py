@@ -142,7 +142,7 @@ class AudioConnectorCalls:
             f"ac-{info.session_id}", book, timing, self._reactor, bridge, self._hours_now()
         )
         holder["session"] = session
-        bridge.attach(session, lambda: core.collected)
+        bridge.attach(session, lambda: core.collected, core)
         if self.on_call is not None:
             self.on_call(bridge, core)
         return bridge

@@ -175,6 +175,14 @@ class ConnectorCall(TypingProtocol):
     def stop_audio(self) -> None:
         "Drop every queued prompt, and tell the client to drop what it holds."
 
+    @property
+    def is_playing(self) -> bool:
+        "Whether audio is queued, still playing out, or reported playing."
+
+    @property
+    def played_within(self) -> float:
+        "Seconds from now by which the queued audio will have been reported played."
+
     def disconnect(
         self,
         reason: str,
@@ -197,7 +205,12 @@ class ConnectorListener(TypingProtocol):
         "The caller pressed a key (after any barge-in has stopped the prompts)."
 
     def playback_completed(self) -> None:
-        "The client finished playing everything queued so far."
+        """
+        Everything queued so far has played: its real-time end has passed
+        and, when the client reported ``playback_started``, its
+        ``playback_completed`` came (at most ``playback_timeout`` past the
+        end); or a barge-in dropped it.
+        """
 
     def hangup_received(self, reason: str) -> None:
         "The client sent ``close`` before we asked to disconnect (e.g. ``end``: the caller hung up)."
@@ -282,6 +295,9 @@ class ConnectorSession:
         self._hold_until = 0.0
         self._client_paused = False
         self._client_playing = False
+        # Whether a playback_completed is owed to the listener, and its timer.
+        self._played_due = False
+        self._played_timer: Optional[IDelayedCall] = None
         # The ending.
         self._pending: Optional[Disconnect] = None
         self._finish_timer: Optional[IDelayedCall] = None
@@ -348,10 +364,13 @@ class ConnectorSession:
             self.end_reason = reason
         self.state = State.GONE
         self._queue.clear()
-        for timer in (self._audio_timer, self._finish_timer, self._finish_deadline, self._drop_timer):
+        timers = (self._audio_timer, self._finish_timer, self._finish_deadline, self._drop_timer,
+                  self._played_timer)
+        for timer in timers:
             if timer is not None and timer.active():
                 timer.cancel()
         self._audio_timer = self._finish_timer = self._finish_deadline = self._drop_timer = None
+        self._played_timer = None
         if self._listener is not None and not self._lost_reported:
             self._lost_reported = True
             self._tell("connection_lost", self.end_reason)
@@ -396,7 +415,18 @@ class ConnectorSession:
             self._send(Event((bot_turn_response(text),)))
         for prompt in prompts:
             self._queue.extend((frame, barge_in) for frame in prompt.frames)
+        self._played_due = self._played_due or bool(prompts)
         self._pump()
+
+    @property
+    def played_within(self) -> float:
+        """
+        Seconds from now by which ``playback_completed`` will have been told
+        for the audio queued so far (its real-time end plus
+        ``playback_timeout``).
+        """
+        remaining = max(0.0, self._audio_end() - self._clock.seconds())
+        return remaining + len(self._queue) * self._frame_seconds + self.settings.playback_timeout
 
     def stop_audio(self) -> None:
         "Drop the queued audio; if any was playing, send ``barge_in``."
@@ -405,6 +435,7 @@ class ConnectorSession:
         if self.is_playing:
             self._flush()
             self._send(Event((barge_in(),)))
+            self._check_played()
             self._maybe_finish()
 
     def disconnect(
@@ -500,7 +531,9 @@ class ConnectorSession:
             self._client_playing = True
         elif isinstance(message, PlaybackCompleted):
             self._client_playing = False
-            if not self._queue and self._pending is None:
+            if self._played_due:
+                self._check_played()
+            elif not self._queue and self._pending is None:
                 self._tell("playback_completed")
             self._maybe_finish()
         elif isinstance(message, ClientError):
@@ -616,7 +649,32 @@ class ConnectorSession:
             self._transport.send_audio(frame)
             self._sent_in_run += 1
             self.frames_sent += 1
+        self._check_played()
         self._maybe_finish()
+
+    def _check_played(self) -> None:
+        """
+        Tell the listener ``playback_completed`` once the queued audio has
+        played: its real-time end, then the client's ``playback_completed``
+        if it reported ``playback_started`` (at most ``playback_timeout``
+        past the end).  The no-input timer of the call logic runs from here.
+        """
+        if self._played_timer is not None and self._played_timer.active():
+            self._played_timer.cancel()
+        self._played_timer = None
+        if not self._played_due or self.state is not State.ACTIVE or self._queue:
+            return
+        now, end = self._clock.seconds(), self._audio_end()
+        if now < end - 1e-9:
+            self._played_timer = self._clock.callLater(end - now, self._check_played)
+            return
+        late = end + self.settings.playback_timeout
+        if self._client_playing and now < late - 1e-9:
+            self._played_timer = self._clock.callLater(late - now, self._check_played)
+            return
+        self._played_due = False
+        if self._pending is None:
+            self._tell("playback_completed")
 
     def _interruptible(self) -> bool:
         "Whether the audio playing now may be cut short by a key."
@@ -633,10 +691,10 @@ class ConnectorSession:
 
     def _stop_everything(self) -> None:
         self._flush()
-        for timer in (self._finish_timer, self._finish_deadline):
+        for timer in (self._finish_timer, self._finish_deadline, self._played_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._finish_timer = self._finish_deadline = None
+        self._finish_timer = self._finish_deadline = self._played_timer = None
 
     # -- the ending ------------------------------------------------------------
 
