@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import attrs
 import orjson
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -550,3 +550,44 @@ class SignedTests(ServiceCase):
         (unsigned,) = yield self.place(GenesysCallSpec(expect_end="refused"))
         self.assertOk(unsigned)
         self.assertIn("401", unsigned.refusal or "")
+
+
+class DrainTests(ServiceCase):
+    """
+    SIGTERM's drain through the real service: Audio Connector calls end as
+    Call Control calls do.
+    """
+
+    timing = {**ServiceCase.timing, "no_input_timeout": 30.0}
+
+    @inlineCallbacks
+    def test_drain(self) -> Any:
+        "A call that can finish does; a silent one goes to the operator at the deadline; new ones get 503."
+        ac = self.service.audio_connector
+        opened: List[Any] = []
+        both: Any = Deferred()
+
+        def on_call(bridge: Any, core: Any) -> None:
+            opened.append(bridge)
+            if len(opened) == 2:
+                both.callback(None)
+
+        ac.on_call = on_call
+        chooser = premium(("prompts", "press:1"), ivr_target="ext:transfer_premium",
+                          ivr_outcome="selected")
+        silent = GenesysCallSpec(input_variables={"externalId": "CRM-PREMIUM-TICKETS"},
+                                 expect_end="completed",
+                                 expect={"ivr_target": "ext:transfer_operator",
+                                         "ivr_outcome": "operator", "ivr_reason": "draining"})
+        placed = self.place(chooser, silent)
+        yield both
+        drained = self.service.drain(deadline=3.0)
+        late = yield self.place(GenesysCallSpec(name="late"))
+        self.assertEqual((late[0].end, late[0].refusal is not None), ("refused", True))
+        results = yield placed
+        yield drained
+        for result in results:
+            self.assertOk(result)
+        self.assertEqual(ac.outcomes, {"selected": 1, "operator": 1})
+        self.assertEqual(ac.active, {})
+        self.assertEqual(ac.factory.sessions, set())

@@ -220,6 +220,18 @@ class SessionBridge:
         }
         return {k: v for k, v in values.items() if k is not None}
 
+    def drain(self) -> None:
+        """
+        The service is stopping and the drain deadline has passed: stop the
+        prompts and let the state machine end the call as it does over Call
+        Control (the operator, or the caller's choice if one was made); the
+        ``disconnect`` follows at once.
+        """
+        if self.session is None or self.outcome is not None or self._gone:
+            return
+        self._call.stop_audio()
+        self.session.drain()
+
     # -- ConnectorListener -------------------------------------------------------
 
     def opened(self, info: CallInfo) -> None:

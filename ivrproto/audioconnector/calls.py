@@ -57,6 +57,8 @@ class AudioConnectorCalls:
         self.calls = 0
         self.outcomes: dict[str, int] = {}
         self.on_call: Optional[Callable[[Any, Any], None]] = None
+        #: The calls in progress, by session id: their ``SessionBridge``.
+        self.active: dict[str, Any] = {}
         ac = config().audio_connector
         assert ac.api_key is not None  # check_audio_connector
         authenticator = Authenticator(
@@ -134,6 +136,7 @@ class AudioConnectorCalls:
             lookup.lookup(key, timing.profile_budget).addCallbacks(known, failed)
 
         def finished(outcome: Any) -> None:
+            self.active.pop(info.session_id, None)
             self._ended(info.session_id, outcome)
 
         bridge = SessionBridge(call, lookup_profile, names=names, finished=finished)
@@ -143,9 +146,36 @@ class AudioConnectorCalls:
         )
         holder["session"] = session
         bridge.attach(session, lambda: core.collected, core)
+        self.active[info.session_id] = bridge
         if self.on_call is not None:
             self.on_call(bridge, core)
         return bridge
+
+    # -- draining (SIGTERM) ------------------------------------------------------
+
+    def start_draining(self) -> None:
+        "Refuse new upgrades (503); the calls in progress go on."
+        self.factory.accepting = False
+
+    def drain(self) -> None:
+        """
+        The drain deadline: end every call still in progress as a Call
+        Control call is ended (the operator, or the caller's choice), each
+        on its own.
+        """
+        for bridge in list(self.active.values()):
+            try:
+                bridge.drain()
+            except Exception:
+                self.log.failure("draining an Audio Connector call broke")
+
+    def when_idle(self) -> Any:
+        "Fires once no Audio Connector session is open."
+        return self.factory.when_idle()
+
+    def abort_sessions(self) -> None:
+        "Drop every session still open (past the drain's close allowance)."
+        self.factory.abort_sessions()
 
     def _ended(self, session_id: str, outcome: Any) -> None:
         from ivrproto.audioconnector.adapter import outcome_value

@@ -88,6 +88,10 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             )
             raise ConnectionDeny(401, "Unauthorized")
 
+        if not f.accepting:
+            # Draining: Genesys takes the action's failure path at once.
+            f.refusals += 1
+            raise ConnectionDeny(503, "Service Unavailable")
         d = f.authenticator.authenticate(headers, target)
         return d.addCallbacks(accepted, refused)
 
@@ -125,7 +129,7 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
         session = self.session
         if session is None:
             return
-        self.factory.sessions.discard(session)
+        self.factory.session_closed(session)
         if self.localCloseCode == 1009:
             why = "message too large"
         else:
@@ -190,8 +194,12 @@ class AudioConnectorFactory(WebSocketServerFactory):
         self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.audioconnector"))
         #: The sessions open now.
         self.sessions: "set[ConnectorSession]" = set()
-        #: Upgrades refused by authentication.
+        #: Upgrades refused (by authentication, or while draining).
         self.refusals = 0
+        #: Whether new upgrades are taken (``False`` while the service drains:
+        #: they are refused with 503).
+        self.accepting = True
+        self._idle_waiters: "list[Deferred[None]]" = []
         self.setProtocolOptions(
             maxFramePayloadSize=int(max_message_size),
             maxMessagePayloadSize=int(max_message_size),
@@ -208,4 +216,26 @@ class AudioConnectorFactory(WebSocketServerFactory):
 
     def __repr__(self) -> str:
         return f"<AudioConnectorFactory {sorted(self.routes)}>"
+
+    def session_closed(self, session: ConnectorSession) -> None:
+        "A session's socket has gone: tell the idle waiters when it was the last."
+        self.sessions.discard(session)
+        if not self.sessions:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_idle(self) -> "Deferred[None]":
+        "Fires once no session is open (at once when none is)."
+        d: Deferred[None] = Deferred()
+        if self.sessions:
+            self._idle_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def abort_sessions(self) -> None:
+        "Drop the socket of every session still open."
+        for session in list(self.sessions):
+            session.abort("the service stopped")
 

@@ -725,6 +725,12 @@ class ConnectorSession:
             self._drop_timer.cancel()
         self._drop_timer = None
 
+    def abort(self, why: str) -> None:
+        "Drop the socket now (the service is stopping)."
+        if self.state is not State.GONE:
+            self._cancel_drop()
+            self._drop(why)
+
     def _drop(self, why: str) -> None:
         self._drop_timer = None
         if self.end_reason is None or self.state is State.OPENING:
