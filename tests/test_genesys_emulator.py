@@ -591,3 +591,36 @@ class DrainTests(ServiceCase):
         self.assertEqual(ac.outcomes, {"selected": 1, "operator": 1})
         self.assertEqual(ac.active, {})
         self.assertEqual(ac.factory.sessions, set())
+
+
+class MetricsTests(ServiceCase):
+    "The Audio Connector's Prometheus families, through the real service."
+
+    def test_label_sets(self) -> None:
+        "The metrics' label sets are the Audio Connector's own."
+        from ivrproto import metrics
+        from ivrproto.audioconnector import server, session
+
+        self.assertEqual(metrics.AC_REFUSALS, server.REFUSALS)
+        self.assertEqual(metrics.AC_PROTOCOL_ERRORS, session.PROTOCOL_ERRORS)
+
+    @inlineCallbacks
+    def test_counted(self) -> Any:
+        "A call, a refused upgrade and a 429: each family counts it."
+        from prometheus_client.parser import text_string_to_metric_families
+
+        yield self.place(premium(("prompts", "error:429", "press:1")))
+        yield self.place(GenesysCallSpec(expect_end="refused"), key="wrong")
+        text = self.service.metrics.render().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        self.assertEqual(samples[("ivr_audio_connector_calls_total", (("outcome", "selected"),))], 1)
+        self.assertEqual(samples[("ivr_audio_connector_calls_total", (("outcome", "failed"),))], 0)
+        self.assertEqual(
+            samples[("ivr_audio_connector_refused_total", (("reason", "unauthorized"),))], 1)
+        self.assertGreater(samples[("ivr_audio_connector_frames_sent_total", ())], 3)
+        self.assertEqual(samples[("ivr_audio_connector_rate_limit_pauses_total", ())], 1)
+        self.assertEqual(
+            samples[("ivr_audio_connector_protocol_errors_total", (("kind", "sequence"),))], 0)
+        self.assertEqual(samples[("ivr_audio_connector_sessions_open", ())], 0)
+        self.assertEqual(samples[("ivr_audio_connector_calls_active", ())], 0)

@@ -80,9 +80,12 @@ class AudioConnectorCalls:
         return {
             "calls": self.calls,
             "active": len(self.factory.sessions),
+            "in_progress": len(self.active),
             "refused": self.factory.refusals,
+            "refused_by_reason": dict(self.factory.refusals_by_reason),
             "outcomes": dict(self.outcomes),
             "prompts_cached": self.factory.prompts.cached,
+            **self.factory.counts(),
         }
 
     def profile_key(self, info: Any) -> Optional[str]:

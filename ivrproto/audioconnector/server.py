@@ -12,7 +12,8 @@ Serve it with any Twisted server endpoint::
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional
+from collections import Counter
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -26,13 +27,30 @@ from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.audioconnector.auth import Accepted, Authenticator, AuthRefused
 from ivrproto.audioconnector.prompts import PromptLibrary
-from ivrproto.audioconnector.session import ConnectorCall, ConnectorListener, ConnectorSession, SessionSettings
+from ivrproto.audioconnector.session import (
+    PROTOCOL_ERRORS,
+    ConnectorCall,
+    ConnectorListener,
+    ConnectorSession,
+    SessionSettings,
+)
 
 #: The largest text message accepted from the client (64 KiB).
 MAX_MESSAGE_SIZE = 64 * 1024
 
+#: Why an upgrade was refused, as the metrics label it: a bounded set
+#: (401, 404, and 503 while the service drains).
+REFUSALS = ("unauthorized", "unknown-path", "draining")
+
 #: Makes the call logic of one call, given its session's commands.
 NewListener = Callable[[ConnectorCall], ConnectorListener]
+
+
+def _session_counts(session: ConnectorSession) -> Counter:  # type: ignore[type-arg]
+    counts = Counter(session.protocol_errors)
+    counts["frames_sent"] = session.frames_sent
+    counts["rate_limit_pauses"] = session.rate_limit_pauses
+    return counts
 
 
 def normalize_path(path: str) -> str:
@@ -74,13 +92,14 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             connector = normalize_path(target)
             route = f.routes.get(connector)
             if route is None:
+                f.refused("unknown-path")
                 f.bad_input.warn("unknown-path", "Audio Connector upgrade for an unknown path")
                 raise ConnectionDeny(404, "Not Found")
             self._accepted, self._route, self._connector = result, route, connector
 
         def refused(failure: Failure) -> None:
             failure.trap(AuthRefused)
-            f.refusals += 1
+            f.refused("unauthorized")
             f.bad_input.warn(
                 "refused",
                 "Audio Connector upgrade refused: {reason}",
@@ -90,7 +109,7 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
 
         if not f.accepting:
             # Draining: Genesys takes the action's failure path at once.
-            f.refusals += 1
+            f.refused("draining")
             raise ConnectionDeny(503, "Service Unavailable")
         d = f.authenticator.authenticate(headers, target)
         return d.addCallbacks(accepted, refused)
@@ -194,8 +213,12 @@ class AudioConnectorFactory(WebSocketServerFactory):
         self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.audioconnector"))
         #: The sessions open now.
         self.sessions: "set[ConnectorSession]" = set()
-        #: Upgrades refused (by authentication, or while draining).
+        #: Upgrades refused by authentication.
         self.refusals = 0
+        #: Upgrades refused, by reason (:data:`REFUSALS`).
+        self.refusals_by_reason: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        #: The counts of the sessions that have ended (see :meth:`counts`).
+        self._ended = Counter()  # type: ignore[var-annotated]
         #: Whether new upgrades are taken (``False`` while the service drains:
         #: they are refused with 503).
         self.accepting = True
@@ -217,8 +240,30 @@ class AudioConnectorFactory(WebSocketServerFactory):
     def __repr__(self) -> str:
         return f"<AudioConnectorFactory {sorted(self.routes)}>"
 
+    def refused(self, reason: str) -> None:
+        "Count an upgrade refused for ``reason`` (one of :data:`REFUSALS`)."
+        self.refusals_by_reason[reason] += 1
+        if reason == "unauthorized":
+            self.refusals += 1
+
+    def counts(self) -> Dict[str, Any]:
+        """
+        Every session's counts, those ended and those open: ``frames_sent``,
+        ``rate_limit_pauses`` and ``protocol_errors`` (by kind).
+        """
+        total = Counter(self._ended)
+        for session in self.sessions:
+            total.update(_session_counts(session))
+        return {
+            "frames_sent": total["frames_sent"],
+            "rate_limit_pauses": total["rate_limit_pauses"],
+            "protocol_errors": {kind: total[kind] for kind in PROTOCOL_ERRORS},
+        }
+
     def session_closed(self, session: ConnectorSession) -> None:
         "A session's socket has gone: tell the idle waiters when it was the last."
+        if session in self.sessions:
+            self._ended.update(_session_counts(session))
         self.sessions.discard(session)
         if not self.sessions:
             waiters, self._idle_waiters = self._idle_waiters, []

@@ -19,10 +19,11 @@ given (:meth:`~ConnectorSession.play`, :meth:`~ConnectorSession.stop_audio`,
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import Counter, deque
 from typing import (
     Any,
     Callable,
+    Counter as CounterType,
     Deque,
     FrozenSet,
     Mapping,
@@ -70,6 +71,10 @@ from ivrproto.audioconnector.messages import (
     parse_message,
 )
 from ivrproto.audioconnector.prompts import FRAME_BYTES, SAMPLE_RATE, PromptLibrary
+
+#: The kinds of client messages that break the protocol, as the metrics
+#: label them: a bounded set.
+PROTOCOL_ERRORS = ("malformed", "sequence", "not-open", "invalid", "unknown-type", "unexpected")
 
 
 @attrs.frozen
@@ -312,6 +317,9 @@ class ConnectorSession:
         self.frames_sent = 0
         self.audio_bytes_received = 0
         self.messages_ignored = 0
+        self.rate_limit_pauses = 0
+        #: Client messages that broke the protocol, by kind (:data:`PROTOCOL_ERRORS`).
+        self.protocol_errors: CounterType[str] = Counter()
 
     # -- what arrives ----------------------------------------------------------
 
@@ -345,6 +353,7 @@ class ConnectorSession:
             if isinstance(message, Open):
                 self._open_received(received.id, message)
             else:
+                self.protocol_errors["not-open"] += 1
                 self._fail(f"expected open, got {_kind(message)}")
             return
         if self.state is not State.ACTIVE:
@@ -566,6 +575,7 @@ class ConnectorSession:
             wait = error.retry_after if error.retry_after is not None else self.settings.default_retry_after
             wait = min(max(wait, 0.0), self.settings.max_retry_after)
             self._hold_until = max(self._hold_until, self._clock.seconds() + wait)
+            self.rate_limit_pauses += 1
             self._warn("rate-limited", "{session_id}: the client asked us to wait {wait} s", wait=wait)
             self._pump()
         else:
@@ -749,6 +759,8 @@ class ConnectorSession:
                               session_id=self.session_id, method=method)
 
     def _warn(self, kind: str, format: str, **fields: Any) -> None:
+        if kind in PROTOCOL_ERRORS:
+            self.protocol_errors[kind] += 1
         self._bad_input.warn(kind, format, session_id=self.session_id, **fields)
 
 
