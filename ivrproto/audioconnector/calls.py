@@ -71,6 +71,8 @@ class AudioConnectorCalls:
             prompts,
             SessionSettings(**dict(ac.session)),
             max_message_size=ac.max_message_size,
+            max_write_buffer=ac.max_write_buffer,
+            write_timeout=ac.write_timeout,
         )
 
     def stats(self) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
 from ivrproto.logthrottle import LogThrottle
@@ -61,6 +62,49 @@ def normalize_path(path: str) -> str:
     return path
 
 
+@implementer(IPushProducer)
+class _WriteWatch:
+    """
+    Registered with the transport as a streaming producer: the transport
+    pauses it when its write buffer is full (the client stopped reading)
+    and resumes it once the buffer has drained.  While paused it counts the
+    audio written, and after ``timeout`` seconds it calls ``timed_out``.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float, timed_out: Callable[[], None]) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._timed_out = timed_out
+        self._timer: Optional[IDelayedCall] = None
+        self.paused = False
+        self.unsent = 0
+
+    def pauseProducing(self) -> None:
+        # Twisted calls this on every write while its buffer is full: only
+        # the first call starts the count and the timer.
+        if not self.paused:
+            self.paused = True
+            self.unsent = 0
+            self._timer = self._clock.callLater(self._timeout, self._expired)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.unsent = 0
+        self.cancel()
+
+    def stopProducing(self) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._timed_out()
+
+
 class AudioConnectorServerProtocol(WebSocketServerProtocol):
     """
     One Audio Connector connection: one session.
@@ -78,8 +122,18 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
         self._accepted: Optional[Accepted] = None
         self._route: Optional[NewListener] = None
         self._connector = ""
+        self._writes: Optional[_WriteWatch] = None
+        #: Audio frames not queued because the client stopped reading.
+        self.frames_held_back = 0
 
     # -- Autobahn callbacks ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        f = self.factory
+        self._writes = _WriteWatch(f.reactor, f.write_timeout, self._stopped_reading)
+        # Autobahn unregisters it in dropConnection.
+        self.registerProducer(self._writes, True)
 
     def onConnect(self, request: ConnectionRequest) -> "Deferred[None]":  # type: ignore[override]
         # Autobahn waits for a Deferred from onConnect (its typing says
@@ -142,6 +196,8 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             self._log.failure("error while handling an Audio Connector message")
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self._writes is not None:
+            self._writes.cancel()
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
@@ -165,8 +221,28 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             self.sendMessage(payload, isBinary=False)
 
     def send_audio(self, frame: bytes) -> None:
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(frame, isBinary=True)
+        if self.state != self.STATE_OPEN:
+            return
+        writes = self._writes
+        if writes is not None and writes.paused:
+            # The client is not reading: queue no more than the bound.
+            if writes.unsent + len(frame) > self.factory.max_write_buffer:
+                self.frames_held_back += 1
+                return
+            writes.unsent += len(frame)
+        self.sendMessage(frame, isBinary=True)
+
+    def _stopped_reading(self) -> None:
+        self._log.warn(
+            "Audio Connector session {session_id}: dropping the connection: the client "
+            "has not read for {timeout:g}s",
+            session_id=None if self.session is None else self.session.session_id,
+            timeout=self.factory.write_timeout,
+        )
+        if self.session is not None:
+            self.session.abort("the client stopped reading")
+        else:
+            self.dropConnection(abort=True)
 
     def drop(self) -> None:
         self.dropConnection(abort=True)
@@ -185,6 +261,11 @@ class AudioConnectorFactory(WebSocketServerFactory):
         a larger one closes the connection with 1009
     :param open_handshake_timeout: seconds for the upgrade (authentication's
         delay included)
+    :param max_write_buffer: bytes of audio written to a client that has
+        stopped reading (its socket's buffer full) before further frames are
+        not queued
+    :param write_timeout: seconds a client may leave the buffer full before
+        the connection is dropped
     """
 
     protocol = AudioConnectorServerProtocol  # type: ignore[assignment]
@@ -201,6 +282,8 @@ class AudioConnectorFactory(WebSocketServerFactory):
         max_message_size: int = MAX_MESSAGE_SIZE,
         open_handshake_timeout: float = 10.0,
         close_handshake_timeout: float = 2.0,
+        max_write_buffer: int = 64 * 1024,
+        write_timeout: float = 10.0,
     ) -> None:
         super().__init__(server="ivrproto", reactor=reactor)
         self._batched_timer = ReactorTimer(reactor)
@@ -209,6 +292,8 @@ class AudioConnectorFactory(WebSocketServerFactory):
         self.routes: Dict[str, NewListener] = {normalize_path(p): r for p, r in routes.items()}
         self.prompts = prompts
         self.settings = settings
+        self.max_write_buffer = max_write_buffer
+        self.write_timeout = write_timeout
         #: Lines about what clients sent wrong, a few a minute.
         self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.audioconnector"))
         #: The sessions open now.
