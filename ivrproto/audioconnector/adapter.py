@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import attrs
 from twisted.logger import Logger
 
-from ivrproto.messages import Command, Hangup, Play, Transfer
+from ivrproto.messages import Command, Play
 from ivrproto.session.machine import CallSession, Outcome
 from ivrproto.audioconnector.prompts import PromptError
 from ivrproto.audioconnector.session import CallInfo, ConnectorCall

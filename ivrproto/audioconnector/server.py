@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer, cancel_close_handshake_timer
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.audioconnector.auth import Accepted, Authenticator, AuthRefused
 from ivrproto.audioconnector.prompts import PromptLibrary
@@ -198,9 +198,7 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         if self._writes is not None:
             self._writes.cancel()
-        if self.closeHandshakeTimeoutCall is not None:
-            self.closeHandshakeTimeoutCall.cancel()
-            self.closeHandshakeTimeoutCall = None
+        cancel_close_handshake_timer(self)
         session = self.session
         if session is None:
             return
