@@ -19,28 +19,22 @@ given (:meth:`~ConnectorSession.play`, :meth:`~ConnectorSession.stop_audio`,
 from __future__ import annotations
 
 import enum
-from collections import Counter, deque
+from collections import Counter
 from typing import (
     Any,
     Callable,
     Counter as CounterType,
-    Deque,
-    FrozenSet,
     Mapping,
     Optional,
-    Protocol as TypingProtocol,
     Sequence,
-    Tuple,
 )
 
-import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.audioconnector.auth import Accepted
 from ivrproto.audioconnector.messages import (
-    DEFAULT_DIGITS,
     ClientError,
     Close,
     Discarded,
@@ -49,7 +43,6 @@ from ivrproto.audioconnector.messages import (
     Invalid,
     MalformedMessage,
     Open,
-    Participant,
     Paused,
     Ping,
     PlaybackCompleted,
@@ -72,172 +65,16 @@ from ivrproto.audioconnector.replies import (
     bot_turn_response,
     encode,
 )
-from ivrproto.audioconnector.prompts import FRAME_BYTES, SAMPLE_RATE, PromptLibrary
-
-#: The kinds of client messages that break the protocol, as the metrics
-#: label them: a bounded set.
-PROTOCOL_ERRORS = ("malformed", "sequence", "not-open", "invalid", "unknown-type", "unexpected")
-
-
-@attrs.frozen
-class SessionSettings:
-    """
-    How a session behaves.  Items marked *unconfirmed* are what Genesys's
-    reference code and public notes suggest, not something checked against a
-    real org: each is a setting so that it can be adjusted without a release.
-
-    :ivar media_format: the format chosen from the offers (``PCMU``)
-    :ivar media_rate: the rate chosen (8000)
-    :ivar media_channels: the channels chosen, in order (``external``)
-    :ivar frame_bytes: bytes per outbound audio frame (1600: 200 ms)
-    :ivar audio_lead: seconds of audio sent ahead of real time (*unconfirmed*:
-        how much Genesys buffers)
-    :ivar default_retry_after: seconds our audio waits after a ``429`` without
-        ``retryAfter``
-    :ivar max_retry_after: the longest wait a ``429`` can impose
-    :ivar pause_audio_when_paused: hold our audio while the client is paused
-    :ivar barge_in: whether a key pressed during a prompt stops the rest of
-        the prompt queue (and sends ``barge_in``)
-    :ivar bot_turn_events: send a ``bot_turn_response`` event per prompt queue
-    :ivar disconnect_grace: seconds between the end of the last prompt and
-        ``disconnect`` (*unconfirmed*: whether Genesys keeps playing queued
-        audio after ``disconnect``)
-    :ivar playback_timeout: seconds past the end of the queued audio that a
-        ``disconnect`` waits for ``playback_completed``
-    :ivar open_timeout: seconds from the upgrade to ``open`` before the socket
-        is dropped
-    :ivar close_timeout: seconds from our ``disconnect`` to the client's
-        ``close`` before the socket is dropped
-    :ivar closed_grace: seconds from our ``closed`` to the client closing the
-        socket before it is dropped
-    :ivar check_organization: answer ``disconnect{unauthorized}`` when
-        ``open``'s organization differs from the upgrade's header
-    :ivar organizations: when set, the only organization ids served
-    :ivar digits: the keys accepted in ``dtmf`` (*unconfirmed*: A-D)
-    """
-
-    media_format: str = "PCMU"
-    media_rate: int = SAMPLE_RATE
-    media_channels: Tuple[str, ...] = ("external",)
-    frame_bytes: int = FRAME_BYTES
-    audio_lead: float = 0.4
-    default_retry_after: float = 1.0
-    max_retry_after: float = 30.0
-    pause_audio_when_paused: bool = True
-    barge_in: bool = True
-    bot_turn_events: bool = True
-    disconnect_grace: float = 0.2
-    playback_timeout: float = 3.0
-    open_timeout: float = 5.0
-    close_timeout: float = 10.0
-    closed_grace: float = 5.0
-    check_organization: bool = True
-    organizations: Optional[FrozenSet[str]] = None
-    digits: FrozenSet[str] = DEFAULT_DIGITS
-
-
-@attrs.frozen
-class CallInfo:
-    """
-    What ``open`` and the upgrade said about the call.  ``participant.ani``
-    is a raw caller id: never log it.
-
-    :ivar connector: the request path the call came in on (the connector id)
-    """
-
-    connector: str
-    session_id: str
-    organization_id: str
-    conversation_id: str
-    correlation_id: Optional[str]
-    participant: Participant
-    language: Optional[str]
-    input_variables: Mapping[str, str] = attrs.field(repr=False)
-    custom_config: Optional[Mapping[str, Any]]
-    media: Mapping[str, Any]
-
-    @property
-    def ani(self) -> str:
-        return self.participant.ani
-
-
-class ConnectorCall(TypingProtocol):
-    """
-    The commands the call logic gives a session.
-    """
-
-    @property
-    def info(self) -> CallInfo:
-        "The call, as ``open`` described it."
-
-    @property
-    def language(self) -> Optional[str]:
-        "The call's current language (``open``, or a later ``update``)."
-
-    def play(
-        self, prompt_names: Sequence[str], text: Optional[str] = None, barge_in: bool = True
-    ) -> None:
-        "Queue prompts, in order, after any already queued."
-
-    def stop_audio(self) -> None:
-        "Drop every queued prompt, and tell the client to drop what it holds."
-
-    @property
-    def is_playing(self) -> bool:
-        "Whether audio is queued, still playing out, or reported playing."
-
-    @property
-    def played_within(self) -> float:
-        "Seconds from now by which the queued audio will have been reported played."
-
-    def disconnect(
-        self,
-        reason: str,
-        output_variables: Optional[Mapping[str, str]] = None,
-        info: Optional[str] = None,
-    ) -> None:
-        "End the session, after the queued audio has played."
-
-
-class ConnectorListener(TypingProtocol):
-    """
-    What a session reports to the call logic.  Exceptions raised here are
-    logged and never reach the connection.
-    """
-
-    def opened(self, info: CallInfo) -> None:
-        "``opened`` was sent: audio may be played from now on."
-
-    def digit_received(self, digit: str) -> None:
-        "The caller pressed a key (after any barge-in has stopped the prompts)."
-
-    def playback_completed(self) -> None:
-        """
-        Everything queued so far has played: its real-time end has passed
-        and, when the client reported ``playback_started``, its
-        ``playback_completed`` came (at most ``playback_timeout`` past the
-        end); or a barge-in dropped it.
-        """
-
-    def hangup_received(self, reason: str) -> None:
-        "The client sent ``close`` before we asked to disconnect (e.g. ``end``: the caller hung up)."
-
-    def connection_lost(self, reason: str) -> None:
-        "The session is over; called once, last, for every call that was opened."
-
-
-class SessionTransport(TypingProtocol):
-    "What a session needs of its connection."
-
-    def send_text(self, payload: bytes) -> None:
-        "Send one text frame."
-
-    def send_audio(self, frame: bytes) -> None:
-        "Send one binary frame."
-
-    def drop(self) -> None:
-        "Drop the socket now."
-
+from ivrproto.audioconnector.playout import Playout
+from ivrproto.audioconnector.prompts import PromptLibrary
+from ivrproto.audioconnector.seam import (
+    PROTOCOL_ERRORS,
+    CallInfo,
+    ConnectorCall,
+    ConnectorListener,
+    SessionSettings,
+    SessionTransport,
+)
 
 class State(enum.Enum):
     OPENING = "opening"
@@ -291,20 +128,12 @@ class ConnectorSession:
         # processed).
         self._seq = 0
         self._clientseq = 0
-        # The paced audio sender.
-        self._frame_seconds = settings.frame_bytes / SAMPLE_RATE
-        # (frame, may a key interrupt it)
-        self._queue: Deque[Tuple[bytes, bool]] = deque()
-        self._last_interruptible = True
-        self._t0 = clock.seconds()
-        self._sent_in_run = 0
-        self._audio_timer: Optional[IDelayedCall] = None
-        self._hold_until = 0.0
-        self._client_paused = False
-        self._client_playing = False
-        # Whether a playback_completed is owed to the listener, and its timer.
-        self._played_due = False
-        self._played_timer: Optional[IDelayedCall] = None
+        #: The paced audio sender.
+        self.playout = Playout(
+            clock, transport.send_audio, settings,
+            may_send=lambda: self.state is State.ACTIVE,
+            played=self._prompts_played, sent=self._maybe_finish,
+        )
         # The ending.
         self._pending: Optional[Disconnect] = None
         self._finish_timer: Optional[IDelayedCall] = None
@@ -316,7 +145,6 @@ class ConnectorSession:
         #: Why the session ended, once it has (for logs and metrics).
         self.end_reason: Optional[str] = None
         # Counts, for tests and metrics.
-        self.frames_sent = 0
         self.audio_bytes_received = 0
         self.messages_ignored = 0
         self.rate_limit_pauses = 0
@@ -374,14 +202,11 @@ class ConnectorSession:
         if self.end_reason is None:
             self.end_reason = reason
         self.state = State.GONE
-        self._queue.clear()
-        timers = (self._audio_timer, self._finish_timer, self._finish_deadline, self._drop_timer,
-                  self._played_timer)
-        for timer in timers:
+        self.playout.stop()
+        for timer in (self._finish_timer, self._finish_deadline, self._drop_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._audio_timer = self._finish_timer = self._finish_deadline = self._drop_timer = None
-        self._played_timer = None
+        self._finish_timer = self._finish_deadline = self._drop_timer = None
         if self._listener is not None and not self._lost_reported:
             self._lost_reported = True
             self._tell("connection_lost", self.end_reason)
@@ -401,11 +226,12 @@ class ConnectorSession:
     @property
     def is_playing(self) -> bool:
         "Whether audio is queued here, still playing out, or reported playing."
-        return (
-            bool(self._queue)
-            or self._clock.seconds() < self._audio_end()
-            or self._client_playing
-        )
+        return self.playout.is_playing
+
+    @property
+    def frames_sent(self) -> int:
+        "Audio frames sent (for metrics)."
+        return self.playout.frames_sent
 
     def play(
         self, prompt_names: Sequence[str], text: Optional[str] = None, barge_in: bool = True
@@ -424,10 +250,7 @@ class ConnectorSession:
         prompts = [self._prompts.get(self._language, name) for name in prompt_names]
         if self.settings.bot_turn_events:
             self._send(Event((bot_turn_response(text),)))
-        for prompt in prompts:
-            self._queue.extend((frame, barge_in) for frame in prompt.frames)
-        self._played_due = self._played_due or bool(prompts)
-        self._pump()
+        self.playout.add(prompts, barge_in)
 
     @property
     def played_within(self) -> float:
@@ -436,17 +259,16 @@ class ConnectorSession:
         for the audio queued so far (its real-time end plus
         ``playback_timeout``).
         """
-        remaining = max(0.0, self._audio_end() - self._clock.seconds())
-        return remaining + len(self._queue) * self._frame_seconds + self.settings.playback_timeout
+        return self.playout.played_within
 
     def stop_audio(self) -> None:
         "Drop the queued audio; if any was playing, send ``barge_in``."
         if self.state is not State.ACTIVE:
             return
         if self.is_playing:
-            self._flush()
+            self.playout.flush()
             self._send(Event((barge_in(),)))
-            self._check_played()
+            self.playout.check_played()
             self._maybe_finish()
 
     def disconnect(
@@ -466,10 +288,8 @@ class ConnectorSession:
         if self.state is not State.ACTIVE or self._pending is not None:
             return
         self._pending = Disconnect(reason, info, output_variables)
-        remaining = max(0.0, self._audio_end() - self._clock.seconds())
-        remaining += len(self._queue) * self._frame_seconds
         self._finish_deadline = self._clock.callLater(
-            remaining + self.settings.playback_timeout, self._finish
+            self.playout.played_within, self._finish
         )
         self._maybe_finish()
 
@@ -522,7 +342,7 @@ class ConnectorSession:
         )
         self._send(Opened(media))
         self.state = State.ACTIVE
-        self._t0 = self._clock.seconds()
+        self.playout.start()
         try:
             self._listener = self._new_listener(self)
         except Exception:
@@ -535,25 +355,25 @@ class ConnectorSession:
         if isinstance(message, Dtmf):
             if self._pending is not None:
                 return
-            if self.settings.barge_in and self.is_playing and self._interruptible():
+            if self.settings.barge_in and self.is_playing and self.playout.interruptible():
                 self.stop_audio()
             self._tell("digit_received", message.digit)
         elif isinstance(message, PlaybackStarted):
-            self._client_playing = True
+            self.playout.client_playing = True
         elif isinstance(message, PlaybackCompleted):
-            self._client_playing = False
-            if self._played_due:
-                self._check_played()
-            elif not self._queue and self._pending is None:
+            self.playout.client_playing = False
+            if self.playout.played_due:
+                self.playout.check_played()
+            elif not self.playout.queue and self._pending is None:
                 self._tell("playback_completed")
             self._maybe_finish()
         elif isinstance(message, ClientError):
             self._client_error(message)
         elif isinstance(message, Paused):
-            self._client_paused = True
+            self.playout.client_paused = True
         elif isinstance(message, Resumed):
-            self._client_paused = False
-            self._pump()
+            self.playout.client_paused = False
+            self.playout.pump()
         elif isinstance(message, Update):
             if message.language is not None:
                 self._language = message.language
@@ -576,10 +396,9 @@ class ConnectorSession:
         if error.code == 429:
             wait = error.retry_after if error.retry_after is not None else self.settings.default_retry_after
             wait = min(max(wait, 0.0), self.settings.max_retry_after)
-            self._hold_until = max(self._hold_until, self._clock.seconds() + wait)
             self.rate_limit_pauses += 1
             self._warn("rate-limited", "{session_id}: the client asked us to wait {wait} s", wait=wait)
-            self._pump()
+            self.playout.hold(wait)
         else:
             self._warn("client-error", "{session_id}: the client reported error {code}",
                        code=error.code)
@@ -630,97 +449,30 @@ class ConnectorSession:
         self._seq += 1
         self._transport.send_text(payload)
 
-    # -- audio -------------------------------------------------------------------
-
-    def _audio_end(self) -> float:
-        "When the audio sent so far finishes playing, in real time."
-        return self._t0 + self._sent_in_run * self._frame_seconds
-
-    def _pump(self) -> None:
-        if self._audio_timer is not None and self._audio_timer.active():
-            self._audio_timer.cancel()
-        self._audio_timer = None
-        if self.state is not State.ACTIVE or not self._queue:
-            return
-        now = self._clock.seconds()
-        if now < self._hold_until:
-            self._audio_timer = self._clock.callLater(self._hold_until - now, self._pump)
-            return
-        if self._client_paused and self.settings.pause_audio_when_paused:
-            return
-        if now >= self._audio_end():
-            # Nothing left playing: a new run starts now.
-            self._t0, self._sent_in_run = now, 0
-        lead = self.settings.audio_lead
-        while self._queue:
-            due = self._audio_end() - lead
-            if due > now + 1e-9:
-                self._audio_timer = self._clock.callLater(due - now, self._pump)
-                return
-            frame, self._last_interruptible = self._queue.popleft()
-            self._transport.send_audio(frame)
-            self._sent_in_run += 1
-            self.frames_sent += 1
-        self._check_played()
-        self._maybe_finish()
-
-    def _check_played(self) -> None:
-        """
-        Tell the listener ``playback_completed`` once the queued audio has
-        played: its real-time end, then the client's ``playback_completed``
-        if it reported ``playback_started`` (at most ``playback_timeout``
-        past the end).  The no-input timer of the call logic runs from here.
-        """
-        if self._played_timer is not None and self._played_timer.active():
-            self._played_timer.cancel()
-        self._played_timer = None
-        if not self._played_due or self.state is not State.ACTIVE or self._queue:
-            return
-        now, end = self._clock.seconds(), self._audio_end()
-        if now < end - 1e-9:
-            self._played_timer = self._clock.callLater(end - now, self._check_played)
-            return
-        late = end + self.settings.playback_timeout
-        if self._client_playing and now < late - 1e-9:
-            self._played_timer = self._clock.callLater(late - now, self._check_played)
-            return
-        self._played_due = False
+    def _prompts_played(self) -> None:
         if self._pending is None:
             self._tell("playback_completed")
 
-    def _interruptible(self) -> bool:
-        "Whether the audio playing now may be cut short by a key."
-        return self._queue[0][1] if self._queue else self._last_interruptible
-
-    def _flush(self) -> None:
-        self._queue.clear()
-        if self._audio_timer is not None and self._audio_timer.active():
-            self._audio_timer.cancel()
-        self._audio_timer = None
-        # The client drops what it holds on barge_in: nothing is playing.
-        self._t0, self._sent_in_run = self._clock.seconds(), 0
-        self._client_playing = False
-
     def _stop_everything(self) -> None:
-        self._flush()
-        for timer in (self._finish_timer, self._finish_deadline, self._played_timer):
+        self.playout.stop()
+        for timer in (self._finish_timer, self._finish_deadline):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._finish_timer = self._finish_deadline = self._played_timer = None
+        self._finish_timer = self._finish_deadline = None
 
     # -- the ending ------------------------------------------------------------
 
     def _maybe_finish(self) -> None:
         "Send a pending disconnect once the audio has played."
-        if self._pending is None or self.state is not State.ACTIVE or self._queue:
+        if self._pending is None or self.state is not State.ACTIVE or self.playout.queue:
             return
         now = self._clock.seconds()
-        end = self._audio_end()
+        end = self.playout.audio_end
         if self._finish_timer is not None and self._finish_timer.active():
             self._finish_timer.cancel()
         if now < end:
             self._finish_timer = self._clock.callLater(end - now, self._maybe_finish)
-        elif not self._client_playing:
+        elif not self.playout.client_playing:
             self._finish_timer = self._clock.callLater(self.settings.disconnect_grace, self._finish)
         else:
             self._finish_timer = None
