@@ -2,9 +2,11 @@
 The paced audio of one Audio Connector session (:class:`Playout`): the
 queue of prompt frames, sent at real time with a small lead on an injected
 clock, held for a ``429``'s ``retryAfter`` and while the client is paused,
-flushed on barge-in, and the moment the queued audio counts as played (its
+flushed on barge-in, the moment the queued audio counts as played (its
 real-time end, then the client's ``playback_completed`` if it reported
-``playback_started``, at most ``playback_timeout`` past the end).
+``playback_started``, at most ``playback_timeout`` past the end), and the
+wait of a ``disconnect`` for the audio to play out
+(:meth:`Playout.when_played_out`).
 
 :class:`~ivrproto.audioconnector.session.ConnectorSession` owns one and
 decides when it may send; the rules are described in docs/audio-connector.md
@@ -37,8 +39,6 @@ class Playout:
         ``pause_audio_when_paused`` and ``playback_timeout`` are read
     :param may_send: whether the session may send audio now
     :param played: called once the audio queued so far has played
-    :param sent: called after frames went out or the queue was flushed (the
-        session's pending ``disconnect`` may go)
     :ivar frames_sent: frames written, for metrics
     """
 
@@ -49,14 +49,12 @@ class Playout:
         settings: SessionSettings,
         may_send: Callable[[], bool],
         played: Callable[[], None],
-        sent: Callable[[], None],
     ) -> None:
         self._clock = clock
         self._send_audio = send_audio
         self.settings = settings
         self._may_send = may_send
         self._played = played
-        self._sent = sent
         self.frame_seconds = settings.frame_bytes / SAMPLE_RATE
         #: (frame, may a key interrupt it)
         self.queue: Deque[Tuple[bytes, bool]] = deque()
@@ -71,6 +69,11 @@ class Playout:
         self.played_due = False
         self._played_timer: Optional[IDelayedCall] = None
         self.frames_sent = 0
+        # What runs once the audio has played out (a disconnect), and its
+        # timers: the grace after the end, and the latest it may wait.
+        self._then: Optional[Callable[[], None]] = None
+        self._finish_timer: Optional[IDelayedCall] = None
+        self._finish_deadline: Optional[IDelayedCall] = None
 
     # -- what the session asks -------------------------------------------------
 
@@ -123,9 +126,42 @@ class Playout:
         self.client_playing = False
 
     def stop(self) -> None:
-        "Flush, and owe nothing more."
+        "Flush, and owe nothing more (nor run what waited for the end)."
         self.flush()
-        self._cancel("_played_timer")
+        self._then = None
+        for name in ("_played_timer", "_finish_timer", "_finish_deadline"):
+            self._cancel(name)
+
+    def when_played_out(self, then: Callable[[], None]) -> None:
+        """
+        Run ``then`` once the queued audio has played (its real-time end, and
+        the client's ``playback_completed`` if it reported
+        ``playback_started``) and ``disconnect_grace`` more has passed; at
+        the latest ``playback_timeout`` past the audio's end.
+        """
+        self._then = then
+        self._finish_deadline = self._clock.callLater(self.played_within, self._run_then)
+        self.maybe_finish()
+
+    def maybe_finish(self) -> None:
+        "Schedule what waits for the end of the audio, as far as it is known."
+        if self._then is None or not self._may_send() or self.queue:
+            return
+        now, end = self._clock.seconds(), self.audio_end
+        self._cancel("_finish_timer")
+        if now < end:
+            self._finish_timer = self._clock.callLater(end - now, self.maybe_finish)
+        elif not self.client_playing:
+            self._finish_timer = self._clock.callLater(
+                self.settings.disconnect_grace, self._run_then
+            )
+
+    def _run_then(self) -> None:
+        then, self._then = self._then, None
+        for name in ("_finish_timer", "_finish_deadline"):
+            self._cancel(name)
+        if then is not None:
+            then()
 
     # -- the pacing --------------------------------------------------------------
 
@@ -154,7 +190,7 @@ class Playout:
             self._sent_in_run += 1
             self.frames_sent += 1
         self.check_played()
-        self._sent()
+        self.maybe_finish()
 
     def check_played(self) -> None:
         """

@@ -47,10 +47,8 @@ from ivrproto.audioconnector.messages import (
     Ping,
     PlaybackCompleted,
     PlaybackStarted,
-    Received,
     Resumed,
     Update,
-    choose_media,
     parse_message,
 )
 from ivrproto.audioconnector.replies import (
@@ -67,6 +65,7 @@ from ivrproto.audioconnector.replies import (
 )
 from ivrproto.audioconnector.playout import Playout
 from ivrproto.audioconnector.prompts import PromptLibrary
+from ivrproto.audioconnector.rules import answer_open, envelope_problem
 from ivrproto.audioconnector.seam import (
     PROTOCOL_ERRORS,
     CallInfo,
@@ -132,12 +131,10 @@ class ConnectorSession:
         self.playout = Playout(
             clock, transport.send_audio, settings,
             may_send=lambda: self.state is State.ACTIVE,
-            played=self._prompts_played, sent=self._maybe_finish,
+            played=self._prompts_played,
         )
         # The ending.
         self._pending: Optional[Disconnect] = None
-        self._finish_timer: Optional[IDelayedCall] = None
-        self._finish_deadline: Optional[IDelayedCall] = None
         self._drop_timer: Optional[IDelayedCall] = clock.callLater(
             settings.open_timeout, self._drop, "no open in time"
         )
@@ -168,7 +165,7 @@ class ConnectorSession:
             self._clientseq = received.seq
             self._close_received(message)
             return
-        problem = self._envelope_problem(received)
+        problem = envelope_problem(received, self.session_id, self._clientseq, self._seq)
         if problem is not None:
             self._warn("sequence", "{session_id}: {problem}", problem=problem)
             self._clientseq = received.seq
@@ -203,10 +200,7 @@ class ConnectorSession:
             self.end_reason = reason
         self.state = State.GONE
         self.playout.stop()
-        for timer in (self._finish_timer, self._finish_deadline, self._drop_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._finish_timer = self._finish_deadline = self._drop_timer = None
+        self._cancel_drop()
         if self._listener is not None and not self._lost_reported:
             self._lost_reported = True
             self._tell("connection_lost", self.end_reason)
@@ -269,7 +263,7 @@ class ConnectorSession:
             self.playout.flush()
             self._send(Event((barge_in(),)))
             self.playout.check_played()
-            self._maybe_finish()
+            self.playout.maybe_finish()
 
     def disconnect(
         self,
@@ -288,59 +282,27 @@ class ConnectorSession:
         if self.state is not State.ACTIVE or self._pending is not None:
             return
         self._pending = Disconnect(reason, info, output_variables)
-        self._finish_deadline = self._clock.callLater(
-            self.playout.played_within, self._finish
-        )
-        self._maybe_finish()
+        self.playout.when_played_out(self._finish)
 
     # -- the protocol ----------------------------------------------------------
-
-    def _envelope_problem(self, r: Received) -> Optional[str]:
-        if self.session_id is not None and r.id != self.session_id:
-            return "message for another session id"
-        if r.seq != self._clientseq + 1:
-            return f"client seq {r.seq} after {self._clientseq}"
-        if r.serverseq is not None and r.serverseq > self._seq:
-            return f"client serverseq {r.serverseq} ahead of our seq {self._seq}"
-        return None
 
     def _open_received(self, session_id: str, message: Open) -> None:
         self._cancel_drop()
         self.session_id = session_id
-        header_org = self._accepted.organization_id
-        s = self.settings
-        wrong_org = (
-            s.check_organization
-            and header_org is not None
-            and header_org != message.organization_id
-        ) or (s.organizations is not None and message.organization_id not in s.organizations)
-        media = choose_media(message.media, s.media_format, s.media_rate, s.media_channels)
-        if message.is_probe:
+        answer = answer_open(message, self._accepted, self.settings, self._connector, session_id)
+        if answer.probe is not None:
             self.state = State.PROBE
-            offer = media or (message.media[0] if message.media else _default_media(s))
-            self._send(Opened(offer))
+            self._send(Opened(answer.probe))
             return
-        if wrong_org:
-            self._warn("organization", "{session_id}: organization id not accepted")
-            self._end(Disconnect("unauthorized", "organization not accepted"), "organization not accepted")
+        if answer.refusal is not None:
+            if answer.refusal.reason == "unauthorized":
+                self._warn("organization", "{session_id}: organization id not accepted")
+            self._end(answer.refusal, answer.why)
             return
-        if media is None:
-            self._end(Disconnect("error", "No supported media type was found."), "no supported media offered")
-            return
+        assert answer.call is not None
         self._language = message.language
-        self._info = CallInfo(
-            self._connector,
-            session_id,
-            message.organization_id,
-            message.conversation_id,
-            self._accepted.correlation_id,
-            message.participant,
-            message.language,
-            message.input_variables,
-            message.custom_config,
-            media,
-        )
-        self._send(Opened(media))
+        self._info = answer.call
+        self._send(Opened(answer.call.media))
         self.state = State.ACTIVE
         self.playout.start()
         try:
@@ -366,7 +328,7 @@ class ConnectorSession:
                 self.playout.check_played()
             elif not self.playout.queue and self._pending is None:
                 self._tell("playback_completed")
-            self._maybe_finish()
+            self.playout.maybe_finish()
         elif isinstance(message, ClientError):
             self._client_error(message)
         elif isinstance(message, Paused):
@@ -455,27 +417,8 @@ class ConnectorSession:
 
     def _stop_everything(self) -> None:
         self.playout.stop()
-        for timer in (self._finish_timer, self._finish_deadline):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._finish_timer = self._finish_deadline = None
 
     # -- the ending ------------------------------------------------------------
-
-    def _maybe_finish(self) -> None:
-        "Send a pending disconnect once the audio has played."
-        if self._pending is None or self.state is not State.ACTIVE or self.playout.queue:
-            return
-        now = self._clock.seconds()
-        end = self.playout.audio_end
-        if self._finish_timer is not None and self._finish_timer.active():
-            self._finish_timer.cancel()
-        if now < end:
-            self._finish_timer = self._clock.callLater(end - now, self._maybe_finish)
-        elif not self.playout.client_playing:
-            self._finish_timer = self._clock.callLater(self.settings.disconnect_grace, self._finish)
-        else:
-            self._finish_timer = None
 
     def _finish(self) -> None:
         pending, self._pending = self._pending, None
@@ -520,8 +463,3 @@ class ConnectorSession:
 
 def _kind(message: object) -> str:
     return type(message).__name__
-
-
-def _default_media(s: SessionSettings) -> Mapping[str, Any]:
-    return {"type": "audio", "format": s.media_format, "channels": list(s.media_channels),
-            "rate": s.media_rate}
