@@ -356,7 +356,7 @@ def run_simulate(
         ],
         redirectStandardIO=False,
     )
-    results: List[Simulation] = []
+    results: List[Any] = []  # a Simulation, or an AudioConnectorSimulation
 
     def run(reactor: Any) -> Deferred[None]:
         d = simulate(

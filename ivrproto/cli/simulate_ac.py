@@ -89,8 +89,10 @@ def simulate_audio_connector(
     service = IVRService(reactor, config, intake=LOOPBACK, admin="intake")
     yield service.start()
     try:
+        ac = service.audio_connector
+        assert ac is not None  # _with_listener turned it on
         calls: List[Tuple[Any, Any]] = []
-        service.audio_connector.on_call = lambda bridge, core: calls.append((bridge, core))
+        ac.on_call = lambda bridge, core: calls.append((bridge, core))
         if at is not None:  # the registry's hours are the Audio Connector's too
             registry = service.registry
             registry.context = attrs.evolve(registry.context, schedule_time=lambda: at)
@@ -108,7 +110,7 @@ def simulate_audio_connector(
             return AudioConnectorSimulation(caller, tuple(tokens), speed, reactor.seconds(),
                                             (), None, result, ())
         bridge, core = calls[0]
-        library = service.audio_connector.factory.prompts
+        library = ac.factory.prompts
         language = result.spec.language
         prompts = tuple((name, library.get(language, name).duration) for name in bridge.prompts)
         return AudioConnectorSimulation(
