@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 
 import attrs
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -312,18 +312,29 @@ class IVRService(MultiService):
         connections close, within a few seconds.
         """
         registry = self.registry
+        ac = self.audio_connector
         self.draining = True
         deadline = self.config.intake.drain_deadline if deadline is None else deadline
         self.log.info(
             "draining: {active} calls in progress, {deadline:g}s before they are "
             "transferred to the operator",
-            active=len(registry.active),
+            active=len(registry.active) + (0 if ac is None else len(ac.active)),
             deadline=deadline,
         )
         idle = registry.when_idle()
-        # registry.drain ends each call on its own: one that breaks keeps
-        # no other from its transfer.
-        timer = self.reactor.callLater(deadline, registry.drain)
+        if ac is not None:
+            # Audio Connector calls drain alike; new upgrades get 503.
+            ac.start_draining()
+            idle = gatherResults([idle, ac.when_idle()]).addCallback(lambda _: None)
+
+        def drain_now() -> None:
+            # Each call is ended on its own: one that breaks keeps no other
+            # from its transfer.
+            registry.drain()
+            if ac is not None:
+                ac.drain()
+
+        timer = self.reactor.callLater(deadline, drain_now)
         close_timeout = max(self.config.timing.close_timeout, CLOSE_GRACE)
         # Idle, or (past the deadline and the connections' close) not.
         yield idle.addTimeout(
@@ -333,6 +344,8 @@ class IVRService(MultiService):
             timer.cancel()
         if registry.connections:
             registry.abort_connections()
+        if ac is not None:
+            ac.abort_sessions()
         self.log.info("drained")
 
     def stop(self) -> Deferred[None]:
