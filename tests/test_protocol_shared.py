@@ -7,7 +7,7 @@ copying (and formatting) them per connection.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
@@ -38,8 +38,7 @@ def _built(reactor: MemoryReactorClock, index: int) -> CallControlProtocol:
     The Call Control protocol the ``index``-th connection attempt builds.
     """
     wrapping = reactor.tcpClients[index][2].buildProtocol(SERVER)
-    protocol: CallControlProtocol = wrapping._wrappedProtocol
-    return protocol
+    return cast(CallControlProtocol, wrapping._wrappedProtocol)
 
 
 class SharedFactoryTests(SynchronousTestCase):
@@ -95,7 +94,7 @@ class SharedFactoryTests(SynchronousTestCase):
         ``WebSocketClientProtocol.CONFIG_ATTRS``, with the factory's value."""
         self.call("call-1", open_handshake_timeout=3.0, max_frame_size=4096)
         protocol = _built(self.reactor, 0)
-        self.assertEqual(CallControlProtocol.CONFIG_ATTRS, ())
+        self.assertEqual(CallControlProtocol.CONFIG_ATTRS, [])
         for name in WebSocketClientProtocol.CONFIG_ATTRS:
             self.assertIn(name, protocol.__dict__, name)
             self.assertEqual(getattr(protocol, name), getattr(protocol.factory, name), name)
@@ -130,7 +129,10 @@ class SharedHandshakeTests(SynchronousTestCase):
             listener = RecordingListener()
             one = connect_module._OneCall(factory, call_id, listener, ("play", "dtmf"))
             client = one.buildProtocol(SERVER)
-            server = ScriptedPlatformFactory(clock, PlatformScript()).buildProtocol(CLIENT)
+            server = cast(
+                ScriptedPlatformProtocol,
+                ScriptedPlatformFactory(clock, PlatformScript()).buildProtocol(CLIENT),
+            )
             pump = connect(
                 server,
                 FakeTransport(server, True, SERVER, CLIENT),
@@ -140,7 +142,7 @@ class SharedHandshakeTests(SynchronousTestCase):
             )
             pump.flush()
             self.assertIs(client.factory, factory)
-            servers.append(server)  # type: ignore[arg-type]
+            servers.append(server)
             listeners.append(listener)
             client.close()
             pump.flush()

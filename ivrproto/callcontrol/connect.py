@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any, Optional
+from typing import Any, Optional, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -127,8 +127,8 @@ class CallControlFactory(WebSocketClientFactory):
             tcpNoDelay=True,
         )
 
-    def buildProtocol(self, addr: IAddress) -> CallControlProtocol:
-        protocol: CallControlProtocol = super().buildProtocol(addr)
+    def buildProtocol(self, addr: Optional[IAddress]) -> CallControlProtocol:  # type: ignore[override]
+        protocol = cast(CallControlProtocol, super().buildProtocol(addr))
         # Autobahn's own copy of these (``_connectionMade``) would also
         # pformat them for a debug line: see ``CallControlProtocol.CONFIG_ATTRS``.
         protocol.__dict__.update({name: getattr(self, name) for name in _OPTION_NAMES})
@@ -163,7 +163,7 @@ class _OneCall(Factory):
         self._listener = listener
         self._capabilities = capabilities
 
-    def buildProtocol(self, addr: IAddress) -> CallControlProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> CallControlProtocol:  # type: ignore[override]
         protocol = self._shared.buildProtocol(addr)
         protocol.call_control_id = self._call_control_id
         protocol.listener = self._listener
@@ -230,7 +230,10 @@ def connect_call_control(
     """
     secure, host, port, ip_literal = _websocket_target(url)
     factory = _OneCall(
-        shared_factory(reactor, url, token, **options), call_control_id, listener, capabilities
+        shared_factory(reactor, url, token, **options),  # type: ignore[arg-type]
+        call_control_id,
+        listener,
+        capabilities,
     )
     endpoint: IStreamClientEndpoint
     if ip_literal:

@@ -146,7 +146,7 @@ class CallControlProtocol(WebSocketClientProtocol):
     #: reads (about 80 µs a connection).  The factory's ``buildProtocol``
     #: copies the options (``WebSocketClientProtocol.CONFIG_ATTRS``) instead,
     #: so Autobahn finds nothing to copy or format.
-    CONFIG_ATTRS: tuple[str, ...] = ()
+    CONFIG_ATTRS: list[str] = []
 
     def __init__(self) -> None:
         super().__init__()
