@@ -113,7 +113,7 @@ class Options(usage.Options):
         if log_format is not None:
             config = attrs.evolve(config, logging=attrs.evolve(config.logging, format=log_format))
         # Log where twistd logs (--logfile, or twistd.log once daemonized).
-        opener = log_file_opener(self.parent, config.logging.format)
+        opener = log_file_opener(self.parent, config.logging.format, config.logging.level)
         if opener is not None:
             config = attrs.evolve(config, logging=attrs.evolve(config.logging, log_file=opener))
         self.config = config

@@ -98,9 +98,9 @@ def offer_log_observer(parent: Any, logging: LoggingConfig) -> None:
     from ivrproto.logs import file_observer, json_observer
 
     if logging.log_file is not None:
-        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
+        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format, logging.level))
     elif logging.format == "json":
-        parent.setComponent(ILogObserver, json_observer())
+        parent.setComponent(ILogObserver, json_observer(level=logging.level))
 
 
 @attrs.frozen

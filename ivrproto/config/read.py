@@ -28,6 +28,7 @@ from ivrproto.config.values import (
     INTAKE_LISTEN_ENV,
     LOG_FORMAT_ENV,
     LOG_FORMATS,
+    LOG_LEVELS,
     LOOKUP_TYPES,
     PROFILE_SOURCES,
     SECRET_ENV,
@@ -356,8 +357,11 @@ def _logging(data: Any, source: str, environ: Mapping[str, str]) -> LoggingConfi
     config = LoggingConfig(
         format=environ.get(LOG_FORMAT_ENV) or log_format,
         hash_key=environ.get(table.get("hash_key_env", str, "IVR_LOG_KEY")) or None,
+        level=table.get("level", str, "info"),
     )
     table.finish()
+    if config.level not in LOG_LEVELS:
+        raise ConfigError("logging.level", f"must be one of: {', '.join(LOG_LEVELS)}", source)
     if config.format not in LOG_FORMATS:
         raise with_origin(
             set_by_environment(LOG_FORMAT_ENV) if environ.get(LOG_FORMAT_ENV) else None,

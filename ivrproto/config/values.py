@@ -176,6 +176,8 @@ class Timing:
 
 
 LOG_FORMATS = ("text", "json")
+#: ``[logging] level``: the least severe events the service's log keeps.
+LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 @attrs.frozen
@@ -185,6 +187,8 @@ class LoggingConfig:
     :ivar hash_key: the key of the keyed hash that stands in for caller ids
         in logs (from the environment variable named by ``hash_key_env``);
         ``None``: a random key per process
+    :ivar level: the least severe events written (``debug``, ``info``,
+        ``warn`` or ``error``); per-call arrival lines are at ``debug``
     :ivar log_file: opens the file the service logs to, in ``format``, when
         the service is started by ``twistd ivr`` (the file twistd would log
         to: see :func:`ivrproto.logs.log_file_opener`); not from the file
@@ -192,6 +196,7 @@ class LoggingConfig:
 
     format: str = "text"
     hash_key: Optional[str] = attrs.field(default=None, repr=False)
+    level: str = "info"
     log_file: Optional[Callable[[], IO[Any]]] = attrs.field(default=None, eq=False, repr=False)
 
 
