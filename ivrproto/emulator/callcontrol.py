@@ -23,10 +23,10 @@ implementation of the server side of the contract.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Optional, Protocol
 
+import orjson
 from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
@@ -164,7 +164,7 @@ class CallControlServerProtocol(WebSocketServerProtocol):
         try:
             if session is not None:
                 try:
-                    command = json.loads(payload)
+                    command = orjson.loads(payload)
                 except ValueError:
                     session.undecodable_frame()
                 else:
@@ -179,7 +179,7 @@ class CallControlServerProtocol(WebSocketServerProtocol):
     def _handshake(self, payload: bytes) -> None:
         self._cancel_first_frame_timer()
         try:
-            frame = json.loads(payload)
+            frame = orjson.loads(payload)
         except ValueError:
             frame = None
         problem = _check_handshake(frame)
@@ -244,7 +244,7 @@ class CallControlServerProtocol(WebSocketServerProtocol):
 
     def send_event(self, event: dict[str, Any]) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
+            self.sendMessage(orjson.dumps(event), isBinary=False)
 
     def send_raw(self, payload: bytes, binary: bool) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
