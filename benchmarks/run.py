@@ -1018,6 +1018,12 @@ def table(run: dict[str, Any]) -> str:
             rows.append((f"{name} GC pauses", "; ".join(
                 f"gen{n} {g[f'gen{n}']['count']}x max {fmt(g[f'gen{n}']['max_ms'], ' ms', 1)}"
                 for n in range(3)) + " (from the window's start)"))
+            for kind, title in (("pauses", "GC pause"), ("loop_lag", "loop lag")):
+                d = g.get(kind)
+                if d:
+                    rows.append((f"{name} {title}", f"{d['count']}x p50 {fmt(d['p50_ms'], ' ms', 2)} "
+                                 f"p99 {fmt(d['p99_ms'], ' ms', 2)} max {fmt(d['max_ms'], ' ms', 1)}"
+                                 + (" (a 10 ms timer: how late it fired)" if kind == "loop_lag" else "")))
     if mode == "rate":
         rows.append(("service CPU per call", "(per transferred call) "
                      f"{fmt(run['service_cpu_ms_per_call'], ' ms', 3)} "
