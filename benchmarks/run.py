@@ -517,7 +517,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             svc.name: {
                 "status": proc_status(svc.pid),
                 "fds": fd_count(svc.pid),
-                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
             }
             for svc, port in zip(svcs, ports)
         }
@@ -561,7 +561,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
                             svc.name: {
                                 "status": proc_status(svc.pid),
                                 "fds": fd_count(svc.pid),
-                                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
                             }
                             for svc, port in zip(svcs, ports)
                         }
@@ -592,7 +592,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             svc.name: {
                 "status": proc_status(svc.pid),
                 "fds": fd_count(svc.pid),
-                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
             }
             for svc, port in zip(svcs, ports)
         }
