@@ -143,6 +143,18 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def closing_stats(port: int) -> Optional[dict[str, Any]]:
+    """
+    :return: a service's ``GET /v1/stats`` after the run, or ``None`` when
+        it does not answer within 30 s (a service swamped by a crowded
+        machine: the run's figures still stand, its counters are missing)
+    """
+    try:
+        return http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0)  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
 class Sampler(threading.Thread):
     """
     CPU ticks of every watched process, twice a second: the CPU% timeline.
@@ -592,7 +604,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             svc.name: {
                 "status": proc_status(svc.pid),
                 "fds": fd_count(svc.pid),
-                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
+                "stats": closing_stats(port),
             }
             for svc, port in zip(svcs, ports)
         }
@@ -776,6 +788,9 @@ def summarize(
     stats: dict[str, Any] = {}
     for svc in svcs:
         b, a = before[svc.name]["stats"], after[svc.name]["stats"]
+        if a is None:  # the service did not answer (see closing_stats)
+            stats[svc.name] = {"unanswered": True}
+            continue
         lookups_a, lookups_b = a["profiles"]["lookups"], b["profiles"]["lookups"]
         delta = {k: lookups_a[k] - lookups_b.get(k, 0) for k in lookups_a if isinstance(lookups_a[k], (int, float))}
         tokens = {
@@ -798,10 +813,10 @@ def summarize(
             "active_at_end": a["calls"].get("active"),
         }
     out["service_stats"] = stats
-    lookups = sum(s["profile_lookups"].get("lookups", 0) for s in stats.values())
-    hits = sum(s["profile_lookups"].get("hits", 0) for s in stats.values())
+    lookups = sum(s.get("profile_lookups", {}).get("lookups", 0) for s in stats.values())
+    hits = sum(s.get("profile_lookups", {}).get("hits", 0) for s in stats.values())
     out["cache_hit_rate"] = round(hits / lookups, 4) if lookups else None
-    out["token_requests"] = sum(s["tokens"].get("requests", 0) for s in stats.values())
+    out["token_requests"] = sum(s.get("tokens", {}).get("requests", 0) for s in stats.values())
     out["default_menu_fallbacks"] = sum(
         sum((s.get("fallbacks") or {}).values()) for s in stats.values()
     )
