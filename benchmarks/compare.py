@@ -83,6 +83,10 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [v for v in vals if v is not None]
         return max(vals) if vals else None
 
+    def stall(run: dict[str, Any], kind: str, key: str) -> Optional[float]:
+        gc = run["processes"].get("service0", {}).get("gc") or {}
+        return (gc.get(kind) or {}).get(key)
+
     return {
         "rounds": len(runs),
         "offered": sum(r["offered"] for r in runs),
@@ -98,6 +102,12 @@ def _row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "emulator_cpu_ms_per_call": _median([r.get("emulator_cpu_ms_per_call") for r in runs]),
         "loadgen_lag_p99_ms": _median([_p99(r, "loadgen_schedule_lag") for r in runs]),
         "other_load_percent": _median([other(r) for r in runs]),
+        # the service's own event loop: how late its timers ran, and its
+        # garbage collector's pauses (benchmarks/stallwatch.py, server.js)
+        "loop_lag_p99_ms": _median([stall(r, "loop_lag", "p99_ms") for r in runs]),
+        "loop_lag_max_ms": _median([stall(r, "loop_lag", "max_ms") for r in runs]),
+        "gc_pause_p99_ms": _median([stall(r, "pauses", "p99_ms") for r in runs]),
+        "gc_pause_max_ms": _median([stall(r, "pauses", "max_ms") for r in runs]),
     }
 
 
@@ -146,7 +156,8 @@ def _f(v: Any, digits: int = 2) -> str:
 def render(summary: dict[str, Any], platform_note: str) -> str:
     head = (f"   {'service':<10}{'done/offered':>14}{'err':>5}{'degr':>5}{'ms CPU/call':>12}"
             f"{'x seed':>8}{'x floor':>8}{'p99 play':>10}{'x seed':>8}{'p99 dtmf':>10}"
-            f"{'x seed':>8}{'svc CPU%':>9}{'emu CPU%':>9}{'lag p99':>9}{'other%':>8}")
+            f"{'x seed':>8}{'loop lag p99/max':>18}{'GC p99/max':>14}"
+            f"{'svc CPU%':>9}{'emu CPU%':>9}{'emu ms':>8}{'gen lag':>8}{'other%':>8}")
     lines = ["== compare: side by side (median of rounds; latencies in ms; x = ratio)"]
     for rate, block in summary.items():
         lines.append(f"-- offered {rate} calls/s")
@@ -160,8 +171,11 @@ def render(summary: dict[str, Any], platform_note: str) -> str:
                 f"{_f(seed.get('cpu_ms_per_call')):>8}{_f(floor.get('cpu_ms_per_call')):>8}"
                 f"{_f(row['first_play_p99_ms'], 1):>10}{_f(seed.get('first_play_p99')):>8}"
                 f"{_f(row['dtmf_p99_ms'], 1):>10}{_f(seed.get('dtmf_p99')):>8}"
+                f"{_f(row['loop_lag_p99_ms'], 1) + '/' + _f(row['loop_lag_max_ms'], 1):>18}"
+                f"{_f(row['gc_pause_p99_ms'], 1) + '/' + _f(row['gc_pause_max_ms'], 1):>14}"
                 f"{_f(row['service_cpu_percent'], 1):>9}{_f(row['emulator_cpu_percent'], 1):>9}"
-                f"{_f(row['loadgen_lag_p99_ms'], 1):>9}{_f(row['other_load_percent'], 1):>8}"
+                f"{_f(row['emulator_cpu_ms_per_call'], 2):>8}"
+                f"{_f(row['loadgen_lag_p99_ms'], 1):>8}{_f(row['other_load_percent'], 1):>8}"
             )
         if block["platform_bound"]:
             lines.append(
@@ -174,6 +188,9 @@ def render(summary: dict[str, Any], platform_note: str) -> str:
                 f"   other jobs took over {CROWDED:g}% of a core during the run of "
                 f"{', '.join(block['crowded'])}: compare with care, or run again")
     lines.append(f"   platform side: {platform_note}")
+    lines.append("   loop lag = how late the service's 10 ms probe timer fired; GC = its garbage "
+                 "collector's pauses (every generation); emu ms = emulator CPU per call; gen lag = "
+                 "the load generator's p99 delay")
     lines.append("   other% = CPU used on a core by anything but the process pinned there "
                  "(another job on the machine spoils a run: run it again)")
     return "\n".join(lines)

@@ -158,7 +158,16 @@ function handle(service, req, res) {
   return answer(res, status, body);
 }
 
-/** Garbage collector pauses, as service_boot.py times CPython's. */
+const PROBE_MS = 10;
+
+/** Count, p50, p99 and max (ms) of durations in ms, as stallwatch.py writes them. */
+function distribution(values) {
+  const v = values.slice().sort((a, b) => a - b);
+  const at = (q) => (v.length ? Math.round(v[Math.min(v.length - 1, Math.floor(q * v.length))] * 100) / 100 : null);
+  return { count: v.length, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: v.length ? Math.round(v[v.length - 1] * 100) / 100 : null };
+}
+
+/** Garbage collector pauses and event-loop lag, as stallwatch.py times CPython's. */
 function watchGc(path) {
   const kinds = {
     [constants.NODE_PERFORMANCE_GC_MINOR]: 'gen0',
@@ -173,7 +182,18 @@ function watchGc(path) {
       pauses[kind].push(entry.duration);
     }
   }).observe({ entryTypes: ['gc'] });
-  process.on('SIGUSR2', () => { pauses = { gen0: [], gen1: [], gen2: [] }; });
+  // The event loop's lag as stallwatch.py times the Python services': a
+  // timer every 10 ms notes how late it fired.
+  let lags = [];
+  let due = 0;
+  const probe = () => {
+    const now = performance.now();
+    if (due) lags.push(Math.max(0, now - due));
+    due = now + PROBE_MS;
+    setTimeout(probe, PROBE_MS).unref();
+  };
+  setTimeout(probe, PROBE_MS).unref();
+  process.on('SIGUSR2', () => { pauses = { gen0: [], gen1: [], gen2: [] }; lags = []; });
   return () => {
     const summary = { engine: 'v8', kinds: 'gen0 scavenge, gen1 incremental marking / weak callbacks, gen2 mark-compact' };
     for (const [gen, v] of Object.entries(pauses)) {
@@ -184,6 +204,8 @@ function watchGc(path) {
         over_5ms: v.filter((x) => x > 5).length,
       };
     }
+    summary.pauses = distribution([].concat(pauses.gen0, pauses.gen1, pauses.gen2));
+    summary.loop_lag = Object.assign(distribution(lags), { probe_interval_ms: PROBE_MS });
     fs.writeFileSync(path, JSON.stringify(summary));
   };
 }
