@@ -75,6 +75,8 @@ def _add_check(commands: Any) -> None:
 
 def _add_simulate(commands: Any) -> None:
     "``ivr simulate``'s arguments."
+    # Long only because it declares nine arguments with their help, one
+    # after the other: there is no logic to split.
     simulate = commands.add_parser(
         "simulate",
         help="run one call through the service against the local emulator",

@@ -235,6 +235,23 @@ def _one_call(
     return runner, record
 
 
+def _simulation(
+    caller: Caller, tokens: Sequence[str], speed: float, core: Any, record: Any
+) -> Simulation:
+    """
+    What :func:`simulate` reports of a Call Control call's session.
+    """
+    return Simulation(
+        caller=caller,
+        tokens=tuple(tokens),
+        speed=speed,
+        started_at=core.started_at,
+        timeline=tuple(core.timeline),
+        outcome=core.outcome,
+        record=record,
+    )
+
+
 @inlineCallbacks
 def simulate(
     reactor: Any,
@@ -286,16 +303,7 @@ def simulate(
         runner, record = yield _one_call(
             reactor, service, platform, caller, script, max_time, at
         )
-        core = runner.core
-        return Simulation(
-            caller=caller,
-            tokens=tuple(tokens),
-            speed=speed,
-            started_at=core.started_at,
-            timeline=tuple(core.timeline),
-            outcome=core.outcome,
-            record=record,
-        )
+        return _simulation(caller, tokens, speed, runner.core, record)
     finally:
         if service is not None:
             yield service.stop()
@@ -320,6 +328,29 @@ def load_for_simulate(path: str, environ: Mapping[str, str]) -> Config:
     return config
 
 
+def _log_to(err: IO[str], verbose: bool) -> None:
+    """
+    The service's log to ``err``: everything with ``--verbose``, else errors only.
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    level = LogLevel.info if verbose else LogLevel.error
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=level)]
+            )
+        ],
+        redirectStandardIO=False,
+    )
+
+
 def run_simulate(
     args: argparse.Namespace, environ: Mapping[str, str], out: IO[str], err: IO[str]
 ) -> int:
@@ -339,23 +370,8 @@ def run_simulate(
     at = None if args.at is None else parse_at(args.at, config.menu)
 
     from twisted.internet.task import react
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
 
-    level = LogLevel.info if args.verbose else LogLevel.error
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=level)]
-            )
-        ],
-        redirectStandardIO=False,
-    )
+    _log_to(err, args.verbose)
     results: List[Any] = []  # a Simulation, or an AudioConnectorSimulation
 
     def run(reactor: Any) -> Deferred[None]:
