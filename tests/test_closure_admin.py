@@ -21,11 +21,10 @@ from ivrproto.menu.closure import (
     ClosureConfig,
     ClosureSwitch,
     Notice,
-    admin_by,
-    admin_notice,
     closure_stats,
     iso_time,
 )
+from ivrproto.menu.closure_admin import admin_by, admin_notice
 
 from .test_schedules import CallsTestCase, book, local, menu_table
 

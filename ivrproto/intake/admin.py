@@ -24,7 +24,7 @@ from ivrproto.intake.resources import (
     StatsResource,
     _QuietSite,
 )
-from ivrproto.menu.closure import admin_by, admin_notice
+from ivrproto.menu.closure_admin import admin_by, admin_notice
 from ivrproto.session.registry import CallRegistry
 
 __all__ = ["make_admin_site"]

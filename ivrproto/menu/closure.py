@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from ivrproto.errors import ConfigError
 from ivrproto.logthrottle import LogThrottle
 
-__all__ = ["ADMIN", "FLAG_FILE", "ClosureConfig", "ClosureSwitch", "Notice", "admin_by", "admin_notice",
+__all__ = ["ADMIN", "FLAG_FILE", "ClosureConfig", "ClosureSwitch", "Notice", "clean_text",
            "closure_stats", "parse_closure"]
 
 #: Where a closure comes from: the flag file, or the admin endpoint.
@@ -107,7 +107,7 @@ def iso_time(seconds: Optional[float]) -> Optional[str]:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _clean(value: Any) -> str:
+def clean_text(value: Any) -> str:
     text = value if isinstance(value, str) else ""
     text = "".join(c if c.isprintable() else " " for c in text).strip()
     return text[:MAX_TEXT]
@@ -121,11 +121,11 @@ def read_notice(content: bytes) -> Notice:
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return Notice(_clean(content.decode("utf-8", "replace")))
+        return Notice(clean_text(content.decode("utf-8", "replace")))
     if not isinstance(data, dict):
-        return Notice(_clean(str(data)))
-    by = _clean(data.get("by", data.get("who")))
-    return Notice(_clean(data.get("reason")), by or "flag file created")
+        return Notice(clean_text(str(data)))
+    by = clean_text(data.get("by", data.get("who")))
+    return Notice(clean_text(data.get("reason")), by or "flag file created")
 
 
 class ClosureSwitch:
@@ -313,66 +313,10 @@ def _describe(notice: Optional[Notice]) -> str:
     return f"on (prompt {notice.prompt}, {then}, reason {notice.reason or 'none given'!r})"
 
 
-def admin_notice(data: Any, config: ClosureConfig, targets: Any, prompt_ok: Any) -> Notice:
-    """
-    The admin endpoint's closure from a ``PUT /v1/closure`` body: ``by``
-    (required), and optionally ``prompt`` (a prompt with a file), ``target``
-    (a configured transfer target's action name) or ``hangup: true``, and
-    ``reason``; what is left out is the ``[closure]``'s.
-
-    :param targets: the configured transfer targets' action names
-    :param prompt_ok: tells whether a prompt has a file
-    :raises ValueError: with a message for the operator
-    """
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    unknown = sorted(set(data) - {"prompt", "target", "hangup", "by", "reason"})
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r} (known: by, prompt, target, hangup, reason)")
-    by = _admin_text(data, "by", required=True)
-    assert by is not None
-    prompt = _admin_text(data, "prompt") or config.prompt
-    if not prompt_ok(prompt):
-        raise ValueError(f"prompt {prompt!r} has no file")
-    hangup = data.get("hangup", False)
-    if hangup not in (True, False):
-        raise ValueError("hangup must be true or false")
-    target = _admin_text(data, "target")
-    if target is not None and hangup:
-        raise ValueError("give target or hangup = true, not both")
-    if target is not None and target not in targets:
-        known = ", ".join(sorted(targets))
-        raise ValueError(f"target {target!r} is not a configured transfer target (known: {known})")
-    if target is None and not hangup:
-        target, hangup = config.target, config.target is None
-    reason = _admin_text(data, "reason") or ""
-    return Notice(reason, by, ADMIN, prompt, target, bool(hangup))
 
 
-def admin_by(data: Any) -> str:
-    """
-    Who, from a ``DELETE /v1/closure`` body (``{"by": ...}``).
-
-    :raises ValueError: with a message for the operator
-    """
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    unknown = sorted(set(data) - {"by"})
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r} (known: by)")
-    by = _admin_text(data, "by", required=True)
-    assert by is not None
-    return by
 
 
-def _admin_text(data: Dict[str, Any], key: str, required: bool = False) -> Optional[str]:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    text = _clean(value)
-    if not text or not isinstance(value, str):
-        raise ValueError(f"{key} must be a non-empty string")
-    return text
 
 
 def parse_closure(data: Any, targets: Any, prompt_ok: Any, where: str = "closure") -> Optional[ClosureConfig]:
