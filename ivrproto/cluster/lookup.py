@@ -82,6 +82,8 @@ class SharedProfiles:
         #: lookups answered from the shared cache (their callers are counted
         #: as the lookup's hits or negative hits)
         self.hits = 0
+        #: the last pause sent to Redis (fires once it is written, or not)
+        self.pausing: Optional[Deferred[Any]] = None
 
     def before_fetch(self, external_id: str) -> "Deferred[Union[Cached, Admission]]":
         """
@@ -120,4 +122,4 @@ class SharedProfiles:
 
     def pause(self, seconds: float) -> None:
         "Spread the platform's pause to every instance (and this one)."
-        self.window.pause_for(max(seconds, 0.001))
+        self.pausing = self.window.pause_for(max(seconds, 0.001))
