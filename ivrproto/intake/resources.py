@@ -234,9 +234,7 @@ class CallsResource(Resource):
                 body = self._refused(request, _Refused(503, "capacity", {"error": "over capacity"}, b"1"))
             else:
                 body = self._start(request, call_control_id, external_id)
-            if not request.finished and not getattr(request, "_disconnected", False):
-                request.write(body)
-                request.finish()
+            _finish(request, body)
 
         shared.claim(call_control_id, replay_window).addCallback(claimed)
 
@@ -312,6 +310,19 @@ class CallsResource(Resource):
             )
 
 
+def _finish(request: Request, body: bytes) -> None:
+    """
+    Send the answer of a request rendered later (``NOT_DONE_YET``), with
+    its length (as a direct answer has it, rather than chunks), unless the
+    client went away meanwhile.
+    """
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
 class CallResource(Resource):
     """
     ``/v1/calls/<callControlId>``: one call's state, or its outcome.
@@ -334,13 +345,10 @@ class CallResource(Resource):
 
         # Ended on another instance, maybe: its outcome is on the shared state.
         def answer(outcome: Any) -> None:
-            if request.finished or getattr(request, "_disconnected", False):
-                return
             if outcome is None:
-                request.write(json_answer(request, 404, {"error": "no such call"}))
+                _finish(request, json_answer(request, 404, {"error": "no such call"}))
             else:
-                request.write(json_answer(request, 200, outcome))
-            request.finish()
+                _finish(request, json_answer(request, 200, outcome))
 
         store.outcome(self.call_control_id).addCallback(answer)
         return NOT_DONE_YET
