@@ -392,6 +392,7 @@ class ProfileLookup:
         if not cached:
             self._land(flight, _RATE_LIMITED)
             return
+        assert self._shared is not None  # only asked with shared state
         self._shared.hits += 1
         if answer.profile is None:
             hit, ttl = _NEGATIVE_HIT, min(answer.left, self._negative_ttl)
