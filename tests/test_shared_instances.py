@@ -75,8 +75,11 @@ class ClusterTestCase(TestCase):
             intake=attrs.evolve(config.intake, max_loop_lag=30.0),
             profiles=attrs.evolve(config.profiles, rate_per_minute=self.rate_per_minute),
             # Generous: a busy test machine must not turn a round trip into
-            # a fallback (the outage test stops Redis for real).
-            shared=attrs.evolve(config.shared, timeout=0.5, probe_interval=0.2, **shared),
+            # a fallback (the outage tests stop Redis for real), nor a slow
+            # token fetch outlast the others' wait for it.
+            shared=attrs.evolve(
+                config.shared, timeout=0.9, probe_interval=0.2, token_wait=20.0, **shared
+            ),
         )
         service = IVRService(
             reactor, config, intake="tcp:0:interface=127.0.0.1", admin="tcp:0:interface=127.0.0.1"

@@ -66,7 +66,7 @@ def _config(directory: Path, n: int, admin_port: int) -> str:
         seed[:at]
         + f'\n[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\n'
         + f"\n[profiles]\nrate_per_minute = {float(LIMIT)}\n"
-        + '\n[shared]\ntimeout = 0.5\nkey_prefix = "procs:"\n'
+        + '\n[shared]\ntimeout = 0.9\ntoken_wait = 20.0\nkey_prefix = "procs:"\n'
         + seed[at:]
     )
     path = directory / f"instance{n}.toml"

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource, UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ivrproto.intake._body import IntakeRefusals, TooDeep, capped_request, json_answer, loads_body
+from ivrproto.intake.call_view import CallResource, finish_later
 from ivrproto.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.session.registry import CallRegistry
@@ -234,7 +235,7 @@ class CallsResource(Resource):
                 body = self._refused(request, _Refused(503, "capacity", {"error": "over capacity"}, b"1"))
             else:
                 body = self._start(request, call_control_id, external_id)
-            _finish(request, body)
+            finish_later(request, body)
 
         shared.claim(call_control_id, replay_window).addCallback(claimed)
 
@@ -308,50 +309,6 @@ class CallsResource(Resource):
             raise _Refused(
                 409, "duplicate", {"error": "this call was already started (replayed request?)"}
             )
-
-
-def _finish(request: Request, body: bytes) -> None:
-    """
-    Send the answer of a request rendered later (``NOT_DONE_YET``), with
-    its length (as a direct answer has it, rather than chunks), unless the
-    client went away meanwhile.
-    """
-    if request.finished or getattr(request, "_disconnected", False):
-        return
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
-
-
-class CallResource(Resource):
-    """
-    ``/v1/calls/<callControlId>``: one call's state, or its outcome.
-    """
-
-    isLeaf = True
-
-    def __init__(self, registry: CallRegistry, call_control_id: str) -> None:
-        super().__init__()
-        self.registry = registry
-        self.call_control_id = call_control_id
-
-    def render_GET(self, request: Request) -> Any:
-        view = self.registry.describe(self.call_control_id)
-        if view is not None:
-            return json_answer(request, 200, view)
-        store = self.registry.outcome_store
-        if store is None:
-            return json_answer(request, 404, {"error": "no such call"})
-
-        # Ended on another instance, maybe: its outcome is on the shared state.
-        def answer(outcome: Any) -> None:
-            if outcome is None:
-                _finish(request, json_answer(request, 404, {"error": "no such call"}))
-            else:
-                _finish(request, json_answer(request, 200, outcome))
-
-        store.outcome(self.call_control_id).addCallback(answer)
-        return NOT_DONE_YET
 
 
 class HealthResource(Resource):
