@@ -84,7 +84,7 @@ def _probe(signum: int, frame: Any) -> None:
     sessions = [o for o in gc.get_objects() if isinstance(o, ConnectorSession)]
     libraries = {id(s._prompts): s._prompts for s in sessions}
     own = {id(f) for lib in libraries.values() for p in lib._cache.values() for f in p.frames}
-    queued = [f for s in sessions for f, _ in s._queue]
+    queued = [f for s in sessions for f, _ in s.playout.queue]
     distinct = {id(f) for f in queued}
     report = {
         "sessions": len(sessions),

@@ -35,6 +35,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
+import compare
+import nodeservice
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SEED = REPO / "examples" / "seed.toml"
@@ -138,6 +141,18 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
     assert url.startswith("http://127.0.0.1:"), url
     with _HTTP.open(url, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def closing_stats(port: int) -> Optional[dict[str, Any]]:
+    """
+    :return: a service's ``GET /v1/stats`` after the run, or ``None`` when
+        it does not answer within 30 s (a service swamped by a crowded
+        machine: the run's figures still stand, its counters are missing)
+    """
+    try:
+        return http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0)  # type: ignore[no-any-return]
+    except OSError:
+        return None
 
 
 class Sampler(threading.Thread):
@@ -488,6 +503,12 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             if getattr(o, "service", "ivr") == "floor":
                 # the same call with the same libraries and nothing of ivrproto
                 argv = [sys.executable, str(HERE / "floor.py"), str(port)]
+            elif getattr(o, "service", "ivr") == "seed-node":
+                # the seed's logic in one Node.js process (installs ws on first use)
+                try:
+                    argv = nodeservice.argv(port)
+                except nodeservice.Unavailable as e:
+                    raise RunError(str(e)) from None
             env = child_env(
                 {
                     "GENESYS_BASE_URL": emus[i % emulators].url or "",
@@ -502,11 +523,13 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             sampler.pids[svc.name] = svc.pid
         for svc, port in zip(svcs, ports):
             wait_ready(svc, port)
+            # every thread, not only the main one (Node starts its own early)
+            nodeservice.pin_threads(svc.pid, svc.cores)
         before = {
             svc.name: {
                 "status": proc_status(svc.pid),
                 "fds": fd_count(svc.pid),
-                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
             }
             for svc, port in zip(svcs, ports)
         }
@@ -550,7 +573,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
                             svc.name: {
                                 "status": proc_status(svc.pid),
                                 "fds": fd_count(svc.pid),
-                                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats", timeout=30.0),  # a swamped service is slow
                             }
                             for svc, port in zip(svcs, ports)
                         }
@@ -581,7 +604,7 @@ def run_once(o: argparse.Namespace, mode: str, services: int, emulators: int, la
             svc.name: {
                 "status": proc_status(svc.pid),
                 "fds": fd_count(svc.pid),
-                "stats": http_json(f"http://127.0.0.1:{port}/v1/stats"),
+                "stats": closing_stats(port),
             }
             for svc, port in zip(svcs, ports)
         }
@@ -765,6 +788,9 @@ def summarize(
     stats: dict[str, Any] = {}
     for svc in svcs:
         b, a = before[svc.name]["stats"], after[svc.name]["stats"]
+        if a is None:  # the service did not answer (see closing_stats)
+            stats[svc.name] = {"unanswered": True}
+            continue
         lookups_a, lookups_b = a["profiles"]["lookups"], b["profiles"]["lookups"]
         delta = {k: lookups_a[k] - lookups_b.get(k, 0) for k in lookups_a if isinstance(lookups_a[k], (int, float))}
         tokens = {
@@ -787,10 +813,10 @@ def summarize(
             "active_at_end": a["calls"].get("active"),
         }
     out["service_stats"] = stats
-    lookups = sum(s["profile_lookups"].get("lookups", 0) for s in stats.values())
-    hits = sum(s["profile_lookups"].get("hits", 0) for s in stats.values())
+    lookups = sum(s.get("profile_lookups", {}).get("lookups", 0) for s in stats.values())
+    hits = sum(s.get("profile_lookups", {}).get("hits", 0) for s in stats.values())
     out["cache_hit_rate"] = round(hits / lookups, 4) if lookups else None
-    out["token_requests"] = sum(s["tokens"].get("requests", 0) for s in stats.values())
+    out["token_requests"] = sum(s.get("tokens", {}).get("requests", 0) for s in stats.values())
     out["default_menu_fallbacks"] = sum(
         sum((s.get("fallbacks") or {}).values()) for s in stats.values()
     )
@@ -970,6 +996,10 @@ def table(run: dict[str, Any]) -> str:
     if run.get("service") == "floor":
         lines.append("   service: benchmarks/floor.py (the same call on the same libraries, "
                      "nothing of ivrproto), not twistd ivr")
+    elif run.get("service") == "seed-node":
+        lines.append("   service: benchmarks/seed_node/server.js (the seed's logic, many calls in "
+                     "one Node.js process), not twistd ivr; GC pauses are V8's (gen0 scavenge, "
+                     "gen1 incremental, gen2 mark-compact)")
     rows: list[tuple[str, str]] = []
     if mode == "rate":
         rows.append(("offered", f"{fmt(run['offered_rate'])} calls/s ({run['offered']} calls in "
@@ -1003,6 +1033,12 @@ def table(run: dict[str, Any]) -> str:
             rows.append((f"{name} GC pauses", "; ".join(
                 f"gen{n} {g[f'gen{n}']['count']}x max {fmt(g[f'gen{n}']['max_ms'], ' ms', 1)}"
                 for n in range(3)) + " (from the window's start)"))
+            for kind, title in (("pauses", "GC pause"), ("loop_lag", "loop lag")):
+                d = g.get(kind)
+                if d:
+                    rows.append((f"{name} {title}", f"{d['count']}x p50 {fmt(d['p50_ms'], ' ms', 2)} "
+                                 f"p99 {fmt(d['p99_ms'], ' ms', 2)} max {fmt(d['max_ms'], ' ms', 1)}"
+                                 + (" (a 10 ms timer: how late it fired)" if kind == "loop_lag" else "")))
     if mode == "rate":
         rows.append(("service CPU per call", "(per transferred call) "
                      f"{fmt(run['service_cpu_ms_per_call'], ' ms', 3)} "
@@ -1099,9 +1135,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.add_argument("--keep-logs", action="store_true",
                        help="keep the service and emulator logs and configs in --out")
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--service", choices=("ivr", "floor"), default="ivr",
+        p.add_argument("--service", choices=("ivr", "floor", "seed-node"), default="ivr",
                        help="floor: benchmarks/floor.py, the least code that carries the "
-                       "same call on the same libraries, in place of twistd ivr")
+                       "same call on the same libraries, in place of twistd ivr; seed-node: "
+                       "the seed's logic in one Node.js process (benchmarks/seed_node)")
 
     rate = sub.add_parser("rate", help="full calls at a fixed rate")
     rate.add_argument("--rate", type=float, default=100.0, help="calls per second offered")
@@ -1118,6 +1155,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                       help="seconds after the ramp before every caller hangs up")
     common(live)
 
+    cmp = sub.add_parser("compare", help="ivrproto, floor and seed-node side by side, with ratios")
+    cmp.add_argument("--rate", default="100", metavar="R[,R...]",
+                     help="offered calls per second, one or more, comma-separated (default 100)")
+    cmp.add_argument("--services", default="ivrproto,floor,seed-node", metavar="S[,S...]",
+                     help="which services, in order: ivrproto, floor, seed-node (default all three)")
+    cmp.add_argument("--rounds", type=int, default=1,
+                     help="interleaved rounds per rate, order rotated each round (default 1)")
+    cmp.add_argument("--duration", type=float, default=15.0, help="seconds of measured load per run")
+    cmp.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first")
+    cmp.add_argument("--repeat-callers", type=float, default=0.0, metavar="FRACTION")
+    common(cmp)
+
     scale = sub.add_parser("scale", help="one service process vs several, same offered load")
     scale.add_argument("--rate", type=float, default=800.0)
     scale.add_argument("--duration", type=float, default=30.0)
@@ -1128,6 +1177,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     scale.add_argument("--repeat-callers", type=float, default=0.0, metavar="FRACTION")
     common(scale)
     o = parser.parse_args(argv)
+    if o.mode == "compare":
+        try:
+            o.rates = compare.parse_rates(o.rate)
+            o.service_list = compare.parse_services(o.services)
+        except ValueError as e:
+            parser.error(str(e))
+        if o.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        o.rate = o.rates[0]
     if o.mode == "live":
         o.warmup, o.duration, o.repeat_callers = 0.0, 0.0, 0.0
     if o.mode == "scale" and o.emulators not in (1, o.services):
@@ -1158,11 +1216,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         "runs": [],
     }
     print(f"ivrproto benchmark: {command}", flush=True)
+    if "seed-node" in (getattr(o, "service_list", None) or [o.service]):
+        try:
+            nodeservice.find_node()
+            nodeservice.install()  # npm ci on first use, before any process starts
+        except nodeservice.Unavailable as e:
+            print(f"benchmark failed: {e}", file=sys.stderr)
+            return 2
     try:
         if o.mode == "rate":
             report["runs"].append(run_once(o, "rate", 1, 1, f"rate {o.rate:g}/s"))
         elif o.mode == "live":
             report["runs"].append(run_once(o, "live", 1, 1, f"live {o.calls}"))
+        elif o.mode == "compare":
+            run_compare(o, report)
         else:
             one = run_once(o, "rate", 1, 1, f"scale 1 service at {o.rate:g}/s")
             report["runs"].append(one)
@@ -1194,7 +1261,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RunError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 2
-    for run in report["runs"][-1:] if o.mode == "scale" else report["runs"]:
+    if o.mode == "compare":
+        print(compare.render(report["compare"], PLATFORM_NOTE), flush=True)
+    for run in report["runs"][-1:] if o.mode == "scale" else [] if o.mode == "compare" else report["runs"]:
         print(table(run), flush=True)
     if o.mode == "scale":
         s = report["scale"]
@@ -1222,6 +1291,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     print(f"results: {path}", flush=True)
     return 0
+
+
+#: What the platform side is, for the comparison's footnote.
+PLATFORM_NOTE = ("ivrproto.emulator.Platform and the load generator in one Python process on the "
+                 "other core (startup objects frozen out of the GC, rarer young collections; "
+                 "the emulator's lean Call Control path: WebSocket upgrades go straight to "
+                 "Autobahn, options set once by the factory, frames with orjson); its CPU per "
+                 "call is the 'emu ms' column: 1000 / emu ms is the most it can offer")
+
+
+def run_compare(o: argparse.Namespace, report: dict[str, Any]) -> None:
+    """
+    Every (rate, service) of ``compare.plan`` as a ``rate`` run, back to
+    back; each table is printed as its run ends, the comparison at the end.
+    """
+    steps = compare.plan(o.rates, o.service_list, o.rounds)
+    for n, (rate, service) in enumerate(steps, 1):
+        run_o = argparse.Namespace(**vars(o))
+        run_o.rate, run_o.service = rate, service
+        label = f"compare {n}/{len(steps)}: {compare.TITLES[service]} at {rate:g}/s"
+        print(f"-- {label}", flush=True)
+        run = run_once(run_o, "rate", 1, 1, label)
+        report["runs"].append(run)
+        print(table(run), flush=True)
+    report["compare"] = compare.summarize(report["runs"], o.service_list)
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:

@@ -5,24 +5,22 @@ benchmarks/service_boot.py -n --pidfile= ivr --config FILE`` is ``twistd -n
 the service itself:
 
 - the open-file limit is raised to the hard limit (live sessions);
-- the garbage collector's pauses are timed (a ``gc.callbacks`` hook: two
-  clock reads per collection) and written as JSON, when the process exits,
-  to the file named by ``IVR_BENCH_GC_FILE``; SIGUSR2 forgets the pauses
-  timed so far (run.py sends it when the measured window starts).
+- the garbage collector's pauses and the reactor's lag are timed
+  (:mod:`stallwatch`: a ``gc.callbacks`` hook, and a timer every 10 ms)
+  and written as JSON, when the process exits, to the file named by
+  ``IVR_BENCH_GC_FILE``; SIGUSR2 forgets what was timed so far (run.py
+  sends it when the measured window starts).
 
 Neither touches the service's code.
 """
 
 from __future__ import annotations
 
-import atexit
-import gc
-import json
 import os
 import resource
-import signal
 import sys
-import time
+
+import stallwatch
 
 
 def main() -> None:
@@ -31,40 +29,9 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     path = os.environ.get("IVR_BENCH_GC_FILE")
     if path:
-        pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        started = [0.0]
+        from twisted.internet import reactor  # the default one, as twistd's
 
-        def callback(phase: str, info: dict) -> None:
-            if phase == "start":
-                started[0] = time.perf_counter()
-            else:
-                pauses[info["generation"]].append(time.perf_counter() - started[0])
-
-        gc.callbacks.append(callback)
-
-        def reset(signum: int, frame: object) -> None:
-            for v in pauses.values():
-                v.clear()
-
-        # SIGUSR2 (sent by run.py when the measured window starts): forget
-        # the pauses so far (start-up, warm-up)
-        signal.signal(signal.SIGUSR2, reset)
-
-        def write() -> None:
-            summary = {
-                f"gen{g}": {
-                    "count": len(v),
-                    "max_ms": round(max(v) * 1000.0, 2) if v else None,
-                    "total_ms": round(sum(v) * 1000.0, 1),
-                    "over_5ms": sum(1 for x in v if x > 0.005),
-                }
-                for g, v in pauses.items()
-            }
-            summary["thresholds"] = list(gc.get_threshold())
-            with open(path, "w") as f:
-                json.dump(summary, f)
-
-        atexit.register(write)
+        write = stallwatch.watch(path, reactor)
         # twistd ends a process stopped by a signal by sending itself that
         # signal again (no atexit then): write first.
         from twisted.application import app

@@ -21,7 +21,9 @@ attribute value.
 In both formats, the lines Twisted writes about its own plumbing (HTTP
 client pool factories starting and stopping, listening ports named by
 private class names) are left out: the service logs its own line when a
-listener starts.
+listener starts.  So are events below ``[logging] level`` (``info`` by
+default: the per-call arrival line is at ``debug``); they are dropped before
+anything formats them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from twisted.logger import (
     ILogFilterPredicate,
     ILogObserver,
     LogEvent,
+    LogLevel,
+    LogLevelFilterPredicate,
     PredicateResult,
     formatEvent,
     textFileLogObserver,
@@ -74,12 +78,16 @@ def is_operator_event(event: LogEvent) -> PredicateResult:
     return PredicateResult.maybe
 
 
-def quiet(observer: ILogObserver) -> ILogObserver:
+def quiet(observer: ILogObserver, level: str = "info") -> ILogObserver:
     """
-    ``observer``, without Twisted's plumbing lines.
+    ``observer``, without Twisted's plumbing lines or events below ``level``
+    (a :class:`~twisted.logger.LogLevel` name).
     """
+    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     # A plain callable is a predicate (FilteringLogObserver calls it).
-    return FilteringLogObserver(observer, [cast(ILogFilterPredicate, is_operator_event)])
+    return FilteringLogObserver(
+        observer, [levels, cast(ILogFilterPredicate, is_operator_event)]
+    )
 
 
 def rfc3339(timestamp: float) -> str:
@@ -104,8 +112,13 @@ def _replace_surrogates(value: Any) -> Any:
 
 def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
     """
-    One log event as a line of JSON.
+    One log event as a line of JSON.  A worker's own JSON record, relayed by
+    the supervisor of ``twistd ivr --workers`` as ``worker_record``, is
+    written as it came, with ``worker`` (its index) added.
     """
+    worker_record = event.get("worker_record")
+    if isinstance(worker_record, dict):
+        return orjson.dumps({**worker_record, "worker": event.get("index")}).decode("utf-8") + "\n"
     record: dict[str, Any] = {
         "time": rfc3339(event.get("log_time", 0.0)),
         "level": getattr(event.get("log_level"), "name", "info"),
@@ -131,21 +144,22 @@ def event_as_json(event: Mapping[str, Any]) -> Optional[str]:
     return line.decode("utf-8") + "\n"
 
 
-def file_observer(out: IO[Any], log_format: str) -> ILogObserver:
+def file_observer(out: IO[Any], log_format: str, level: str = "info") -> ILogObserver:
     """
     An observer writing ``log_format`` (``text`` or ``json``) lines to
-    ``out``, without Twisted's plumbing lines.
+    ``out``, without Twisted's plumbing lines or events below ``level``.
     """
     if log_format == "json":
-        return quiet(FileLogObserver(out, event_as_json))
-    return quiet(textFileLogObserver(out))
+        return quiet(FileLogObserver(out, event_as_json), level)
+    return quiet(textFileLogObserver(out), level)
 
 
-def json_observer(out: Optional[IO[str]] = None) -> ILogObserver:
+def json_observer(out: Optional[IO[str]] = None, level: str = "info") -> ILogObserver:
     """
-    A log observer writing one JSON object per line (to standard output).
+    A log observer writing one JSON object per line (to standard output),
+    for events at ``level`` or above.
     """
-    return file_observer(out if out is not None else sys.stdout, "json")
+    return file_observer(out if out is not None else sys.stdout, "json", level)
 
 
 def twistd_log_file(options: Mapping[str, Any]) -> IO[Any]:
@@ -182,7 +196,7 @@ def twistd_log_file(options: Mapping[str, Any]) -> IO[Any]:
 
 
 def log_file_opener(
-    runner_options: Any, log_format: str
+    runner_options: Any, log_format: str, level: str = "info"
 ) -> Optional[Callable[[], IO[Any]]]:
     """
     Where ``twistd ivr`` logs, for the program that parsed its options.
@@ -194,12 +208,13 @@ def log_file_opener(
         (:func:`twistd_log_file`), for the service to offer twistd an
         observer of that file in ``log_format`` (as the application's log
         observer; twistd's ``--logger`` still wins).
+    :param level: the least severe events twist's observer writes
     :return: that opener, or ``None`` to leave logging to the program
     """
     if runner_options is None:
         return None
     if "fileLogObserverFactory" in runner_options:  # twist
-        runner_options["fileLogObserverFactory"] = lambda out: file_observer(out, log_format)
+        runner_options["fileLogObserverFactory"] = lambda out: file_observer(out, log_format, level)
         return None
     if "logger" not in runner_options or "logfile" not in runner_options:
         return None

@@ -57,6 +57,15 @@ REFUSAL_REASONS = (
 )
 
 
+#: The Audio Connector's labels (the same sets as
+#: :mod:`ivrproto.audioconnector`'s, written out so that this module stays
+#: free of the audio code): what the flow is told, why an upgrade was
+#: refused, and what a client broke.
+AC_OUTCOMES = ("selected", "operator", "hangup", "failed")
+AC_REFUSALS = ("unauthorized", "unknown-path", "draining")
+AC_PROTOCOL_ERRORS = ("malformed", "sequence", "not-open", "invalid", "unknown-type", "unexpected")
+
+
 class Metrics:
     """
     The service's metrics, in a registry of their own.
@@ -159,6 +168,8 @@ _FAMILIES: tuple[tuple[Any, str, str, Optional[str], _Samples], ...] = (
     (_C, "ivr_calls_by_schedule_state",
      "Calls ended, by the opening hours that served them (each schedule's state, closure, "
      "or always when there are no schedules).", "hours", _every("hours")),
+    (_G, "ivr_closure_active", "1 while the emergency closure is switched on, by source.",
+     "source", _each(("closure",), (("flag_file", "flag-file"), ("admin", "admin")))),
     (_C, "ivr_websocket_closes", "Call Control connections closed, by code.", "code",
      _every("closes")),
     (_C, "ivr_token_requests", "Requests to the token endpoint.", None,
@@ -219,6 +230,24 @@ _FAMILIES: tuple[tuple[Any, str, str, Optional[str], _Samples], ...] = (
     (_G, "ivr_profile_breaker_state", "1 for the circuit breaker's current state.", "state",
      lambda stats: [(state, 1 if _at(stats, ("profiles", "breaker")) == state else 0)
                     for state in BREAKER_STATES]),
+    # The Audio Connector (zero while it is off).
+    (_G, "ivr_audio_connector_sessions_open", "Audio Connector sessions (sockets) open.", None,
+     _one("audio_connector", "active")),
+    (_G, "ivr_audio_connector_calls_active", "Audio Connector calls in progress.", None,
+     _one("audio_connector", "in_progress")),
+    (_C, "ivr_audio_connector_calls", "Audio Connector calls ended, by the outcome the flow is told.",
+     "outcome", _each(("audio_connector", "outcomes"), _same(AC_OUTCOMES))),
+    (_C, "ivr_audio_connector_refused",
+     "Audio Connector upgrades refused, by reason (401, 404, 503 while draining).", "reason",
+     _each(("audio_connector", "refused_by_reason"), _same(AC_REFUSALS))),
+    (_C, "ivr_audio_connector_frames_sent", "Audio frames (200 ms of PCMU) sent to Genesys.",
+     None, _one("audio_connector", "frames_sent")),
+    (_C, "ivr_audio_connector_rate_limit_pauses",
+     "429 errors from Genesys that paused a session's audio.", None,
+     _one("audio_connector", "rate_limit_pauses")),
+    (_C, "ivr_audio_connector_protocol_errors",
+     "Messages from Genesys that broke the protocol, by kind.", "kind",
+     _each(("audio_connector", "protocol_errors"), _same(AC_PROTOCOL_ERRORS))),
 )
 
 

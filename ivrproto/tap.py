@@ -79,9 +79,20 @@ class Options(usage.Options):
             "must be set).",
         ],
     ]
+    optParameters += [
+        [
+            "workers",
+            None,
+            None,
+            "Worker processes sharing the listeners (default 1: this process serves); "
+            "overrides IVR_WORKERS.",
+        ],
+        ["worker", None, None, "Internal: set by the supervisor on the workers it starts."],
+    ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
 
     config: Optional[Config] = None
+    workers: int = 1
 
     def opt_version(self) -> None:
         """
@@ -102,10 +113,17 @@ class Options(usage.Options):
         if log_format is not None:
             config = attrs.evolve(config, logging=attrs.evolve(config.logging, format=log_format))
         # Log where twistd logs (--logfile, or twistd.log once daemonized).
-        opener = log_file_opener(self.parent, config.logging.format)
+        opener = log_file_opener(self.parent, config.logging.format, config.logging.level)
         if opener is not None:
             config = attrs.evolve(config, logging=attrs.evolve(config.logging, log_file=opener))
         self.config = config
+        from ivrproto.workers import WORKERS_ENV, parse_workers
+
+        self.workers = (
+            1 if self["worker"]
+            else parse_workers(self["workers"] or os.environ.get(WORKERS_ENV),
+                               "--workers" if self["workers"] else WORKERS_ENV)
+        )
 
     def _load(self, log_format: Optional[str]) -> Config:
         """
@@ -207,13 +225,24 @@ def makeService(options: Options) -> IService:
         if reactor.running:  # type: ignore[attr-defined]
             _stop_quietly(reactor)
 
+    if options.workers > 1:
+        from ivrproto.workers import make_supervisor
+
+        return make_supervisor(reactor, options, options.workers)
+    service_reactor: Any = reactor
+    listen: dict[str, Any] = {"intake": options["intake"]}
+    if options["worker"]:
+        from ivrproto.workers import adopted, watch_supervisor
+
+        service_reactor, listen, _ = adopted(reactor, options["worker"])
+        reactor.callWhenRunning(watch_supervisor, reactor)  # type: ignore[attr-defined]
     try:
         # (--audio-connector is already in options.config.)
         service = make_ivr_service(
-            reactor,  # type: ignore[arg-type]
+            service_reactor,
             options.config,
-            options["intake"],
             on_scenario_done=stop,
+            **listen,
         )
     except ConfigError as e:
         raise SystemExit(f"ivrproto: bad configuration: {e}") from None

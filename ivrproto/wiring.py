@@ -100,9 +100,9 @@ def offer_log_observer(parent: Any, logging: LoggingConfig) -> None:
     from ivrproto.logs import file_observer, json_observer
 
     if logging.log_file is not None:
-        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format))
+        parent.setComponent(ILogObserver, file_observer(logging.log_file(), logging.format, logging.level))
     elif logging.format == "json":
-        parent.setComponent(ILogObserver, json_observer())
+        parent.setComponent(ILogObserver, json_observer(level=logging.level))
 
 
 @attrs.frozen
@@ -284,7 +284,8 @@ def _sites(
     if admin_on_intake:
         return guard, None
     admin_site = make_admin_site(
-        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes, clock=reactor
+        registry, clients.tokens.ready, hooks.draining, hooks.stats, extra=admin_routes, clock=reactor,
+        token=config.admin.token,
     )
     admin_site.timeOut = intake.idle_timeout
     return guard, admin_site

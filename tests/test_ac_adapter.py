@@ -47,7 +47,7 @@ class BridgeCase(ServerCase):
     def new_bridge(self, call: ConnectorCall) -> SessionBridge:
         bridge = SessionBridge(call, lambda: None, self.names, self.outcomes.append)
         session, core = new_session("ac-1", self.config.menu, TIMING, self.clock, bridge)
-        bridge.attach(session, lambda: core.collected)
+        bridge.attach(session, lambda: core.collected, core)
         self.calls.append((bridge, session, core))
         return bridge
 
@@ -141,6 +141,67 @@ class BridgeTests(BridgeCase):
         self.advance(5)
         self.assertEqual(self.disconnect()["outputVariables"]["ivr_target"], "ext:transfer_support")
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class NoInputAfterTheMenuTests(BridgeCase):
+    """
+    The no-input timer runs from the end of the menu's audio, not from when
+    it was queued: a 5 s menu with the 10 s timeout gives the caller 10 s
+    after the last prompt, as over Call Control.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for name, seconds in (("premium_priority", 1.6), ("ticket_status", 1.8),
+                              ("general_operator", 1.6)):
+            write_prompt(self.prompt_dir, name, seconds)  # 25 frames: 5.0 s
+
+    def notes(self, core: SessionCore) -> List[str]:
+        return [what for _, what in core.timeline]
+
+    def test_timer_from_the_end_of_the_audio(self) -> None:
+        "No input 10 s after the 5 s menu has played (not 10 s after it was queued)."
+        client = self.open()
+        _, session, core = self.calls[0]
+        session.profile_resolved({"membership_level": "premium", "open_tickets": 2}, "found")
+        start = self.clock.seconds()
+        self.advance(14.9)
+        self.assertEqual(len(client.audio), 25)
+        self.assertNotIn("no input", self.notes(core))
+        self.advance(0.2)
+        self.assertIn("no input", self.notes(core))
+        when = [t for t, what in core.timeline if what == "no input"][0]
+        self.assertAlmostEqual(core.started_at + when - start, 15.0, places=6)
+        self.finish()
+
+    def test_timer_from_the_clients_playback_completed(self) -> None:
+        "A client that reports its playback: the timer runs from its playback_completed."
+        client = self.open()
+        _, session, core = self.calls[0]
+        session.profile_resolved({"membership_level": "premium", "open_tickets": 2}, "found")
+        start = self.clock.seconds()
+        client.send("playback_started")
+        self.advance(5.5)
+        client.send("playback_completed")  # 0.5 s after the audio's real-time end
+        self.pump.flush()
+        self.advance(9.9)
+        self.assertNotIn("no input", self.notes(core))
+        self.advance(0.2)
+        when = [t for t, what in core.timeline if what == "no input"][0]
+        self.assertAlmostEqual(core.started_at + when - start, 15.5, places=6)
+        self.finish()
+
+    def test_key_during_the_menu_still_works(self) -> None:
+        "A key pressed while the menu plays is taken at once (the held timer is cancelled)."
+        client = self.open()
+        _, session, core = self.calls[0]
+        session.profile_resolved({"membership_level": "premium", "open_tickets": 2}, "found")
+        self.advance(1.0)
+        client.send("dtmf", digit="1")
+        self.pump.flush()
+        self.advance(6)
+        self.assertNotIn("no input", self.notes(core))
+        self.assertEqual(self.outcomes[0].target, "ext:transfer_premium")
 
 
 class CollectTests(BridgeCase):

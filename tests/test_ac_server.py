@@ -752,7 +752,8 @@ class UninterruptibleTests(ServerCase):
         self.advance(3.5)
         self.assertEqual(len(client.audio), 15)
         self.assertNotIn("event", client.types()[2:])
-        self.assertEqual(self.listeners[0].events[-1], ("digit", "5"))
+        # The key is reported at once; the prompt's end (3 s) once it has played.
+        self.assertEqual(self.listeners[0].events[-2:], [("digit", "5"), ("playback_completed", None)])
         self.finish()
 
 
@@ -766,3 +767,45 @@ class RefusalRaceTests(ServerCase):
         pump.flush()
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.listeners, [])
+
+
+class BackpressureTests(ServerCase):
+    """
+    A client that stops reading: the transport pauses the server's write
+    watch (its buffer is full); the server queues at most
+    ``max_write_buffer`` bytes of audio more and drops the connection after
+    ``write_timeout``.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.max_write_buffer = 2 * 1600
+        self.factory.write_timeout = 4.0
+        self.script["opened"] = lambda call, info: call.play(["menu"], "Menu")
+
+    def test_bounded_then_dropped(self) -> None:
+        "Two frames more are queued, the rest held back; the socket goes after the timeout."
+        client = self.open()
+        self.assertEqual(len(client.audio), 3)  # the lead
+        self.server._writes.pauseProducing()  # as the transport does when its buffer is full
+        self.advance(3.5)
+        self.assertEqual(len(client.audio), 5)
+        self.assertEqual(self.server.frames_held_back, 10)
+        self.assertFalse(client.lost)
+        self.advance(0.6)
+        self.assertTrue(client.lost)
+        self.assertEqual(self.session.end_reason, "the client stopped reading")
+        self.assertEqual(self.listeners[0].names()[-1], "lost")
+
+    def test_reading_again(self) -> None:
+        "A client that reads again before the timeout keeps its call; the audio goes on."
+        client = self.open()
+        self.server._writes.pauseProducing()
+        self.advance(1.0)
+        self.server._writes.resumeProducing()
+        self.advance(3.5)
+        self.assertFalse(client.lost)
+        # Every frame of the 3 s prompt was either sent or held back while paused.
+        self.assertGreater(self.server.frames_held_back, 0)
+        self.assertEqual(len(client.audio) + self.server.frames_held_back, 15)
+        self.finish()

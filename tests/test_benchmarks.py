@@ -7,6 +7,7 @@ JSON, no errors), not how fast anything is.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
+from unittest import SkipTest
 
 from twisted.trial.unittest import TestCase
 
@@ -45,9 +48,10 @@ RUN_KEYS = {
 LATENCIES = {"intake_to_first_play", "dtmf_to_next_command", "intake_post_answer"}
 
 
-class RateSmokeTests(TestCase):
+class BenchmarkRun(TestCase):
     """
-    ``benchmarks/run.py rate --rate 20 --duration 2``.
+    Runs ``benchmarks/run.py`` as a child process, its results in a
+    temporary directory.
     """
 
     def setUp(self) -> None:
@@ -67,6 +71,12 @@ class RateSmokeTests(TestCase):
             text=True,
             timeout=60,
         )
+
+
+class RateSmokeTests(BenchmarkRun):
+    """
+    ``benchmarks/run.py rate --rate 20 --duration 2``.
+    """
 
     def test_rate(self) -> None:
         """
@@ -119,3 +129,81 @@ class RateSmokeTests(TestCase):
         self.assertEqual(run["completed_ok"], 40)
         self.assertEqual(run["outcomes"], {"transferred": 40})
         self.assertEqual(run["latency_ms"]["dtmf_to_next_command"]["count"], 40)
+
+
+def _seed_node_missing() -> Optional[str]:
+    """
+    Why ``--service seed-node`` cannot run here without installing
+    anything (benchmarks/nodeservice.py decides), or None.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "_bench_nodeservice", ROOT / "benchmarks" / "nodeservice.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.available()
+
+
+class SeedNodeSmokeTests(BenchmarkRun):
+    """
+    ``--service seed-node``: the seed's logic in one Node.js process.
+    Skipped when node or the installed ``ws`` package is missing: the test
+    never runs npm (``npm ci`` in benchmarks/seed_node, or any
+    ``run.py --service seed-node``, installs it).
+    """
+
+    def setUp(self) -> None:
+        missing = _seed_node_missing()
+        if missing:
+            raise SkipTest(missing)
+        super().setUp()
+
+    def test_rate(self) -> None:
+        """
+        The same calls go through in full against server.js, measured the
+        same way (its CPU, its GC pauses, the same latency points).
+        """
+        done = self.run_benchmark(
+            "rate", "--rate", "20", "--duration", "2", "--warmup", "0.5",
+            "--drain-timeout", "5", "--name", "seed", "--service", "seed-node",
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("service: benchmarks/seed_node/server.js", done.stdout)
+        files = list(Path(self.out).glob("seed-*.json"))
+        self.assertEqual(len(files), 1, done.stdout)
+        run = json.loads(files[0].read_text())["runs"][0]
+        self.assertLessEqual(RUN_KEYS, set(run))
+        self.assertEqual(run["service"], "seed-node")
+        self.assertEqual(run["error_count"], 0, run["errors"])
+        self.assertEqual(run["completed_ok"], 40)
+        self.assertEqual(run["outcomes"], {"transferred": 40})
+        self.assertEqual(run["intake_status"], {"202": 40})
+        self.assertEqual(run["latency_ms"]["intake_to_first_play"]["count"], 40)
+        self.assertEqual(run["latency_ms"]["dtmf_to_next_command"]["count"], 40)
+        self.assertEqual(run["token_requests"], 0)
+        self.assertGreater(run["processes"]["service0"]["cpu_seconds_window"], 0)
+        self.assertIn("gen0", run["processes"]["service0"]["gc"])
+
+    def test_compare(self) -> None:
+        """
+        ``compare`` runs each service in turn and prints them side by side
+        with their ratios to seed-node.
+        """
+        done = self.run_benchmark(
+            "compare", "--rate", "20", "--services", "floor,seed-node", "--duration", "1",
+            "--warmup", "0.5", "--drain-timeout", "5", "--name", "cmp",
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("== compare: side by side", done.stdout)
+        files = list(Path(self.out).glob("cmp-*.json"))
+        self.assertEqual(len(files), 1, done.stdout)
+        report = json.loads(files[0].read_text())
+        self.assertEqual([r["service"] for r in report["runs"]], ["floor", "seed-node"])
+        rows = report["compare"]["20"]["rows"]
+        self.assertEqual(set(rows), {"floor", "seed-node"})
+        self.assertEqual(rows["seed-node"]["x_seed-node"]["cpu_ms_per_call"], 1.0)
+        self.assertIsNotNone(rows["floor"]["x_seed-node"]["cpu_ms_per_call"])
+        for row in rows.values():
+            self.assertEqual(row["errors"], 0)
+            self.assertEqual(row["completed_ok"], row["offered"])

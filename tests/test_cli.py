@@ -681,3 +681,63 @@ class SimulateOutputTests(SynchronousTestCase):
         self.assertEqual(out.count("no input\n"), 3)
         self.assertNotIn("caller presses", out)
         self.assertIn("result: transferred to ext:transfer_operator (no-input)", out)
+
+
+class SimulateAudioConnectorTests(SynchronousTestCase):
+    """
+    ``python -m ivrproto simulate --front audio-connector``: one Genesys-side
+    call on a loopback Audio Connector listener, its timeline and outputs.
+    """
+
+    def simulate(self, *argv: str, expect: int = 0) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_AC_")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        done = subprocess.run(
+            [sys.executable, "-m", "ivrproto", "simulate", "--front", "audio-connector", *argv],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(done.returncode, expect, done.stdout + done.stderr)
+        self.assertEqual(done.stderr, "")
+        self.assertIn("one call through the Audio Connector", done.stdout)
+        return done.stdout
+
+    def test_premium_barge_in(self) -> None:
+        """local.toml, premium with tickets, key 1 during the menu: streamed prompts, barge-in, outputs."""
+        out = self.simulate(
+            "examples/local.toml", "--external-id", "CRM-PREMIUM-TICKETS", "--keys", "1"
+        )
+        assert_in_order(self, out, [
+            "menu offered (1 2 0)",
+            "play premium_priority (1.59s)",
+            "play ticket_status (1.79s)",
+            "play general_operator (1.53s)",
+            "caller presses 1 (barge-in)",
+            "selection confirmed",
+            "play selection_confirmed (1.46s)",
+            "disconnect (completed)",
+            "result: transferred to ext:transfer_premium (selected)",
+            'outputVariables: {"ivr_digits": "", "ivr_option": "transfer_premium", '
+            '"ivr_outcome": "selected", "ivr_reason": "selected", '
+            '"ivr_target": "ext:transfer_premium"}',
+        ])
+
+    def test_hangup_without_section(self) -> None:
+        """seed.toml (no [audio_connector]: the prompts beside it), a hang-up: rc 0, no outputs."""
+        out = self.simulate(
+            "examples/seed.toml", "--profile", '{"membership_level": "premium"}', "--keys", "hangup"
+        )
+        assert_in_order(self, out, [
+            "menu offered (1 0)", "play premium_priority", "caller hangs up",
+            "result: hung up (end)",
+        ])
+        self.assertNotIn("outputVariables", out)
+
+    def test_front_choices(self) -> None:
+        """--front takes call-control or audio-connector only."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        done = subprocess.run(
+            [sys.executable, "-m", "ivrproto", "simulate", "--front", "sip", "examples/seed.toml"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("--front", done.stderr)

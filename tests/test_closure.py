@@ -146,7 +146,8 @@ class ClosureCallTests(CallsTestCase):
         self.registry.start_call("during", "CRM-2")
         plays = self.connections["during"].sent
         self.assertEqual([p.audio for p in plays], ["https://example.com/ivr/audio/closed.mp3"])
-        self.assertEqual(plays[0].keys, ())
+        # Any key goes at once; the platform refuses a play listening for none.
+        self.assertEqual(plays[0].keys, tuple("0123456789*#"))
         # The call in progress still has its own menu.
         self.listeners["before"].digit_received("2")
         self.assertEqual(self.offered("before"), ("1", "0"))
@@ -159,6 +160,8 @@ class ClosureCallTests(CallsTestCase):
             {"schedules": {"agents": "open"}, "closure": {"reason": "fire drill", "by": "site lead"}},
         )
         self.assertEqual(self.registry.hours_served, {"closure": 1})
+        # Its outcome says why: the closure, not "no input".
+        self.assertEqual((record.outcome.kind, record.outcome.reason), ("transferred", "closure"))
 
         flag.unlink()
         self.clock.advance(1)
@@ -178,6 +181,7 @@ class ClosureCallTests(CallsTestCase):
         self.listeners["c"].digit_received("5")
         (record,) = self.ended
         self.assertEqual(record.outcome.kind, "hungup")
+        self.assertEqual(record.outcome.reason, "by the menu (closure)")
 
     def test_watched_without_calls(self) -> None:
         """Watched, the registry's switch notices the file with no call; a reload without [closure] stops it."""

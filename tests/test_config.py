@@ -759,6 +759,12 @@ class DeploymentEnvironmentTests(_ConfigFiles, SynchronousTestCase):
         error = self.assertConfigError('[logging]\nformat = "xml"\n', "logging.format")
         self.assertNotIn("set by", str(error))
 
+    def test_log_level(self) -> None:
+        """[logging] level is info by default; only known level names pass."""
+        self.assertEqual(self.load("").logging.level, "info")
+        self.assertEqual(self.load('[logging]\nlevel = "debug"\n').logging.level, "debug")
+        self.assertConfigError('[logging]\nlevel = "verbose"\n', "logging.level")
+
     def test_platform_variable_named(self) -> None:
         """A bad URL from the environment names its variable; one from the file does not."""
         for variable, key, value in [

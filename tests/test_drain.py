@@ -126,7 +126,8 @@ class SigtermTests(TestCase):
             f'[[calls]]\ncall_id = "call-{i}"\nexternal_id = "CRM-PLAIN"\nscript = []\n\n' for i in range(3)
         )
         path = Path(directory) / "drain.toml"
-        path.write_text(text[:calls] + silent + text[menu:])
+        # The per-call "call arrived" line is at debug.
+        path.write_text(text[:calls] + silent + text[menu:] + '\n[logging]\nlevel = "debug"\n')
         env = {k: v for k, v in os.environ.items() if k not in ("CLIENT_ID", "CLIENT_SECRET")}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         watch = _Watch(b"call arrived", 3)

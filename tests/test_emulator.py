@@ -26,8 +26,9 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.test.iosim import FakeTransport
 from twisted.test.iosim import connect as iosim_connect
@@ -52,7 +53,7 @@ from ivrproto.emulator import (
 from ivrproto.emulator.callcontrol import CallControlServerFactory
 from ivrproto.emulator.script import PROMPT_SETTLE, parse_script
 from ivrproto.emulator.scripted import ScriptedCall, check_command
-from ivrproto.emulator.site import ConnectionTracker
+from ivrproto.emulator.site import ConnectionTracker, FirstRequestRouter
 from ivrproto.emulator.tap import EmulatorService, Options, makeService
 from ivrproto.errors import ConfigError
 from ivrproto.testing import URL, RecordingListener
@@ -1611,3 +1612,92 @@ class TapTests(TestCase):
         names = {p.tapname: p for p in getPlugins(IServiceMaker)}
         self.assertIn("ivr-emulator", names)
         self.assertEqual(names["ivr-emulator"].module, "ivrproto.emulator.tap")
+
+
+class _Recorder(Protocol):
+    """A protocol that keeps what it was given."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class _RecorderFactory(Factory):
+    timeOut: Optional[float] = 60.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.built: list[_Recorder] = []
+
+    def buildProtocol(self, addr: Any) -> _Recorder:
+        protocol = _Recorder(self.name)
+        self.built.append(protocol)
+        return protocol
+
+
+class FirstRequestRouterTests(SynchronousTestCase):
+    """
+    The platform's port hands a Call Control upgrade straight to the
+    WebSocket server, and every other connection to the HTTP site.
+    """
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        self.clock = Clock()
+        self.site = _RecorderFactory("site")
+        self.ws = _RecorderFactory("ws")
+        router = FirstRequestRouter(
+            self.site, self.ws, b"/api/v2/callcontrol/websocket", self.clock  # type: ignore[arg-type]
+        )
+        wrapper = ConnectionTracker(router).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        wrapper.makeConnection(transport)
+        return wrapper, transport
+
+    def test_upgrade_goes_to_the_websocket_server(self) -> None:
+        """The upgrade request, read in pieces, reaches the WebSocket server whole."""
+        for line in (
+            b"GET /api/v2/callcontrol/websocket HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/v2/callcontrol/websocket?x=1 HTTP/1.1\r\n\r\n",
+        ):
+            wrapper, _ = self.connect()
+            wrapper.dataReceived(line[:10])
+            wrapper.dataReceived(line[10:33])
+            self.assertEqual((self.ws.built, self.site.built), ([], []))
+            wrapper.dataReceived(line[33:])
+            self.assertEqual([p.received for p in self.ws.built], [line])
+            self.assertEqual(self.site.built, [])
+            self.assertIs(wrapper.wrappedProtocol, self.ws.built[0])
+
+    def test_everything_else_goes_to_the_site(self) -> None:
+        """Other paths, other methods and longer paths are the site's."""
+        for line in (
+            b"GET /api/v2/profiles/external/A HTTP/1.1\r\n\r\n",
+            b"POST /api/v2/callcontrol/websocket HTTP/1.1\r\n\r\n",
+            b"GET /api/v2/callcontrol/websocketx HTTP/1.1\r\n\r\n",
+            b"GET /api/v2/callcontrol/websocket/more HTTP/1.1\r\n\r\n",
+        ):
+            wrapper, _ = self.connect()
+            wrapper.dataReceived(line)
+            self.assertEqual([p.received for p in self.site.built], [line])
+            self.assertEqual(self.ws.built, [])
+
+    def test_silent_connection_is_closed(self) -> None:
+        """A connection that sends nothing is closed after the site's idle timeout."""
+        wrapper, transport = self.connect()
+        self.clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timer_cancelled(self) -> None:
+        """Neither a hand-over nor a lost connection leaves the idle timer behind."""
+        wrapper, _ = self.connect()
+        wrapper.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        wrapper, _ = self.connect()
+        wrapper.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -10,7 +10,10 @@ import fnmatch
 import re
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from typing import Any
+
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -61,3 +64,49 @@ class GitignoreTests(SynchronousTestCase):
                 any(fnmatch.fnmatch(name, pattern) for pattern in patterns),
                 f"{name} is not ignored",
             )
+
+
+class FirstCommandTests(TestCase):
+    """
+    The README's first command's configuration, ``examples/local.toml``, end
+    to end in-process: every Call Control call and every Genesys-side call
+    (Audio Connector) ends as its script says.
+    """
+
+    timeout = 60
+
+    #: callControlId: (the emulator's outcome, the transfer target)
+    CALL_CONTROL = {
+        "call-premium-tickets": ("transferred", "ext:transfer_premium"),
+        "call-premium": ("transferred", "ext:transfer_premium"),
+        "call-tickets": ("transferred", "ext:play_ticket_info"),
+        "call-plain": ("transferred", "ext:transfer_operator"),
+        "call-unknown": ("transferred", "ext:transfer_support"),
+        "call-silent": ("transferred", "ext:transfer_operator"),
+        "call-hangup": ("hungup-by-caller", None),
+    }
+
+    @inlineCallbacks
+    def test_both_fronts(self) -> Any:
+        """Nine Call Control calls and three Audio Connector calls, each as scripted."""
+        from twisted.internet import reactor
+
+        from ivrproto.config import load_config
+        from ivrproto.demo import DemoService
+
+        config = load_config(str(ROOT / "examples" / "local.toml"), {})
+        demo = DemoService(reactor, config)  # no IVR_AC_API_KEY: a key made in-process
+        self.assertTrue(demo.config.audio_connector.api_key)
+        demo.startService()
+        self.addCleanup(demo.stop)
+        records, results = yield gatherResults([demo.scenario_done, demo.genesys_done])
+        self.assertEqual(len(records), 9)
+        seen = {r.call_id: (r.outcome, r.transfer_target) for r in records}
+        for call_id, expected in self.CALL_CONTROL.items():
+            self.assertEqual(seen[call_id], expected, call_id)
+        self.assertEqual(len(results), 3)
+        for result in results:
+            self.assertTrue(result.ok, (result.spec.name, result.end, result.violations, result.unmet))
+        ends = {r.spec.name: r.end for r in results}
+        self.assertEqual(ends["ac-hangup"], "hangup")
+        self.assertEqual(ends["ac-premium-barge-in"], "completed")

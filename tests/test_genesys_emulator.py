@@ -8,12 +8,13 @@ Audio Connector listener on loopback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import attrs
 import orjson
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -36,6 +37,7 @@ from tests.test_ac_service import PROFILES as SERVICE_PROFILES
 PROFILES = {**SERVICE_PROFILES, "CRM-STANDARD": {"membership_level": "standard", "open_tickets": 0}}
 
 SESSION = "f686b643-e229-407f-a2f0-b0d210ae02ef"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OFFER = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
 
 
@@ -340,6 +342,68 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(call.position, 1.2)
 
 
+class ScenarioFileTests(SynchronousTestCase):
+    "The Genesys side in scenario files and in a service configuration."
+
+    def test_top_level(self) -> None:
+        "A scenario file's [genesys] and [[genesys_calls]] are Scenario.genesys."
+        from ivrproto.emulator import load_scenario
+
+        scenario = load_scenario(EXAMPLES / "genesys-calls.toml")
+        self.assertEqual(scenario.genesys.url, "ws://127.0.0.1:8081/ivr")
+        self.assertEqual(scenario.genesys.calls[0].script, ("menu", "press:1"))
+        self.assertEqual(scenario.calls, ())
+
+    def test_nested_in_emulator(self) -> None:
+        "In a service configuration they are [emulator.genesys] and [[emulator.genesys_calls]]."
+        from ivrproto.emulator import parse_scenario
+        from ivrproto.errors import ConfigError
+
+        table = {"emulator": {"call_interval": 0.1, "genesys": {"interval": 0.5},
+                              "genesys_calls": [{"name": "a", "script": ["menu"]}]}}
+        scenario = parse_scenario(table, Path("."), "s")
+        self.assertEqual((scenario.genesys.interval, scenario.genesys.calls[0].name),
+                         (0.5, "a"))
+        self.assertEqual(scenario.call_interval, 0.1)
+        both = {**table, "genesys_calls": []}
+        with self.assertRaises(ConfigError) as caught:
+            parse_scenario(both, Path("."), "s")
+        self.assertEqual(caught.exception.key, "emulator.genesys")
+
+    def test_local_example(self) -> None:
+        "examples/local.toml's embedded platform places Genesys-side calls; no key needed."
+        from ivrproto.checks import check_scenario
+        from ivrproto.config import check_audio_connector
+
+        config = load_config(str(EXAMPLES / "local.toml"), {})
+        scenario = check_scenario(config)
+        self.assertGreaterEqual(len(scenario.genesys.calls), 3)
+        self.assertTrue(config.audio_connector.enabled)
+        self.assertIsNone(config.audio_connector.api_key)
+        check_audio_connector(config)  # the demo makes the key in-process
+
+    def test_documented(self) -> None:
+        "docs/configuration.md's [genesys] and [[genesys_calls]] tables: every key, its default."
+        from ivrproto.emulator import genesys_scenario
+        from tests.test_docs import documented_settings, toml_default
+
+        tables = documented_settings()
+        self.assertEqual(set(tables["[genesys]"]), genesys_scenario._TABLE_KEYS | {"url"})
+        self.assertEqual(set(tables["[[genesys_calls]]"]), genesys_scenario.CALL_KEYS)
+        settings: Dict[str, Any] = {f.name: f.default for f in attrs.fields(GenesysSettings)}
+        settings["interval"] = 0.0
+        calls: Dict[str, Any] = {f.name: f.default for f in attrs.fields(GenesysCallSpec)}
+        for table, defaults in (("[genesys]", settings), ("[[genesys_calls]]", calls)):
+            for key, cell in tables[table].items():
+                value = toml_default(cell)
+                if value is None:
+                    continue
+                default = defaults[key]
+                if isinstance(default, type(attrs.Factory(dict))):
+                    default = default.factory()
+                self.assertEqual(list(default) if key == "script" else default, value, key)
+
+
 class ServiceCase(TestCase):
     "The service with the example's Audio Connector, against the emulator's platform."
 
@@ -387,11 +451,11 @@ def premium(script: tuple, **expect: str) -> GenesysCallSpec:
 class MenuPathTests(ServiceCase):
     """
     Every seed menu path, the calls placed at once (each listens to its
-    prompts at real time).  The no-input timeout is longer than a menu's
-    audio: the service starts it when the prompts are queued.
+    prompts at real time).  The no-input timeout runs from the end of a
+    menu's audio.
     """
 
-    timing = {**ServiceCase.timing, "no_input_timeout": 8.0}
+    timing = {**ServiceCase.timing, "no_input_timeout": 1.0}
 
     @inlineCallbacks
     def test_every_path(self) -> Any:
@@ -486,3 +550,77 @@ class SignedTests(ServiceCase):
         (unsigned,) = yield self.place(GenesysCallSpec(expect_end="refused"))
         self.assertOk(unsigned)
         self.assertIn("401", unsigned.refusal or "")
+
+
+class DrainTests(ServiceCase):
+    """
+    SIGTERM's drain through the real service: Audio Connector calls end as
+    Call Control calls do.
+    """
+
+    timing = {**ServiceCase.timing, "no_input_timeout": 30.0}
+
+    @inlineCallbacks
+    def test_drain(self) -> Any:
+        "A call that can finish does; a silent one goes to the operator at the deadline; new ones get 503."
+        ac = self.service.audio_connector
+        opened: List[Any] = []
+        both: Any = Deferred()
+
+        def on_call(bridge: Any, core: Any) -> None:
+            opened.append(bridge)
+            if len(opened) == 2:
+                both.callback(None)
+
+        ac.on_call = on_call
+        chooser = premium(("prompts", "press:1"), ivr_target="ext:transfer_premium",
+                          ivr_outcome="selected")
+        silent = GenesysCallSpec(input_variables={"externalId": "CRM-PREMIUM-TICKETS"},
+                                 expect_end="completed",
+                                 expect={"ivr_target": "ext:transfer_operator",
+                                         "ivr_outcome": "operator", "ivr_reason": "draining"})
+        placed = self.place(chooser, silent)
+        yield both
+        drained = self.service.drain(deadline=3.0)
+        late = yield self.place(GenesysCallSpec(name="late"))
+        self.assertEqual((late[0].end, late[0].refusal is not None), ("refused", True))
+        results = yield placed
+        yield drained
+        for result in results:
+            self.assertOk(result)
+        self.assertEqual(ac.outcomes, {"selected": 1, "operator": 1})
+        self.assertEqual(ac.active, {})
+        self.assertEqual(ac.factory.sessions, set())
+
+
+class MetricsTests(ServiceCase):
+    "The Audio Connector's Prometheus families, through the real service."
+
+    def test_label_sets(self) -> None:
+        "The metrics' label sets are the Audio Connector's own."
+        from ivrproto import metrics
+        from ivrproto.audioconnector import server, session
+
+        self.assertEqual(metrics.AC_REFUSALS, server.REFUSALS)
+        self.assertEqual(metrics.AC_PROTOCOL_ERRORS, session.PROTOCOL_ERRORS)
+
+    @inlineCallbacks
+    def test_counted(self) -> Any:
+        "A call, a refused upgrade and a 429: each family counts it."
+        from prometheus_client.parser import text_string_to_metric_families
+
+        yield self.place(premium(("prompts", "error:429", "press:1")))
+        yield self.place(GenesysCallSpec(expect_end="refused"), key="wrong")
+        text = self.service.metrics.render().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        self.assertEqual(samples[("ivr_audio_connector_calls_total", (("outcome", "selected"),))], 1)
+        self.assertEqual(samples[("ivr_audio_connector_calls_total", (("outcome", "failed"),))], 0)
+        self.assertEqual(
+            samples[("ivr_audio_connector_refused_total", (("reason", "unauthorized"),))], 1)
+        self.assertGreater(samples[("ivr_audio_connector_frames_sent_total", ())], 3)
+        self.assertEqual(samples[("ivr_audio_connector_rate_limit_pauses_total", ())], 1)
+        self.assertEqual(
+            samples[("ivr_audio_connector_protocol_errors_total", (("kind", "sequence"),))], 0)
+        self.assertEqual(samples[("ivr_audio_connector_sessions_open", ())], 0)
+        self.assertEqual(samples[("ivr_audio_connector_calls_active", ())], 0)

@@ -120,6 +120,7 @@ class TwistdBindFailureTests(TestCase):
         (Path(self.directory) / "profiles.json").write_text(
             (ROOT / "examples" / "profiles.json").read_text()
         )
+        (Path(self.directory) / "prompts").symlink_to(ROOT / "examples" / "prompts")
         return str(path)
 
     @inlineCallbacks

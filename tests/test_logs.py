@@ -117,6 +117,37 @@ class PlumbingFilterTests(SynchronousTestCase):
         self.assertEqual(messages, ["a legacy line of the application", "intake listening on u"])
 
 
+class LevelTests(SynchronousTestCase):
+    """
+    ``[logging] level``: events below it are left out, in both formats.
+    """
+
+    def lines(self, log_format: str, *level: str) -> List[str]:
+        out = io.StringIO()
+        log = _publish(file_observer(out, log_format, *level))
+        log.debug("{call_control_id}: call arrived", call_control_id="c-1")
+        log.info("{line}", line="c-1: transferred", call_control_id="c-1")
+        log.warn("a warning")
+        return out.getvalue().splitlines()
+
+    def test_info_by_default(self) -> None:
+        """By default debug lines are dropped and info and warnings kept."""
+        for log_format in ("text", "json"):
+            text = "\n".join(self.lines(log_format))
+            self.assertNotIn("call arrived", text)
+            self.assertIn("c-1: transferred", text)
+            self.assertIn("a warning", text)
+
+    def test_debug(self) -> None:
+        """At ``debug`` the arrival line is written."""
+        self.assertIn("call arrived", "\n".join(self.lines("text", "debug")))
+
+    def test_warn(self) -> None:
+        """At ``warn`` only the warning is left."""
+        [line] = self.lines("json", "warn")
+        self.assertEqual(json.loads(line)["message"], "a warning")
+
+
 class TwistdLogFileTests(SynchronousTestCase):
     """
     The file chosen is the one twistd would log to.

@@ -575,9 +575,14 @@ class ParseMenuTests(SynchronousTestCase):
                     target = target[part]
                 target[path[-1]] = shape
                 try:
-                    parse_menu(table, AUDIO)
-                except ConfigError:
-                    pass
+                    book = parse_menu(table, AUDIO)
+                except ConfigError as e:
+                    # It names where the bad value is, under the table.
+                    self.assertTrue(e.key.startswith("menu"), (path, shape, e.key))
+                else:
+                    # A shape the loader takes (an empty "default" list...)
+                    # must still give a whole book.
+                    self.assertIsInstance(book, MenuBook, (path, shape))
 
 
 def _book_with(rule: Optional[dict[str, Any]]) -> MenuBook:

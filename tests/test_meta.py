@@ -28,12 +28,7 @@ _MARKS = ("skip", "expectedFailure", "xfail")
 
 #: Tests known to assert nothing, each with why it is still here.  Remove an
 #: entry when its test gains the assertion it meant.
-WITHOUT_ASSERTIONS: dict[str, str] = {
-    "test_menu.py::ParseMenuTests::test_only_config_errors": (
-        "only checks that no other exception escapes; it should assert the "
-        "ConfigError it expects (issue #12)"
-    ),
-}
+WITHOUT_ASSERTIONS: dict[str, str] = {}
 
 
 def _called(node: ast.AST) -> Iterator[str]:

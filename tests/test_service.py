@@ -6,6 +6,7 @@ the clients), and a start that fails at one listener releasing the others.
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Any
 
@@ -14,9 +15,10 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase
 
 from ivrproto.listeners import CannotListen, ListenerService
-from ivrproto.service import IVRService, make_ivr_service
+from ivrproto.service import GC_THRESHOLDS, IVRService, freeze_startup_objects, make_ivr_service
 
 from .test_integration import ServiceTestCase
 
@@ -125,3 +127,19 @@ class CompositionTests(ServiceTestCase):
         response = yield treq.get(self.service.intake_url + "/healthz", timeout=5, persistent=False)
         self.assertEqual(response.code, 200)  # (the other service is untouched)
         yield response.content()
+
+
+class FreezeStartupObjectsTests(SynchronousTestCase):
+    """
+    :func:`freeze_startup_objects`: the start-up objects leave the
+    collector's view, and the collector runs less often.
+    """
+
+    def test_thresholds(self) -> None:
+        """After start-up the collector's thresholds are GC_THRESHOLDS."""
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        freeze_startup_objects()
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.assertEqual(GC_THRESHOLDS, (10000, 10, 10))
+        self.assertGreater(gc.get_freeze_count(), 0)

@@ -359,7 +359,7 @@ class ConfigErrorRunTests(TestCase):
 def _scenario(directory: Path, exit_when_done: bool) -> str:
     text = Path(LOCAL).read_text().replace(
         '"profiles.json"', json.dumps(str(ROOT / "examples" / "profiles.json"))
-    )
+    ).replace('prompts = "prompts"', f'prompts = {json.dumps(str(ROOT / "examples" / "prompts"))}')
     if not exit_when_done:
         text = text.replace("exit_when_done = true", "exit_when_done = false")
         assert "exit_when_done = false" in text

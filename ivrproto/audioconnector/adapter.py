@@ -15,19 +15,26 @@ for Call Control) and an Audio Connector session.
 
 The profile lookup is not the bridge's: it is given ``lookup_profile``,
 which the wiring code makes from :attr:`CallInfo.ani` or an input variable.
+
+The state machine starts its no-input timer as it queues a menu; over Call
+Control the platform plays and the timer runs alongside, but here the
+server streams the prompts at real time, so the bridge holds that timer
+while they play and restarts it, at its full length, when the session
+reports them played (``playback_completed``): the caller gets the whole
+no-input timeout after the end of the menu.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import attrs
 from twisted.logger import Logger
 
-from ivrproto.messages import Command, Hangup, Play, Transfer
+from ivrproto.messages import Command, Play
 from ivrproto.session.ports import CallSession, Outcome
 from ivrproto.audioconnector.prompts import PromptError
 from ivrproto.audioconnector.session import CallInfo, ConnectorCall
@@ -124,21 +131,35 @@ class SessionBridge:
         #: digits of ``collect`` steps).
         self.digits: List[str] = []
         self.outcome: Optional[Outcome] = None
+        #: The prompts played, by name, in order (one ``play`` each).
+        self.prompts: List[str] = []
         self._open = False
         self._gone = False
+        # The machine's timers (its SessionCore), and the no-input timer
+        # held while prompts play: (the timer, its full delay).
+        self._core: Any = None
+        self._held: Optional[tuple[Any, float]] = None
+        self._hold_call: Any = None
 
     def attach(
-        self, session: CallSession, collected: Optional[Callable[[], Mapping[str, str]]] = None
+        self,
+        session: CallSession,
+        collected: Optional[Callable[[], Mapping[str, str]]] = None,
+        core: Any = None,
     ) -> None:
         """
         The state machine this bridge drives (set before ``opened``).
 
         :param collected: the digits of the call's ``collect`` steps, by name
             (``lambda: core.collected``)
+        :param core: the machine's ``SessionCore``, whose no-input timer
+            (``input_timer``) is held while prompts play; without it the
+            timer runs from when the prompts are queued
         """
         self.session = session
         if collected is not None:
             self._collected = collected
+        self._core = core
 
     # -- CallPort ----------------------------------------------------------------
 
@@ -160,7 +181,10 @@ class SessionBridge:
             try:
                 # A prompt that does not listen for keys (the confirmation)
                 # is not cut short by one.
-                self._call.play([self._to_prompt(command.audio)], barge_in=command.dtmf_enabled)
+                name = self._to_prompt(command.audio)
+                self._call.play([name], barge_in=command.dtmf_enabled)
+                self.prompts.append(name)
+                self._hold_after_transition()
             except PromptError as e:
                 # A prompt without audio is skipped: the menu's keys still
                 # work, and the caller is not left waiting on nothing.
@@ -196,6 +220,18 @@ class SessionBridge:
         }
         return {k: v for k, v in values.items() if k is not None}
 
+    def drain(self) -> None:
+        """
+        The service is stopping and the drain deadline has passed: stop the
+        prompts and let the state machine end the call as it does over Call
+        Control (the operator, or the caller's choice if one was made); the
+        ``disconnect`` follows at once.
+        """
+        if self.session is None or self.outcome is not None or self._gone:
+            return
+        self._call.stop_audio()
+        self.session.drain()
+
     # -- ConnectorListener -------------------------------------------------------
 
     def opened(self, info: CallInfo) -> None:
@@ -209,8 +245,37 @@ class SessionBridge:
         self.session.digit_received(digit)
 
     def playback_completed(self) -> None:
-        # The state machine times its own prompts (no-input, confirmation).
-        pass
+        "The prompts have played: the held no-input timer restarts at its full length."
+        held, self._held = self._held, None
+        if held is not None and self._core is not None:
+            timer, delay = held
+            if timer is self._core.input_timer and timer.active():
+                timer.reset(delay)
+
+    # -- the no-input timer ------------------------------------------------------
+
+    def _hold_after_transition(self) -> None:
+        "The machine sets its timer after queuing the prompts: hold it once it has."
+        if self._core is None:
+            return
+        if self._hold_call is None or not self._hold_call.active():
+            self._hold_call = self._core.clock.callLater(0, self._hold_input_timer)
+
+    def _hold_input_timer(self) -> None:
+        """
+        Push the no-input timer past the end of the queued prompts (and the
+        session's allowance for ``playback_completed``); it restarts at its
+        full delay when they are reported played.
+        """
+        self._hold_call = None
+        timer = self._core.input_timer
+        if timer is None or not timer.active() or not self._call.is_playing:
+            return
+        if self._held is None or self._held[0] is not timer:
+            # Prompts are queued with the menu's no-input timeout (the
+            # inter-digit one plays none).
+            self._held = (timer, self._core.no_input_timeout)
+        timer.reset(self._call.played_within + self._held[1])
 
     def hangup_received(self, reason: str) -> None:
         assert self.session is not None

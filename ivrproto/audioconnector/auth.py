@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
-import re
 from collections import OrderedDict
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
@@ -38,33 +36,33 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-#: The components a signature must cover, no more and no fewer.
-COVERED_COMPONENTS = frozenset(
-    {
-        "@request-target",
-        "@authority",
-        "audiohook-organization-id",
-        "audiohook-session-id",
-        "audiohook-correlation-id",
-        "x-api-key",
-    }
+from ivrproto.audioconnector.signature import (
+    ALGORITHM,
+    COVERED_COMPONENTS,
+    KNOWN_PARAMETERS,
+    SIGNATURE_HEADER,
+    AuthRefused,
+    SignatureInput,
+    compute_signature,
+    parse_secret,
+    parse_signature_input,
+    sign_headers,
+    signature_base,
+    signature_integer,
 )
 
-#: The signature parameters understood; any other one refuses the request.
-KNOWN_PARAMETERS = frozenset({"keyid", "nonce", "alg", "created", "expires"})
-
-ALGORITHM = "hmac-sha256"
-
-_KEY = r"[a-z*][a-z0-9_.*-]*"
-_STRING = r'"(?:[^"\\\x00-\x1f\x7f]|\\["\\])*"'
-_MEMBER = re.compile(
-    rf"(?P<label>{_KEY})=(?P<value>\((?P<items>(?:{_STRING}(?: +{_STRING})*)?)\)"
-    rf"(?P<params>(?:;{_KEY}(?:=(?:{_STRING}|-?[0-9]{{1,15}}|[A-Za-z*][A-Za-z0-9_.*:/%-]*))?)*))"
-)
-_PARAM = re.compile(rf";(?P<key>{_KEY})(?:=(?P<value>{_STRING}|-?[0-9]{{1,15}}|[A-Za-z*][A-Za-z0-9_.*:/%-]*))?")
-_ITEM = re.compile(_STRING)
-_SIGNATURE = re.compile(r"(?P<label>" + _KEY + r")=:(?P<mac>[A-Za-z0-9+/]*={0,2}):")
-
+__all__ = [
+    "Accepted",
+    "AuthRefused",
+    "AuthSettings",
+    "Authenticator",
+    "NonceMemory",
+    "credentials",
+    "parse_secret",
+    "parse_signature_input",
+    "sign_headers",
+    "verify_request",
+]
 
 @attrs.frozen
 class AuthSettings:
@@ -106,33 +104,6 @@ class Accepted:
     correlation_id: Optional[str]
 
 
-class AuthRefused(Exception):
-    """
-    An upgrade request that must be answered with 401.
-
-    :ivar reason: what was wrong, for the log (never a key, secret or MAC)
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-def parse_secret(secret: str) -> bytes:
-    """
-    The key bytes of a base64 client secret.
-
-    :raises ValueError: when it is not base64 or decodes to nothing
-    """
-    try:
-        key = base64.b64decode(secret.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the Audio Connector client secret is not valid base64") from None
-    if not key:
-        raise ValueError("the Audio Connector client secret is empty")
-    return key
-
-
 def credentials(keys: Mapping[str, Optional[str]]) -> Dict[str, Optional[bytes]]:
     """
     API keys mapped to the decoded client secret, or ``None`` for a key
@@ -147,88 +118,6 @@ def credentials(keys: Mapping[str, Optional[str]]) -> Dict[str, Optional[bytes]]
             raise ValueError("an Audio Connector API key is empty")
         out[key] = parse_secret(secret) if secret else None
     return out
-
-
-@attrs.frozen
-class SignatureInput:
-    """
-    One parsed ``Signature-Input`` member.
-    """
-
-    label: str
-    components: Tuple[str, ...]
-    params: Mapping[str, str]
-    #: The member's value as sent: the ``@signature-params`` line.
-    serialized: str
-
-
-def _unquote(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text[1:-1])
-
-
-def parse_signature_input(value: str) -> SignatureInput:
-    """
-    Parse a ``Signature-Input`` header holding exactly one signature.
-
-    :raises AuthRefused: when it is not of that shape
-    """
-    match = _MEMBER.fullmatch(value.strip())
-    if match is None:
-        raise AuthRefused("Signature-Input is malformed or holds more than one signature")
-    components = tuple(_unquote(item) for item in _ITEM.findall(match.group("items")))
-    params: Dict[str, str] = {}
-    for p in _PARAM.finditer(match.group("params")):
-        key, raw = p.group("key"), p.group("value")
-        if key in params:
-            raise AuthRefused(f"signature parameter {key!r} given twice")
-        if raw is None:
-            params[key] = ""
-        elif raw.startswith('"'):
-            params[key] = _unquote(raw)
-        else:
-            params[key] = raw
-    return SignatureInput(match.group("label"), components, params, match.group("value"))
-
-
-def signature_base(
-    sig: SignatureInput, target: str, authority: str, headers: Mapping[str, str]
-) -> bytes:
-    """
-    The bytes the MAC covers.
-
-    :param target: the request target as on the request line (path and query)
-    :param authority: the ``Host`` header
-    :param headers: header values by lower-case name
-    :raises AuthRefused: when a covered header is missing
-    """
-    lines = []
-    for name in sig.components:
-        if name == "@request-target":
-            value = target
-        elif name == "@authority":
-            value = authority.strip().lower()
-        else:
-            header = headers.get(name)
-            if header is None:
-                raise AuthRefused(f"covered header {name!r} is missing")
-            value = header.strip()
-        lines.append(f'"{name}": {value}')
-    lines.append(f'"@signature-params": {sig.serialized}')
-    return "\n".join(lines).encode("utf-8")
-
-
-def compute_signature(key: bytes, base: bytes) -> bytes:
-    "The HMAC-SHA256 of a signature base."
-    return hmac.new(key, base, hashlib.sha256).digest()
-
-
-def _integer(params: Mapping[str, str], name: str) -> Optional[int]:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]{1,15}", raw):
-        raise AuthRefused(f"signature parameter {name!r} is not an integer")
-    return int(raw)
 
 
 def verify_request(
@@ -275,8 +164,26 @@ def verify_request(
     assert key is not None
     if raw_input is None or raw_signature is None:
         raise AuthRefused("the API key needs a signature and the request has none")
+    sig, given = _signature(raw_input, raw_signature)
+    nonce = _check_parameters(sig, api_key, now, settings)
+    authority = headers.get("host", "")
+    expected = compute_signature(key, signature_base(sig, target, authority, headers))
+    if not hmac.compare_digest(expected, given):
+        raise AuthRefused("bad signature")
+    if nonce_seen(nonce):
+        raise AuthRefused("nonce already used")
+    return accepted
+
+
+def _signature(raw_input: str, raw_signature: str) -> Tuple[SignatureInput, bytes]:
+    """
+    The one signature of ``Signature-Input`` and its MAC from ``Signature``,
+    covering exactly :data:`COVERED_COMPONENTS`.
+
+    :raises AuthRefused: for any other shape
+    """
     sig = parse_signature_input(raw_input)
-    mac_match = _SIGNATURE.fullmatch(raw_signature.strip())
+    mac_match = SIGNATURE_HEADER.fullmatch(raw_signature.strip())
     if mac_match is None:
         raise AuthRefused("Signature is malformed or holds more than one signature")
     if mac_match.group("label") != sig.label:
@@ -287,6 +194,22 @@ def verify_request(
         missing = sorted(COVERED_COMPONENTS - set(sig.components))
         extra = sorted(set(sig.components) - COVERED_COMPONENTS)
         raise AuthRefused(f"wrong covered components (missing {missing}, extra {extra})")
+    try:
+        given = base64.b64decode(mac_match.group("mac"), validate=True)
+    except (binascii.Error, ValueError):
+        raise AuthRefused("Signature is not base64") from None
+    return sig, given
+
+
+def _check_parameters(sig: SignatureInput, api_key: str, now: float, settings: AuthSettings) -> str:
+    """
+    The signature's parameters: known ones only, ``keyid`` the API key,
+    the algorithm, the nonce's length, ``created`` and ``expires`` within
+    the clock skew and the maximum age.
+
+    :return: the nonce
+    :raises AuthRefused: naming the first that fails
+    """
     unknown = sorted(set(sig.params) - KNOWN_PARAMETERS)
     if unknown:
         raise AuthRefused(f"unknown signature parameters {unknown}")
@@ -298,27 +221,17 @@ def verify_request(
     nonce = sig.params.get("nonce", "")
     if len(nonce) < settings.min_nonce_length:
         raise AuthRefused("nonce missing or too short")
-    created = _integer(sig.params, "created")
+    created = signature_integer(sig.params, "created")
     if created is None:
         raise AuthRefused("signature has no created time")
     if created > now + settings.clock_skew:
         raise AuthRefused("signature created in the future")
     if created + settings.max_signature_age < now + settings.clock_skew:
         raise AuthRefused("signature too old")
-    expires = _integer(sig.params, "expires")
+    expires = signature_integer(sig.params, "expires")
     if expires is not None and expires < now + settings.clock_skew:
         raise AuthRefused("signature expired")
-    authority = headers.get("host", "")
-    expected = compute_signature(key, signature_base(sig, target, authority, headers))
-    try:
-        given = base64.b64decode(mac_match.group("mac"), validate=True)
-    except (binascii.Error, ValueError):
-        raise AuthRefused("Signature is not base64") from None
-    if not hmac.compare_digest(expected, given):
-        raise AuthRefused("bad signature")
-    if nonce_seen(nonce):
-        raise AuthRefused("nonce already used")
-    return accepted
+    return nonce
 
 
 def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
@@ -420,51 +333,3 @@ class Authenticator:
         d: Deferred[Accepted] = Deferred()
         d.callback(accepted)
         return d
-
-
-def sign_headers(
-    api_key: str,
-    secret: str,
-    target: str,
-    authority: str,
-    organization_id: str,
-    session_id: str,
-    correlation_id: str,
-    nonce: str,
-    created: int,
-    expires: Optional[int] = None,
-    label: str = "sig1",
-) -> Dict[str, str]:
-    """
-    The headers a client sends for a signed upgrade (what Genesys Cloud does;
-    for the emulator and for tests).
-
-    :param secret: the base64 client secret
-    :param expires: defaults to ``created + 30``, as Genesys's client does
-    :return: header name -> value, ``Host`` included
-    """
-    headers = {
-        "host": authority,
-        "audiohook-organization-id": organization_id,
-        "audiohook-session-id": session_id,
-        "audiohook-correlation-id": correlation_id,
-        "x-api-key": api_key,
-    }
-    names = (
-        "@request-target",
-        "@authority",
-        "audiohook-organization-id",
-        "audiohook-session-id",
-        "audiohook-correlation-id",
-        "x-api-key",
-    )
-    inner = "(" + " ".join(f'"{n}"' for n in names) + ")"
-    params = (
-        f';keyid="{api_key}";nonce="{nonce}";alg="{ALGORITHM}";created={created}'
-        f";expires={created + 30 if expires is None else expires}"
-    )
-    sig = SignatureInput(label, names, {}, inner + params)
-    mac = compute_signature(parse_secret(secret), signature_base(sig, target, authority, headers))
-    headers["signature-input"] = f"{label}={inner}{params}"
-    headers["signature"] = f"{label}=:{base64.b64encode(mac).decode('ascii')}:"
-    return headers

@@ -32,6 +32,8 @@ class AudioConnectorCalls:
     :ivar factory: the ``AudioConnectorFactory`` the listener serves
     :ivar calls: calls taken
     :ivar outcomes: calls ended, by outcome (``selected``, ``operator``...)
+    :ivar on_call: when set, told ``(bridge, core)`` of each new call
+        (``ivr simulate`` reads the call's timeline and prompts there)
     """
 
     log = Logger()
@@ -54,6 +56,9 @@ class AudioConnectorCalls:
         self._hours_now = hours_now
         self.calls = 0
         self.outcomes: dict[str, int] = {}
+        self.on_call: Optional[Callable[[Any, Any], None]] = None
+        #: The calls in progress, by session id: their ``SessionBridge``.
+        self.active: dict[str, Any] = {}
         ac = config().audio_connector
         assert ac.api_key is not None  # check_audio_connector
         authenticator = Authenticator(
@@ -66,6 +71,8 @@ class AudioConnectorCalls:
             prompts,
             SessionSettings(**dict(ac.session)),
             max_message_size=ac.max_message_size,
+            max_write_buffer=ac.max_write_buffer,
+            write_timeout=ac.write_timeout,
         )
 
     def stats(self) -> dict[str, Any]:
@@ -75,9 +82,12 @@ class AudioConnectorCalls:
         return {
             "calls": self.calls,
             "active": len(self.factory.sessions),
+            "in_progress": len(self.active),
             "refused": self.factory.refusals,
+            "refused_by_reason": dict(self.factory.refusals_by_reason),
             "outcomes": dict(self.outcomes),
             "prompts_cached": self.factory.prompts.cached,
+            **self.factory.counts(),
         }
 
     def profile_key(self, info: Any) -> Optional[str]:
@@ -131,6 +141,7 @@ class AudioConnectorCalls:
             lookup.lookup(key, timing.profile_budget).addCallbacks(known, failed)
 
         def finished(outcome: Any) -> None:
+            self.active.pop(info.session_id, None)
             self._ended(info.session_id, outcome)
 
         bridge = SessionBridge(call, lookup_profile, names=names, finished=finished)
@@ -139,8 +150,37 @@ class AudioConnectorCalls:
             f"ac-{info.session_id}", book, timing, self._reactor, bridge, self._hours_now()
         )
         holder["session"] = session
-        bridge.attach(session, lambda: core.collected)
+        bridge.attach(session, lambda: core.collected, core)
+        self.active[info.session_id] = bridge
+        if self.on_call is not None:
+            self.on_call(bridge, core)
         return bridge
+
+    # -- draining (SIGTERM) ------------------------------------------------------
+
+    def start_draining(self) -> None:
+        "Refuse new upgrades (503); the calls in progress go on."
+        self.factory.accepting = False
+
+    def drain(self) -> None:
+        """
+        The drain deadline: end every call still in progress as a Call
+        Control call is ended (the operator, or the caller's choice), each
+        on its own.
+        """
+        for bridge in list(self.active.values()):
+            try:
+                bridge.drain()
+            except Exception:
+                self.log.failure("draining an Audio Connector call broke")
+
+    def when_idle(self) -> Any:
+        "Fires once no Audio Connector session is open."
+        return self.factory.when_idle()
+
+    def abort_sessions(self) -> None:
+        "Drop every session still open (past the drain's close allowance)."
+        self.factory.abort_sessions()
 
     def _ended(self, session_id: str, outcome: Any) -> None:
         from ivrproto.audioconnector.adapter import outcome_value

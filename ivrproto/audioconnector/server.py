@@ -12,27 +12,46 @@ Serve it with any Twisted server endpoint::
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional
+from collections import Counter
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer
+from ivrproto._autobahn import QuietAutobahnLog, ReactorTimer, cancel_close_handshake_timer
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.audioconnector.auth import Accepted, Authenticator, AuthRefused
 from ivrproto.audioconnector.prompts import PromptLibrary
-from ivrproto.audioconnector.session import ConnectorCall, ConnectorListener, ConnectorSession, SessionSettings
+from ivrproto.audioconnector.session import (
+    PROTOCOL_ERRORS,
+    ConnectorCall,
+    ConnectorListener,
+    ConnectorSession,
+    SessionSettings,
+)
 
 #: The largest text message accepted from the client (64 KiB).
 MAX_MESSAGE_SIZE = 64 * 1024
 
+#: Why an upgrade was refused, as the metrics label it: a bounded set
+#: (401, 404, and 503 while the service drains).
+REFUSALS = ("unauthorized", "unknown-path", "draining")
+
 #: Makes the call logic of one call, given its session's commands.
 NewListener = Callable[[ConnectorCall], ConnectorListener]
+
+
+def _session_counts(session: ConnectorSession) -> Counter:  # type: ignore[type-arg]
+    counts = Counter(session.protocol_errors)
+    counts["frames_sent"] = session.frames_sent
+    counts["rate_limit_pauses"] = session.rate_limit_pauses
+    return counts
 
 
 def normalize_path(path: str) -> str:
@@ -41,6 +60,49 @@ def normalize_path(path: str) -> str:
     if len(path) > 1:
         path = path.rstrip("/") or "/"
     return path
+
+
+@implementer(IPushProducer)
+class _WriteWatch:
+    """
+    Registered with the transport as a streaming producer: the transport
+    pauses it when its write buffer is full (the client stopped reading)
+    and resumes it once the buffer has drained.  While paused it counts the
+    audio written, and after ``timeout`` seconds it calls ``timed_out``.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float, timed_out: Callable[[], None]) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._timed_out = timed_out
+        self._timer: Optional[IDelayedCall] = None
+        self.paused = False
+        self.unsent = 0
+
+    def pauseProducing(self) -> None:
+        # Twisted calls this on every write while its buffer is full: only
+        # the first call starts the count and the timer.
+        if not self.paused:
+            self.paused = True
+            self.unsent = 0
+            self._timer = self._clock.callLater(self._timeout, self._expired)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.unsent = 0
+        self.cancel()
+
+    def stopProducing(self) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._timed_out()
 
 
 class AudioConnectorServerProtocol(WebSocketServerProtocol):
@@ -60,8 +122,18 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
         self._accepted: Optional[Accepted] = None
         self._route: Optional[NewListener] = None
         self._connector = ""
+        self._writes: Optional[_WriteWatch] = None
+        #: Audio frames not queued because the client stopped reading.
+        self.frames_held_back = 0
 
     # -- Autobahn callbacks ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        f = self.factory
+        self._writes = _WriteWatch(f.reactor, f.write_timeout, self._stopped_reading)
+        # Autobahn unregisters it in dropConnection.
+        self.registerProducer(self._writes, True)
 
     def onConnect(self, request: ConnectionRequest) -> "Deferred[None]":  # type: ignore[override]
         # Autobahn waits for a Deferred from onConnect (its typing says
@@ -74,13 +146,14 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             connector = normalize_path(target)
             route = f.routes.get(connector)
             if route is None:
+                f.refused("unknown-path")
                 f.bad_input.warn("unknown-path", "Audio Connector upgrade for an unknown path")
                 raise ConnectionDeny(404, "Not Found")
             self._accepted, self._route, self._connector = result, route, connector
 
         def refused(failure: Failure) -> None:
             failure.trap(AuthRefused)
-            f.refusals += 1
+            f.refused("unauthorized")
             f.bad_input.warn(
                 "refused",
                 "Audio Connector upgrade refused: {reason}",
@@ -88,6 +161,10 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             )
             raise ConnectionDeny(401, "Unauthorized")
 
+        if not f.accepting:
+            # Draining: Genesys takes the action's failure path at once.
+            f.refused("draining")
+            raise ConnectionDeny(503, "Service Unavailable")
         d = f.authenticator.authenticate(headers, target)
         return d.addCallbacks(accepted, refused)
 
@@ -119,13 +196,13 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             self._log.failure("error while handling an Audio Connector message")
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        if self.closeHandshakeTimeoutCall is not None:
-            self.closeHandshakeTimeoutCall.cancel()
-            self.closeHandshakeTimeoutCall = None
+        if self._writes is not None:
+            self._writes.cancel()
+        cancel_close_handshake_timer(self)
         session = self.session
         if session is None:
             return
-        self.factory.sessions.discard(session)
+        self.factory.session_closed(session)
         if self.localCloseCode == 1009:
             why = "message too large"
         else:
@@ -142,8 +219,28 @@ class AudioConnectorServerProtocol(WebSocketServerProtocol):
             self.sendMessage(payload, isBinary=False)
 
     def send_audio(self, frame: bytes) -> None:
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(frame, isBinary=True)
+        if self.state != self.STATE_OPEN:
+            return
+        writes = self._writes
+        if writes is not None and writes.paused:
+            # The client is not reading: queue no more than the bound.
+            if writes.unsent + len(frame) > self.factory.max_write_buffer:
+                self.frames_held_back += 1
+                return
+            writes.unsent += len(frame)
+        self.sendMessage(frame, isBinary=True)
+
+    def _stopped_reading(self) -> None:
+        self._log.warn(
+            "Audio Connector session {session_id}: dropping the connection: the client "
+            "has not read for {timeout:g}s",
+            session_id=None if self.session is None else self.session.session_id,
+            timeout=self.factory.write_timeout,
+        )
+        if self.session is not None:
+            self.session.abort("the client stopped reading")
+        else:
+            self.dropConnection(abort=True)
 
     def drop(self) -> None:
         self.dropConnection(abort=True)
@@ -162,6 +259,11 @@ class AudioConnectorFactory(WebSocketServerFactory):
         a larger one closes the connection with 1009
     :param open_handshake_timeout: seconds for the upgrade (authentication's
         delay included)
+    :param max_write_buffer: bytes of audio written to a client that has
+        stopped reading (its socket's buffer full) before further frames are
+        not queued
+    :param write_timeout: seconds a client may leave the buffer full before
+        the connection is dropped
     """
 
     protocol = AudioConnectorServerProtocol  # type: ignore[assignment]
@@ -178,6 +280,8 @@ class AudioConnectorFactory(WebSocketServerFactory):
         max_message_size: int = MAX_MESSAGE_SIZE,
         open_handshake_timeout: float = 10.0,
         close_handshake_timeout: float = 2.0,
+        max_write_buffer: int = 64 * 1024,
+        write_timeout: float = 10.0,
     ) -> None:
         super().__init__(server="ivrproto", reactor=reactor)
         self._batched_timer = ReactorTimer(reactor)
@@ -186,12 +290,22 @@ class AudioConnectorFactory(WebSocketServerFactory):
         self.routes: Dict[str, NewListener] = {normalize_path(p): r for p, r in routes.items()}
         self.prompts = prompts
         self.settings = settings
+        self.max_write_buffer = max_write_buffer
+        self.write_timeout = write_timeout
         #: Lines about what clients sent wrong, a few a minute.
         self.bad_input = LogThrottle(reactor, Logger(namespace="ivrproto.audioconnector"))
         #: The sessions open now.
         self.sessions: "set[ConnectorSession]" = set()
         #: Upgrades refused by authentication.
         self.refusals = 0
+        #: Upgrades refused, by reason (:data:`REFUSALS`).
+        self.refusals_by_reason: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        #: The counts of the sessions that have ended (see :meth:`counts`).
+        self._ended = Counter()  # type: ignore[var-annotated]
+        #: Whether new upgrades are taken (``False`` while the service drains:
+        #: they are refused with 503).
+        self.accepting = True
+        self._idle_waiters: "list[Deferred[None]]" = []
         self.setProtocolOptions(
             maxFramePayloadSize=int(max_message_size),
             maxMessagePayloadSize=int(max_message_size),
@@ -208,4 +322,48 @@ class AudioConnectorFactory(WebSocketServerFactory):
 
     def __repr__(self) -> str:
         return f"<AudioConnectorFactory {sorted(self.routes)}>"
+
+    def refused(self, reason: str) -> None:
+        "Count an upgrade refused for ``reason`` (one of :data:`REFUSALS`)."
+        self.refusals_by_reason[reason] += 1
+        if reason == "unauthorized":
+            self.refusals += 1
+
+    def counts(self) -> Dict[str, Any]:
+        """
+        Every session's counts, those ended and those open: ``frames_sent``,
+        ``rate_limit_pauses`` and ``protocol_errors`` (by kind).
+        """
+        total = Counter(self._ended)
+        for session in self.sessions:
+            total.update(_session_counts(session))
+        return {
+            "frames_sent": total["frames_sent"],
+            "rate_limit_pauses": total["rate_limit_pauses"],
+            "protocol_errors": {kind: total[kind] for kind in PROTOCOL_ERRORS},
+        }
+
+    def session_closed(self, session: ConnectorSession) -> None:
+        "A session's socket has gone: tell the idle waiters when it was the last."
+        if session in self.sessions:
+            self._ended.update(_session_counts(session))
+        self.sessions.discard(session)
+        if not self.sessions:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_idle(self) -> "Deferred[None]":
+        "Fires once no session is open (at once when none is)."
+        d: Deferred[None] = Deferred()
+        if self.sessions:
+            self._idle_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def abort_sessions(self) -> None:
+        "Drop the socket of every session still open."
+        for session in list(self.sessions):
+            session.abort("the service stopped")
 

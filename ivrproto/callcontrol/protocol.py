@@ -126,13 +126,27 @@ class CallControlProtocol(WebSocketClientProtocol):
     """
     One Call Control connection: one call.
 
-    The factory gives it ``call_control_id`` and ``listener``.
+    The factory that builds it gives it ``call_control_id``, ``listener``
+    and ``capabilities`` (one shared
+    :class:`~ivrproto.callcontrol.connect.CallControlFactory` serves many
+    calls, so these live on the protocol, not on the factory), and copies
+    Autobahn's protocol options onto it.
     """
 
     # Autobahn's own logging (``log``) is replaced: see ``_autobahn``.
     log = QuietAutobahnLog(Logger(namespace="ivrproto.callcontrol.protocol.autobahn"))
     _log = Logger()
     factory: "CallControlFactory"
+    call_control_id: str
+    listener: CallControlListener
+    capabilities: tuple[str, ...]
+
+    #: Autobahn copies every option named here from the factory in
+    #: ``_connectionMade`` and ``pformat``s the list for a debug line nobody
+    #: reads (about 80 µs a connection).  The factory's ``buildProtocol``
+    #: copies the options (``WebSocketClientProtocol.CONFIG_ATTRS``) instead,
+    #: so Autobahn finds nothing to copy or format.
+    CONFIG_ATTRS: list[str] = []
 
     def __init__(self) -> None:
         super().__init__()
@@ -164,7 +178,7 @@ class CallControlProtocol(WebSocketClientProtocol):
                     self._log.warn(
                         "{call_control_id}: dropping the connection: over {limit} bytes "
                         "wait for a platform that stopped reading",
-                        call_control_id=self.factory.call_control_id,
+                        call_control_id=self.call_control_id,
                         limit=self.factory.max_write_buffer,
                     )
                     self._report_close(None, self._gone_reason)
@@ -189,8 +203,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
-        f = self.factory
-        self.sendMessage(encode(Connect(f.call_control_id, f.capabilities)), isBinary=False)
+        self.sendMessage(encode(Connect(self.call_control_id, self.capabilities)), isBinary=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
@@ -203,7 +216,7 @@ class CallControlProtocol(WebSocketClientProtocol):
             self.factory.bad_input.warn(
                 "malformed-frame",
                 "{call_control_id}: ignored a frame: {reason}",
-                call_control_id=self.factory.call_control_id,
+                call_control_id=self.call_control_id,
                 reason=e.reason,
             )
             return
@@ -212,7 +225,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         except Exception:
             self._log.failure(
                 "{call_control_id}: error while handling {event}",
-                call_control_id=self.factory.call_control_id,
+                call_control_id=self.call_control_id,
                 event=type(event).__name__,
             )
 
@@ -243,7 +256,7 @@ class CallControlProtocol(WebSocketClientProtocol):
         if self._close_reported:
             return
         self._close_reported = True
-        listener = self.factory.listener
+        listener = self.listener
         try:
             if self.is_connected:
                 listener.connection_closed(code, why)
@@ -258,16 +271,16 @@ class CallControlProtocol(WebSocketClientProtocol):
         except Exception:
             self._log.failure(
                 "{call_control_id}: error while handling the close",
-                call_control_id=self.factory.call_control_id,
+                call_control_id=self.call_control_id,
             )
 
     # -- ours ------------------------------------------------------------------
 
     def _dispatch(self, event: object) -> None:
-        listener = self.factory.listener
+        listener = self.listener
         if not self.is_connected:
             if isinstance(event, Connected):
-                if event.call_control_id not in (None, self.factory.call_control_id):
+                if event.call_control_id not in (None, self.call_control_id):
                     self._reported = True
                     self.close()
                     listener.handshake_failed("connected for another call", None)

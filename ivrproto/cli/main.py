@@ -129,6 +129,14 @@ def _add_simulate(commands: Any) -> None:
         "and rules are read then (default: now)",
     )
     simulate.add_argument(
+        "--front",
+        choices=("call-control", "audio-connector"),
+        default="call-control",
+        help="the front end the call comes through: the platform's Call Control "
+        "WebSocket (default), or the Audio Connector, as a Genesys Cloud call placed "
+        "by the emulator's Genesys side on a loopback listener with a key made for the run",
+    )
+    simulate.add_argument(
         "-v",
         "--verbose",
         action="store_true",

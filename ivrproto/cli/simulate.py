@@ -192,7 +192,8 @@ def scale_timing(config: Config, speed: float) -> Config:
 def _with_emulator(config: Config, base_url: str, secret: str) -> Config:
     """
     The configuration pointed at the simulation's own emulator, with its
-    own credentials and no scripted calls of its own.
+    own credentials, no scripted calls of its own and no Audio Connector
+    listener (the Call Control front end).
     """
     platform = attrs.evolve(
         config.platform,
@@ -201,7 +202,8 @@ def _with_emulator(config: Config, base_url: str, secret: str) -> Config:
         client_id=SIMULATED_CLIENT_ID,
         client_secret=secret,
     )
-    return attrs.evolve(config, emulator=None, platform=platform)
+    ac = attrs.evolve(config.audio_connector, enabled=False)
+    return attrs.evolve(config, emulator=None, platform=platform, audio_connector=ac)
 
 
 @inlineCallbacks
@@ -243,17 +245,22 @@ def simulate(
     speed: float = DEFAULT_SPEED,
     max_time: float = DEFAULT_MAX_TIME,
     at: Optional[float] = None,
+    front: str = "call-control",
 ) -> Any:
     """
     Run one call through :class:`~ivrproto.service.IVRService` against a
     :class:`~ivrproto.emulator.Platform` listening on ``127.0.0.1``.
 
+    :param front: ``call-control`` (the platform's call), or
+        ``audio-connector`` (a Genesys-side call on the service's listener:
+        see :mod:`ivrproto.cli.simulate_ac`)
     :param config: the configuration as loaded (not yet scaled); its
         platform URLs and credentials are replaced by the emulator's
     :param tokens: the caller's actions, from :func:`parse_keys`
     :param at: the call's arrival time for the opening hours (seconds
         after the epoch; default: now)
-    :return: a Deferred firing with a :class:`Simulation`
+    :return: a Deferred firing with a :class:`Simulation` (an
+        ``AudioConnectorSimulation`` for the Audio Connector)
     """
     from ivrproto.emulator import Platform
     from ivrproto.service import IVRService
@@ -267,6 +274,13 @@ def simulate(
     service: Optional[IVRService] = None
     try:
         scaled = _with_emulator(scale_timing(config, speed), platform.base_url, secret)
+        if front == "audio-connector":
+            from ivrproto.cli.simulate_ac import simulate_audio_connector
+
+            simulation = yield simulate_audio_connector(
+                reactor, scaled, caller, tokens, script, max_time, at, speed
+            )
+            return simulation
         service = IVRService(reactor, scaled, intake="tcp:0:interface=127.0.0.1", admin="intake")
         yield service.start()
         runner, record = yield _one_call(
@@ -342,11 +356,12 @@ def run_simulate(
         ],
         redirectStandardIO=False,
     )
-    results: List[Simulation] = []
+    results: List[Any] = []  # a Simulation, or an AudioConnectorSimulation
 
     def run(reactor: Any) -> Deferred[None]:
         d = simulate(
-            reactor, config, caller, tokens, speed=args.speed, max_time=args.max_time, at=at
+            reactor, config, caller, tokens, speed=args.speed, max_time=args.max_time, at=at,
+            front=args.front,
         )
         return d.addCallback(results.append)
 
@@ -356,7 +371,12 @@ def run_simulate(
         if e.code not in (0, None) or not results:
             print("ivr simulate: the simulation broke (see the log above)", file=err)
             return EXIT_CALL_FAILED
-    lines, code = simulation_report(results[0], config, args.config)
+    if args.front == "audio-connector":
+        from ivrproto.cli.simulate_ac import ac_simulation_report
+
+        lines, code = ac_simulation_report(results[0], args.config)
+    else:
+        lines, code = simulation_report(results[0], config, args.config)
     if at is not None:
         hours = config.menu.hours_at(at)
         when = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()

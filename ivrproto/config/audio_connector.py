@@ -59,6 +59,11 @@ class AudioConnectorConfig:
     :ivar auth: the ``AuthSettings`` fields set in the section
     :ivar session: the ``SessionSettings`` fields set in the section
     :ivar max_message_size: the largest text message accepted, in bytes
+    :ivar max_write_buffer: bytes of audio queued for a client that has
+        stopped reading (the socket's buffer full) before further frames are
+        not queued
+    :ivar write_timeout: seconds a client may leave the socket's buffer full
+        before the connection is dropped
     """
 
     enabled: bool = False
@@ -79,6 +84,8 @@ class AudioConnectorConfig:
     auth: Tuple[Tuple[str, Any], ...] = ()
     session: Tuple[Tuple[str, Any], ...] = ()
     max_message_size: int = 64 * 1024
+    max_write_buffer: int = 64 * 1024
+    write_timeout: float = 10.0
 
 
 #: ``[audio_connector]`` settings passed to ``AuthSettings``, by kind.
@@ -145,6 +152,10 @@ def parse_audio_connector(
         max_message_size=table.count(
             "max_message_size", defaults.max_message_size, minimum=1024
         ),
+        max_write_buffer=table.count(
+            "max_write_buffer", defaults.max_write_buffer, minimum=1600
+        ),
+        write_timeout=table.positive("write_timeout", defaults.write_timeout),
         api_key=api_key,
         client_secret=client_secret,
     )
@@ -204,14 +215,16 @@ def check_audio_connector(config: "Config") -> None:
     """
     Refuse Audio Connector credentials that cannot work: no API key in the
     environment, or a client secret that is not base64.  (Does nothing when
-    the Audio Connector is off.)
+    the Audio Connector is off.)  With the embedded platform (``[emulator]``)
+    a missing key is no error: the demo makes one in-process for its own
+    Genesys side (:func:`ivrproto.demo.demo_api_key`).
 
     :raises ConfigError: naming the environment variable
     """
     ac = config.audio_connector
     if not ac.enabled:
         return
-    if not ac.api_key:
+    if not ac.api_key and config.emulator is None:
         raise ConfigError(
             "audio_connector",
             f"needs the API key in the environment variable {AC_API_KEY_ENV} "

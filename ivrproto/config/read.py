@@ -24,10 +24,12 @@ from ivrproto.config.table import (
 from ivrproto.config.values import (
     DEFAULT_API_URL,
     DEFAULT_SCOPE,
+    ADMIN_TOKEN_ENV,
     ENVIRONMENT,
     INTAKE_LISTEN_ENV,
     LOG_FORMAT_ENV,
     LOG_FORMATS,
+    LOG_LEVELS,
     LOOKUP_TYPES,
     PROFILE_SOURCES,
     SECRET_ENV,
@@ -101,7 +103,7 @@ def parse_config(
     emulator = _emulator(data, source)
     platform = _platform(data.get("platform"), source, environ, emulator)
     intake = _intake(data.get("intake"), source, environ)
-    admin = _admin(data.get("admin"), source)
+    admin = _admin(data.get("admin"), source, environ)
     timing = _timing(data.get("timing"), source)
     profiles = _profiles(data.get("profiles"), source)
     logging = _logging(data.get("logging"), source, environ)
@@ -260,10 +262,13 @@ def _intake(data: Any, source: str, environ: Mapping[str, str]) -> IntakeConfig:
     return config
 
 
-def _admin(data: Any, source: str) -> AdminConfig:
-    """``[admin]``."""
+def _admin(data: Any, source: str, environ: Mapping[str, str]) -> AdminConfig:
+    """``[admin]``, with the bearer token from the environment."""
     table = Table(data, "admin", source)
-    config = AdminConfig(listen=table.get("listen", str, AdminConfig().listen))
+    config = AdminConfig(
+        listen=table.get("listen", str, AdminConfig().listen),
+        token=environ.get(ADMIN_TOKEN_ENV) or None,
+    )
     table.finish()
     return config
 
@@ -355,8 +360,11 @@ def _logging(data: Any, source: str, environ: Mapping[str, str]) -> LoggingConfi
     config = LoggingConfig(
         format=environ.get(LOG_FORMAT_ENV) or log_format,
         hash_key=environ.get(table.get("hash_key_env", str, "IVR_LOG_KEY")) or None,
+        level=table.get("level", str, "info"),
     )
     table.finish()
+    if config.level not in LOG_LEVELS:
+        raise ConfigError("logging.level", f"must be one of: {', '.join(LOG_LEVELS)}", source)
     if config.format not in LOG_FORMATS:
         raise with_origin(
             set_by_environment(LOG_FORMAT_ENV) if environ.get(LOG_FORMAT_ENV) else None,

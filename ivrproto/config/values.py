@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_SCOPE",
     "ENVIRONMENT",
+    "ADMIN_TOKEN_ENV",
     "INTAKE_LISTEN_ENV",
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
@@ -43,6 +44,10 @@ DEFAULT_API_URL = "https://api.us-east-1.mypurecloud.com"
 
 #: The environment variable holding the intake's shared secret (by default).
 SECRET_ENV = "IVR_INTAKE_SECRET"
+
+#: The environment variable holding the admin listener's bearer token
+#: (never in the file).
+ADMIN_TOKEN_ENV = "IVR_ADMIN_TOKEN"
 
 #: Environment variables of the contract, and the setting each overrides.
 ENVIRONMENT = {
@@ -172,6 +177,8 @@ class Timing:
 
 
 LOG_FORMATS = ("text", "json")
+#: ``[logging] level``: the least severe events the service's log keeps.
+LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 @attrs.frozen
@@ -181,6 +188,8 @@ class LoggingConfig:
     :ivar hash_key: the key of the keyed hash that stands in for caller ids
         in logs (from the environment variable named by ``hash_key_env``);
         ``None``: a random key per process
+    :ivar level: the least severe events written (``debug``, ``info``,
+        ``warn`` or ``error``); per-call arrival lines are at ``debug``
     :ivar log_file: opens the file the service logs to, in ``format``, when
         the service is started by ``twistd ivr`` (the file twistd would log
         to: see :func:`ivrproto.logs.log_file_opener`); not from the file
@@ -188,6 +197,7 @@ class LoggingConfig:
 
     format: str = "text"
     hash_key: Optional[str] = attrs.field(default=None, repr=False)
+    level: str = "info"
     log_file: Optional[Callable[[], IO[Any]]] = attrs.field(default=None, eq=False, repr=False)
 
 
@@ -240,9 +250,13 @@ class AdminConfig:
         serves ``/metrics``, ``/v1/stats`` and ``GET /v1/calls/<id>`` (and
         ``/healthz``, ``/readyz``); or :data:`ADMIN_ON_INTAKE` to serve them
         on a loopback intake
+    :ivar token: the bearer token of the admin listener's write methods
+        (``PUT``/``DELETE /v1/closure``), from :data:`ADMIN_TOKEN_ENV`;
+        ``None``: they are refused
     """
 
     listen: str = "tcp:9100:interface=127.0.0.1"
+    token: Optional[str] = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ __all__ = [
     "GenesysCallerProtocol",
     "connect_genesys_call",
     "genesys_headers",
+    "log_genesys_result",
     "place_genesys_calls",
 ]
 
@@ -264,3 +265,30 @@ def place_genesys_calls(
     else:
         done.callback(results)
     return done
+
+
+def log_genesys_result(log: Logger, result: GenesysCallResult) -> GenesysCallResult:
+    """
+    Log one ended Genesys-side call: its name, how it ended, ``ivr_target``
+    and ``ivr_outcome``, and its violations (never the ani).
+
+    :return: ``result``
+    """
+    outputs = result.output_variables or {}
+    duration = (
+        "-" if result.opened_at is None or result.ended_at is None
+        else f"{result.ended_at - result.opened_at:.3f}s"
+    )
+    log.info(
+        "Genesys call {name}: {end}, ivr_target {target}, ivr_outcome {outcome}, "
+        "{violations} violations, {unmet} unmet expectations{detail}, duration {duration}",
+        name=result.spec.name or result.session_id,
+        end=result.end,
+        target=outputs.get("ivr_target", "-"),
+        outcome=outputs.get("ivr_outcome", "-"),
+        violations=len(result.violations),
+        unmet=len(result.unmet),
+        detail="".join(f"; {v}" for v in result.violations + result.unmet),
+        duration=duration,
+    )
+    return result

@@ -39,7 +39,7 @@ from ivrproto.emulator.faults import FAULT_KINDS, Fault, Faults
 from ivrproto.emulator.rest import ContactsResource, ProfileResource, checked_profiles, iso_utc
 from ivrproto.emulator.routes import WEBSOCKET_PATH, Root
 from ivrproto.emulator.script import parse_script
-from ivrproto.emulator.site import ConnectionTracker, QuietSite
+from ivrproto.emulator.site import ConnectionTracker, FirstRequestRouter, QuietSite
 
 __all__ = ["ALL_SCOPES", "FAULT_KINDS", "Fault", "Faults", "Platform", "PlatformStats"]
 
@@ -109,14 +109,16 @@ class Platform:
         self._port: Optional[IListeningPort] = None
         self._base_url: Optional[str] = None
         self._date_modified = iso_utc(reactor.seconds())
+        ws = CallControlServerFactory(self, reactor)
         self._root = Root(
             TokenResource(self),
             ContactsResource(self),
             HandCallsResource(self._by_hand),
-            WebSocketResource(CallControlServerFactory(self, reactor)),
+            WebSocketResource(ws),
             lambda external_id: ProfileResource(self, external_id),
         )
-        self._tracker = ConnectionTracker(QuietSite(self._root, reactor=reactor))
+        site = QuietSite(self._root, reactor=reactor)
+        self._tracker = ConnectionTracker(FirstRequestRouter(site, ws, WEBSOCKET_PATH, reactor))
 
     # Public API
 

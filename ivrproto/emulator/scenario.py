@@ -23,6 +23,19 @@ The file format::
     script = ["menu", "press:1"]           # default []
     handshake = "ok"                       # default "ok"; or "error"
 
+    [genesys]                              # the Genesys side (Audio Connector)
+    url = "ws://127.0.0.1:8081/ivr"
+
+    [[genesys_calls]]
+    external_id = "CRM-PREMIUM-TICKETS"
+    script = ["menu", "press:1"]
+
+In a service configuration (``twistd ivr`` with ``[emulator]``), whose
+reader passes only ``[emulator]`` and ``[[calls]]`` on, the Genesys side is
+``[emulator.genesys]`` and ``[[emulator.genesys_calls]]``; the service's own
+Audio Connector is then the url.  (:mod:`ivrproto.emulator.genesys_scenario`
+checks both tables.)
+
 Errors name the key, with 0-based indexes: ``calls[2].script[1]``.
 """
 
@@ -39,6 +52,7 @@ import attrs
 
 from ivrproto.errors import ConfigError
 
+from ivrproto.emulator.genesys_scenario import GenesysScenario, parse_genesys_scenario
 from ivrproto.emulator.platform import Platform
 from ivrproto.emulator.script import parse_step
 
@@ -65,6 +79,7 @@ _EMULATOR_KEYS = frozenset(
     }
 )
 _CALL_KEYS = frozenset({"call_id", "external_id", "script", "handshake"})
+_GENESYS_KEYS = ("genesys", "genesys_calls")
 
 
 @attrs.frozen
@@ -100,6 +115,7 @@ class Scenario:
     close_after_transfer: float = 0.0
     intake_wait: float = 0.0
     calls: tuple[CallSpec, ...] = ()
+    genesys: GenesysScenario = GenesysScenario()
 
     def platform(self, reactor: Any) -> Platform:
         """
@@ -199,8 +215,10 @@ def parse_scenario(table: Mapping[str, Any], base_dir: Path, source: str) -> Sce
     """
     Check a scenario given as data.
 
-    :param table: a mapping with an optional ``emulator`` table and an
-        optional ``calls`` list (other keys are left to the caller)
+    :param table: a mapping with an optional ``emulator`` table, an
+        optional ``calls`` list and the optional Genesys side (``genesys``
+        and ``genesys_calls``, at the top or inside ``emulator``); other keys
+        are left to the caller
     :param base_dir: what a relative ``profiles`` file name is relative to
     :param source: where the data came from, for error messages
     :raises ConfigError: naming the bad key
@@ -208,6 +226,7 @@ def parse_scenario(table: Mapping[str, Any], base_dir: Path, source: str) -> Sce
     settings = table.get("emulator", {})
     if not isinstance(settings, Mapping):
         raise ConfigError("emulator", "must be a table", source)
+    settings, genesys = _genesys_tables(table, settings, source)
     _unknown(settings, _EMULATOR_KEYS, "emulator.", source)
     values: dict[str, Any] = {}
     for name in ("listen", "client_id", "client_secret"):
@@ -234,7 +253,30 @@ def parse_scenario(table: Mapping[str, Any], base_dir: Path, source: str) -> Sce
         raise ConfigError("calls", "must be a list of tables ([[calls]])", source)
     seen: set[str] = set()
     values["calls"] = tuple(_call(call, i, seen, source) for i, call in enumerate(calls))
+    values["genesys"] = parse_genesys_scenario(genesys, source)
     return Scenario(**values)
+
+
+def _genesys_tables(
+    table: Mapping[str, Any], settings: Mapping[str, Any], source: str
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """
+    Split the Genesys side (``genesys``, ``genesys_calls``) from the
+    emulator's settings: at the top of a scenario file, or inside
+    ``[emulator]`` in a service configuration, not both.
+
+    :return: the emulator's settings without it, and its tables
+    """
+    nested = {k: settings[k] for k in _GENESYS_KEYS if k in settings}
+    top = {k: table[k] for k in _GENESYS_KEYS if k in table}
+    if nested and top:
+        raise ConfigError(
+            "emulator." + sorted(nested)[0],
+            "the Genesys side is given twice (at the top and in [emulator])",
+            source,
+        )
+    rest = {k: v for k, v in settings.items() if k not in _GENESYS_KEYS}
+    return rest, nested or top
 
 
 def load_scenario(path: Union[str, Path]) -> Scenario:
@@ -256,5 +298,5 @@ def load_scenario(path: Union[str, Path]) -> Scenario:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("file", f"not valid TOML: {e}", source) from None
-    _unknown(table, frozenset({"emulator", "calls"}), "", source)
+    _unknown(table, frozenset({"emulator", "calls", *_GENESYS_KEYS}), "", source)
     return parse_scenario(table, path.parent, source)

@@ -8,8 +8,9 @@ only inside :func:`makeService`.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import attrs
 from twisted.application.service import Service
@@ -20,7 +21,10 @@ from twisted.python import usage
 from ivrproto.errors import ConfigError
 from ivrproto.listeners import CannotListen, listen_now
 
+from ivrproto.config.audio_connector import AC_API_KEY_ENV, AC_CLIENT_SECRET_ENV
 from ivrproto.emulator.calllog import CallLog
+from ivrproto.emulator.genesys import GenesysCallResult
+from ivrproto.emulator.genesys_client import log_genesys_result, place_genesys_calls
 from ivrproto.emulator.placing import accept_calls_by_hand, place_calls
 from ivrproto.emulator.platform import Platform
 from ivrproto.emulator.scenario import Scenario, load_scenario
@@ -36,7 +40,8 @@ class Options(usage.Options):
     synopsis = "--config FILE [--listen ENDPOINT]"
     longdesc = (
         "Run the local platform emulator (token endpoint, profile API and "
-        "Call Control WebSocket on one port) and place the scenario's calls."
+        "Call Control WebSocket on one port) and place the scenario's calls, "
+        "the Genesys-side ones ([[genesys_calls]]) on [genesys] url."
     )
     optParameters = [
         ["config", "c", None, "The scenario file (TOML). Required."],
@@ -75,14 +80,23 @@ class EmulatorService(Service):
     :param scenario: what to run
     :param http: a treq-like client for the intake POSTs (default treq)
     :param out: where the "listening" line is printed (default stdout)
+    :param environ: where the Genesys side's API key and client secret are
+        read (``IVR_AC_API_KEY``, ``IVR_AC_CLIENT_SECRET``); default none
     """
 
     _log = Logger()
 
     def __init__(
-        self, reactor: Any, scenario: Scenario, http: Any = None, out: Any = None
+        self,
+        reactor: Any,
+        scenario: Scenario,
+        http: Any = None,
+        out: Any = None,
+        environ: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._reactor = reactor
+        self._environ: Mapping[str, str] = environ or {}
+        self.genesys_placed: Optional[Deferred[list[GenesysCallResult]]] = None
         self.scenario = scenario
         self._http = http
         self._out = out
@@ -130,6 +144,7 @@ class EmulatorService(Service):
         out = self._out if self._out is not None else sys.stdout
         print(line, file=out, flush=True)
         scenario = self.scenario
+        self._place_genesys_calls()
         if not scenario.calls:
             if scenario.intake is not None:
                 accept_calls_by_hand(
@@ -152,6 +167,28 @@ class EmulatorService(Service):
             on_call=self._watch,
         )
         self.placed.addCallback(self._all_done)
+
+    def _place_genesys_calls(self) -> None:
+        "Place the Genesys-side calls on ``[genesys] url``, logging each one's end."
+        genesys = self.scenario.genesys
+        if not genesys.calls:
+            return
+        api_key = self._environ.get(AC_API_KEY_ENV)
+        if genesys.url is None or not api_key:
+            self._log.error(
+                "{n} Genesys-side calls not placed: they need [genesys] url and "
+                "the API key in {env}",
+                n=len(genesys.calls), env=AC_API_KEY_ENV,
+            )
+            return
+        self.genesys_placed = place_genesys_calls(
+            self._reactor, genesys.url, api_key, genesys.calls,
+            client_secret=self._environ.get(AC_CLIENT_SECRET_ENV) or None,
+            settings=genesys.settings, interval=genesys.interval,
+            on_call=lambda r: r.when_finished().addCallback(
+                lambda r: log_genesys_result(self._log, r)
+            ),
+        )
 
     def _watch(self, record: CallLog) -> None:
         record.when_finished().addCallback(self._report)
@@ -186,9 +223,10 @@ class EmulatorService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self.placed is not None and not self.placed.called:
-            self.placed.cancel()
-            self.placed.addErrback(lambda _: None)
+        for placed in (self.placed, self.genesys_placed):
+            if placed is not None and not placed.called:
+                placed.cancel()
+                placed.addErrback(lambda _: None)
         if self.platform is None:
             return succeed(None)
         return self.platform.stop()
@@ -234,7 +272,9 @@ def makeService(options: Options) -> EmulatorService:
     """
     from twisted.internet import reactor
 
-    service = EmulatorService(reactor, options.scenario, http=_quiet_http(reactor))
+    service = EmulatorService(
+        reactor, options.scenario, http=_quiet_http(reactor), environ=os.environ
+    )
     # Bind before twistd daemonizes (see ivrproto.tap.bind_before_daemonizing).
     try:
         service.privilegedStartService()

@@ -67,6 +67,8 @@ AUTO_KEYS = "1234567890"
 START = "main"
 #: The name of the menu an emergency closure offers.
 CLOSURE = "closure"
+#: The keys the closure's message listens for: all of them.
+CLOSURE_KEYS = tuple("0123456789*#")
 
 
 @attrs.frozen
@@ -244,7 +246,7 @@ class MenuBook:
         if language is None:
             language = self.language_for(attributes)
         if hours is not None and hours.closure is not None and self.closure is not None:
-            return self._closure_menu(language)
+            return self._closure_menu(language, hours.closure)
         spec = self.menus[name or self.start]
         open_now = None if hours is None else hours.open
         if spec.closed_hours is not None and open_now is not None:
@@ -266,31 +268,59 @@ class MenuBook:
             )
         return menu
 
-    def _closure_menu(self, language: str) -> Menu:
+    def _closure_menu(self, language: str, notice: Any = None) -> Menu:
         """
         The emergency closure's menu: its message and no option; after
-        ``wait`` seconds, or at the first key, the call goes to the
-        closure's target (or is hung up).
+        ``wait`` seconds, or at the first key (any), the call goes to the
+        closure's target (or is hung up).  The admin endpoint's closure
+        (``notice``) names its own prompt and target; one that a reload made
+        unknown gives way to the ``[closure]``'s.
         """
         closure = self.closure
         assert closure is not None
-        cache_key = (CLOSURE, language, False, None)
+        prompt, then = closure.prompt, (
+            Action("hangup") if closure.target is None else Action("transfer", closure.target)
+        )
+        if notice is not None and notice.prompt is not None and self.prompts.has(notice.prompt):
+            prompt = notice.prompt
+        if notice is not None and notice.hangup:
+            then = Action("hangup")
+        elif notice is not None and notice.target in self.targets:
+            then = Action("transfer", notice.target)
+        cache_key = (CLOSURE, language, prompt, then)
         menu = self._built.get(cache_key)
         if menu is None:
-            then = (
-                Action("hangup") if closure.target is None else Action("transfer", closure.target)
-            )
             spec = MenuSpec(
                 name=CLOSURE,
                 options=(),
-                intro=closure.prompt,
+                intro=prompt,
                 no_input_timeout=closure.wait,
                 max_no_input=0,
                 max_invalid=1,
                 on_failure=then,
             )
-            menu = self._built[cache_key] = self._build(spec, language, (), False)
+            # It listens for every key (the platform refuses a play that
+            # listens for none), and none is an option: the first key is an
+            # invalid one, the last try, and the call goes at once.
+            menu = self._built[cache_key] = attrs.evolve(
+                self._build(spec, language, (), False), keys=CLOSURE_KEYS
+            )
         return menu
+
+    def is_closure_menu(self, menu: Optional[Menu]) -> bool:
+        """Whether ``menu`` is an emergency closure's (built by this book)."""
+        if menu is None or menu.spec.name != CLOSURE:
+            return False
+        key = (CLOSURE, menu.language, menu.spec.intro, menu.spec.on_failure)
+        return self._built.get(key) is menu
+
+    def give_up_reason(self, menu: Optional[Menu], reason: str) -> str:
+        """
+        Why a call leaves ``menu`` after its last try, for its outcome:
+        ``closure`` for the emergency closure's menu (whose wait is a
+        no-input timeout and whose keys are invalid input), else ``reason``.
+        """
+        return "closure" if self.is_closure_menu(menu) else reason
 
     def _build(
         self, spec: MenuSpec, language: str, options: Sequence[Option], is_default: bool

@@ -1,19 +1,26 @@
 """
-The emergency closure: an override an operator switches on by creating a
-flag file and off by removing it, with no edit of the configuration and no
-restart.  While it is on, every new call hears the closure message and goes
-to the closure's target (or is hung up); calls in progress keep their menu.
+The emergency closure: an override an operator switches on and off with no
+edit of the configuration and no restart, in either of two ways: by creating
+(and removing) a flag file, or through the admin listener's ``/v1/closure``
+(:mod:`ivrproto.intake.admin`).  While either is on, every new call hears the
+closure message and goes to the closure's target (or is hung up); calls in
+progress keep their menu.  When both are on, the endpoint's message and
+target serve (it names them), and switching it off leaves the flag file's
+closure in force.
 
 The file is looked at (one ``stat``) at most once per ``check_interval`` on
 the injected clock, when a call arrives and on a timer, so a change reaches
 new calls within that interval.  The file may hold a JSON object such as
 ``{"reason": "flooding at the site", "by": "duty manager"}``; the change is
-logged with it, or with "flag file created" / "flag file removed".
+logged with it, or with "flag file created" / "flag file removed".  The
+endpoint's changes take effect at once and are logged with who made them,
+from where, and the state before and after.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
 import attrs
@@ -25,7 +32,12 @@ from twisted.logger import Logger
 from ivrproto.errors import ConfigError
 from ivrproto.logthrottle import LogThrottle
 
-__all__ = ["ClosureConfig", "ClosureSwitch", "Notice", "parse_closure"]
+__all__ = ["ADMIN", "FLAG_FILE", "ClosureConfig", "ClosureSwitch", "Notice", "admin_by", "admin_notice",
+           "closure_stats", "parse_closure"]
+
+#: Where a closure comes from: the flag file, or the admin endpoint.
+FLAG_FILE = "flag-file"
+ADMIN = "admin"
 
 #: At most this much of the flag file is read.
 MAX_FLAG_BYTES = 4096
@@ -56,14 +68,43 @@ class ClosureConfig:
 @attrs.frozen
 class Notice:
     """
-    An emergency closure in force: why, and who said so.
+    An emergency closure in force: why, who said so, and (for the admin
+    endpoint's) what callers hear and where they go.
+
+    :ivar source: :data:`FLAG_FILE` or :data:`ADMIN`
+    :ivar prompt: the message; ``None``: the ``[closure]`` prompt
+    :ivar target: the transfer target's action name; ``None``: the
+        ``[closure]``'s target (or hangup), unless ``hangup``
+    :ivar hangup: hang up after the message
+    :ivar since: when the switch saw it, in seconds after the epoch on its
+        clock (not part of equality)
     """
 
     reason: str = ""
     by: str = "flag file created"
+    source: str = FLAG_FILE
+    prompt: Optional[str] = None
+    target: Optional[str] = None
+    hangup: bool = False
+    since: Optional[float] = attrs.field(default=None, eq=False)
 
-    def to_json(self) -> Dict[str, str]:
-        return {"reason": self.reason, "by": self.by}
+    def to_json(self) -> Dict[str, Any]:
+        """
+        What a call's record says about the closure that served it: the
+        reason and who, and for the endpoint's its source, prompt and target.
+        """
+        data: Dict[str, Any] = {"reason": self.reason, "by": self.by}
+        if self.source != FLAG_FILE:
+            data.update(source=self.source, prompt=self.prompt, target=self.target)
+        return data
+
+
+def iso_time(seconds: Optional[float]) -> Optional[str]:
+    """``seconds`` after the epoch as an ISO 8601 UTC time, to the second."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _clean(value: Any) -> str:
@@ -89,15 +130,24 @@ def read_notice(content: bytes) -> Notice:
 
 class ClosureSwitch:
     """
-    Watches the flag file on ``clock``.
+    Watches the flag file on ``clock``, and holds the admin endpoint's
+    closure.
+
+    :param admin: the admin endpoint's closure, kept from the switch this
+        one replaces (a reload keeps it)
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, config: ClosureConfig) -> None:
+    def __init__(
+        self, clock: IReactorTime, config: ClosureConfig, admin: Optional[Notice] = None
+    ) -> None:
         self.clock = clock
         self.config = config
+        #: the flag file's closure
         self.notice: Optional[Notice] = None
+        #: the admin endpoint's closure
+        self.admin = admin
         self._checked_at: Optional[float] = None
         self._seen: Optional[tuple[int, int, int]] = None
         self._throttle = LogThrottle(clock, self.log, 1, 60.0)
@@ -106,13 +156,14 @@ class ClosureSwitch:
 
     def current(self) -> Optional[Notice]:
         """
-        The closure in force now, looking at the file if it was not looked
-        at within ``check_interval``.
+        The closure in force now: the admin endpoint's if it is on, else the
+        flag file's, looking at the file if it was not looked at within
+        ``check_interval``.
         """
         now = self.clock.seconds()
         if self._checked_at is None or now - self._checked_at >= self.config.check_interval:
             self.check()
-        return self.notice
+        return self.admin if self.admin is not None else self.notice
 
     def check(self) -> None:
         """
@@ -149,7 +200,7 @@ class ClosureSwitch:
         if notice == self.notice:
             return
         was = self.notice
-        self.notice = notice
+        self.notice = notice = attrs.evolve(notice, since=self.clock.seconds())
         self.changes += 1
         self.log.warn(
             "emergency closure {how} by {by}: {reason} ({path})",
@@ -158,6 +209,81 @@ class ClosureSwitch:
             reason=notice.reason or "no reason given",
             path=path,
         )
+
+    def switch_on(self, notice: Notice, peer: str) -> bool:
+        """
+        Put the admin endpoint's closure ``notice`` in force at once, and log
+        the change with who, from where, and the state before and after.
+
+        :return: ``False`` when it was already in force as it is
+        """
+        was = self.admin
+        if was == notice:
+            return False
+        self.admin = attrs.evolve(notice, since=self.clock.seconds())
+        self.changes += 1
+        self._log_admin("on" if was is None else "changed", notice.by, peer, was)
+        return True
+
+    def switch_off(self, by: str, peer: str) -> bool:
+        """
+        End the admin endpoint's closure (the flag file's, if it is there,
+        stays in force), and log it.
+
+        :return: ``False`` when it was not on
+        """
+        was = self.admin
+        if was is None:
+            return False
+        self.admin = None
+        self.changes += 1
+        self._log_admin("off", by, peer, was)
+        return True
+
+    def _log_admin(self, how: str, by: str, peer: str, was: Optional[Notice]) -> None:
+        self.log.warn(
+            "emergency closure {how} by {by} from {peer} (admin endpoint): was {old}, now {new}",
+            how=how,
+            by=by,
+            peer=peer,
+            old=_describe(was),
+            new=_describe(self.admin),
+        )
+
+    def stats(self) -> Dict[str, int]:
+        """Whether each source says closed, as 0 or 1, for the metrics."""
+        self.current()
+        return {"flag_file": int(self.notice is not None), "admin": int(self.admin is not None)}
+
+    def state(self) -> Dict[str, Any]:
+        """
+        What ``GET /v1/closure`` answers: the closure in force (``state``
+        ``on`` or ``off``, its ``source``, ``prompt``, ``target``, ``since``,
+        ``by`` and ``reason``), and each source's own state.
+        """
+        serving = self.current()
+        sources = {
+            FLAG_FILE: self._view(self.notice, self.notice is not None),
+            ADMIN: self._view(self.admin, self.admin is not None),
+        }
+        sources[FLAG_FILE]["path"] = self.config.flag_file
+        if serving is None:
+            return {"state": "off", "source": None, "sources": sources}
+        return dict(self._view(serving, True), source=serving.source, sources=sources)
+
+    def _view(self, notice: Optional[Notice], on: bool) -> Dict[str, Any]:
+        if notice is None or not on:
+            return {"state": "off"}
+        hangup = notice.hangup or (notice.target is None and self.config.target is None)
+        return {
+            "state": "on",
+            "prompt": notice.prompt or self.config.prompt,
+            "target": None if hangup else notice.target or self.config.target,
+            "hangup": hangup,
+            "since": iso_time(notice.since),
+            "by": notice.by,
+            "reason": notice.reason,
+        }
 
     def start(self) -> None:
         """
@@ -173,6 +299,80 @@ class ClosureSwitch:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+
+
+def closure_stats(switch: Optional[ClosureSwitch]) -> Dict[str, int]:
+    """Whether each source says closed, as 0 or 1 (all 0 without ``[closure]``)."""
+    return {"flag_file": 0, "admin": 0} if switch is None else switch.stats()
+
+
+def _describe(notice: Optional[Notice]) -> str:
+    if notice is None:
+        return "off"
+    then = "hang up" if notice.hangup else f"target {notice.target}"
+    return f"on (prompt {notice.prompt}, {then}, reason {notice.reason or 'none given'!r})"
+
+
+def admin_notice(data: Any, config: ClosureConfig, targets: Any, prompt_ok: Any) -> Notice:
+    """
+    The admin endpoint's closure from a ``PUT /v1/closure`` body: ``by``
+    (required), and optionally ``prompt`` (a prompt with a file), ``target``
+    (a configured transfer target's action name) or ``hangup: true``, and
+    ``reason``; what is left out is the ``[closure]``'s.
+
+    :param targets: the configured transfer targets' action names
+    :param prompt_ok: tells whether a prompt has a file
+    :raises ValueError: with a message for the operator
+    """
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = sorted(set(data) - {"prompt", "target", "hangup", "by", "reason"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (known: by, prompt, target, hangup, reason)")
+    by = _admin_text(data, "by", required=True)
+    assert by is not None
+    prompt = _admin_text(data, "prompt") or config.prompt
+    if not prompt_ok(prompt):
+        raise ValueError(f"prompt {prompt!r} has no file")
+    hangup = data.get("hangup", False)
+    if hangup not in (True, False):
+        raise ValueError("hangup must be true or false")
+    target = _admin_text(data, "target")
+    if target is not None and hangup:
+        raise ValueError("give target or hangup = true, not both")
+    if target is not None and target not in targets:
+        known = ", ".join(sorted(targets))
+        raise ValueError(f"target {target!r} is not a configured transfer target (known: {known})")
+    if target is None and not hangup:
+        target, hangup = config.target, config.target is None
+    reason = _admin_text(data, "reason") or ""
+    return Notice(reason, by, ADMIN, prompt, target, bool(hangup))
+
+
+def admin_by(data: Any) -> str:
+    """
+    Who, from a ``DELETE /v1/closure`` body (``{"by": ...}``).
+
+    :raises ValueError: with a message for the operator
+    """
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = sorted(set(data) - {"by"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (known: by)")
+    by = _admin_text(data, "by", required=True)
+    assert by is not None
+    return by
+
+
+def _admin_text(data: Dict[str, Any], key: str, required: bool = False) -> Optional[str]:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    text = _clean(value)
+    if not text or not isinstance(value, str):
+        raise ValueError(f"{key} must be a non-empty string")
+    return text
 
 
 def parse_closure(data: Any, targets: Any, prompt_ok: Any, where: str = "closure") -> Optional[ClosureConfig]:

@@ -245,7 +245,7 @@ def _chosen(session: CallSession, core: SessionCore, action: str) -> None:
 @in_menu.upon(CallSession.give_up).loop()
 @collecting.upon(CallSession.give_up).loop()
 def _give_up(session: CallSession, core: SessionCore, reason: str) -> None:
-    core.perform(session, core.book.on_failure(core.menu), reason)
+    core.perform(session, core.book.on_failure(core.menu), core.book.give_up_reason(core.menu, reason))
 
 
 @in_menu.upon(CallSession.transfer_now).to(ended)

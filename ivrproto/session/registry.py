@@ -95,7 +95,7 @@ class CallRegistry:
             return old
         if old is not None:
             old.stop()
-        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config)
+        self._closure = None if config is None else ClosureSwitch(self.context.reactor, config, None if old is None else old.admin)
         if self._closure is not None and self._watching:
             self._closure.start()
         return self._closure
@@ -141,7 +141,9 @@ class CallRegistry:
         )
         self.active[call_control_id] = runner
         self._forget(call_control_id)
-        self.log.info(
+        # At debug: the call's end-of-call line carries the caller and the
+        # timeline, and one line per call is cheaper than two.
+        self.log.debug(
             "{call_control_id}: call arrived from {caller}",
             call_control_id=call_control_id,
             caller=runner.caller,
@@ -236,28 +238,22 @@ class CallRegistry:
             "keys_total": core.keys_total,
             "hours": record.hours,
         }
+        target = f" to {outcome.target}" if outcome.target else ""
+        hours = "always" if core.hours is None else core.hours.label
+        # Formatted here, once: twisted.logger would parse this 14-field
+        # format again for every observer.  ``keys`` and ``timeline`` are
+        # bounded by the session (max_keys_kept, max_notes), with a count of
+        # what was left out.
+        line = (
+            f"{record.call_control_id}: {outcome.kind}{target} ({outcome.reason}) after "
+            f"{record.duration:.3f}s, caller {runner.caller}, menu {record.menu_version} "
+            f"({record.menu}, {fields['menu_name'] or 'none'}), "
+            f"option {_option_text(record.option)}, profile {record.profile}, "
+            f"fallback {record.fallback}, hours {hours}, keys [{describe_keys(core)}]: "
+            f"{describe_timeline(core)}"
+        )
         self.log.info(
-            "{call_control_id}: {kind}{target} ({reason}) after {duration:.3f}s, "
-            "caller {caller}, menu {menu_version} ({menu}, {menu_name}), option {option}, "
-            "profile {profile}, fallback {fallback}, hours {hours}, keys [{keys}]: {timeline}",
-            # ``keys`` and ``timeline`` are bounded by the session
-            # (max_keys_kept, max_notes), with a count of what was left out.
-            call_control_id=record.call_control_id,
-            caller=runner.caller,
-            kind=outcome.kind,
-            target=f" to {outcome.target}" if outcome.target else "",
-            reason=outcome.reason,
-            duration=record.duration,
-            menu_version=record.menu_version,
-            menu=record.menu,
-            menu_name=fields["menu_name"] or "none",
-            option=_option_text(record.option),
-            profile=record.profile,
-            fallback=record.fallback,
-            hours="always" if core.hours is None else core.hours.label,
-            keys=describe_keys(core),
-            timeline=describe_timeline(core),
-            call_record=fields,
+            "{line}", line=line, call_control_id=record.call_control_id, call_record=fields
         )
 
     def _attached(self, protocol: CallControlProtocol) -> None:
