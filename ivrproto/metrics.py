@@ -30,11 +30,16 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ivrproto import __version__
+from ivrproto.cluster.health import OPERATIONS as _SHARED_OPS
 
 #: Latency buckets, in seconds: callers notice tens of milliseconds.
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 BREAKER_STATES = ("closed", "half-open", "open")
+
+#: The shared operations counted by ``ivr_shared_fallbacks`` (a failed
+#: probe is no fallback: Redis is down already).
+SHARED_OPERATIONS = tuple(op for op in _SHARED_OPS if op != "probe")
 
 #: Why the intake refused a request, as ``ivr_intake_refused_total`` labels
 #: them: a bounded set.  The connection guard (:mod:`ivrproto.intake.guard`)
@@ -215,6 +220,13 @@ _FAMILIES: tuple[tuple[Any, str, str, Optional[str], _Samples], ...] = (
      _one("profiles", "cache_entries")),
     (_G, "ivr_profile_cache_bytes", "Estimated memory of the cached profiles, in bytes.", None,
      _one("profiles", "cache_bytes")),
+    (_G, "ivr_shared_up", "Whether the shared Redis answers (1) or not (0, or shared state off).",
+     None, lambda stats: [(None, 1 if _at(stats, ("shared", "up")) else 0)]),
+    (_C, "ivr_shared_outages", "Times the shared Redis went down.", None,
+     _one("shared", "outages")),
+    (_C, "ivr_shared_fallbacks",
+     "Shared-state operations that used local state instead of Redis, by operation.",
+     "operation", _each(("shared", "fallbacks"), _same(SHARED_OPERATIONS))),
     (_G, "ivr_profile_breaker_state", "1 for the circuit breaker's current state.", "state",
      lambda stats: [(state, 1 if _at(stats, ("profiles", "breaker")) == state else 0)
                     for state in BREAKER_STATES]),

@@ -37,6 +37,7 @@ from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
 from ivrproto.clients.rest import RestProfileClient
 from ivrproto._types import IVRReactor
+from ivrproto.cluster.state import OFF_STATS
 from ivrproto.config import Config, load_config
 from ivrproto.errors import ConfigError
 from ivrproto.intake.resources import IntakeRefusals
@@ -159,7 +160,12 @@ class IVRService(MultiService):
         self.admin_listener = parts.admin_listener
         self.audio_connector = parts.audio_connector
         self._addresses = parts.addresses
-        for child in (parts.clients, parts.loop_lag, *parts.listeners):
+        #: the shared state on Redis, or ``None`` (``[shared]`` is off)
+        self.shared = parts.shared
+        # The shared state first: it starts before and stops after the
+        # clients and listeners that use it.
+        shared = () if parts.shared is None else (parts.shared,)
+        for child in (*shared, parts.clients, parts.loop_lag, *parts.listeners):
             child.setServiceParent(self)
 
     @property
@@ -287,7 +293,7 @@ class IVRService(MultiService):
         new = with_audio_connector(new, self._audio_connector_override)
         needs_restart = [
             name
-            for name in ("platform", "intake", "admin", "profiles", "audio_connector")
+            for name in ("platform", "intake", "admin", "profiles", "audio_connector", "shared")
             if getattr(new, name) != getattr(self.config, name)
         ]
         if needs_restart:
@@ -415,6 +421,7 @@ class IVRService(MultiService):
             "closure": closure_stats(registry.closure),
             "closes": dict(registry.closes),
             "tokens": attrs.asdict(self.tokens.stats),
+            "shared": OFF_STATS if self.shared is None else self.shared.stats(),
             "profiles": {
                 "source": self.config.profiles.source,
                 "requests": attrs.asdict(self.source.stats),

@@ -26,6 +26,8 @@ from ivrproto.audioconnector.calls import AudioConnectorCalls
 from ivrproto.checks import check_admin
 from ivrproto._types import IVRReactor
 from ivrproto.clients.service import Clients, make_clients
+from ivrproto.cluster.calls import SharedCalls
+from ivrproto.cluster.state import SharedState
 from ivrproto.config import (
     ADMIN_ON_INTAKE,
     Config,
@@ -113,6 +115,7 @@ class Parts:
         name, filled in as each binds
     :ivar admin_listener: ``None`` when the admin routes are on the intake
     :ivar audio_connector: ``None`` unless the Audio Connector is on
+    :ivar shared: ``None`` unless ``[shared]`` names a Redis
     """
 
     clients: Clients
@@ -124,6 +127,7 @@ class Parts:
     admin_listener: Optional[ListenerService]
     addresses: dict[str, IAddress]
     audio_connector: Optional[AudioConnectorCalls]
+    shared: Optional[SharedState] = None
 
 
 @attrs.frozen
@@ -160,6 +164,8 @@ def make_parts(
     clients = make_clients(reactor, config, config.platform)
     metrics = Metrics(stats)
     registry = _registry(reactor, config, clients, metrics)
+    shared = None if not config.shared.enabled else SharedState(reactor, config.shared)
+    shared_calls = None if shared is None else _share(config, shared, clients, registry)
     addresses: dict[str, IAddress] = {}
 
     def listen(name: str, description: str, factory: Any) -> ListenerService:
@@ -172,7 +178,7 @@ def make_parts(
         )
 
     hooks = _Hooks(stats, draining, overloaded)
-    guard, sites = _sites(reactor, config, registry, clients, metrics, admin, hooks)
+    guard, sites = _sites(reactor, config, registry, clients, metrics, admin, hooks, shared_calls)
     intake_listener = listen("intake", intake, guard)
     admin_listener = None if sites is None else listen("admin listener", admin, sites)
     listeners = (intake_listener,) + (() if admin_listener is None else (admin_listener,))
@@ -190,7 +196,31 @@ def make_parts(
         admin_listener=admin_listener,
         addresses=addresses,
         audio_connector=calls,
+        shared=shared,
     )
+
+
+def _share(
+    config: Config, shared: SharedState, clients: Clients, registry: CallRegistry
+) -> SharedCalls:
+    """
+    Put the shared state behind the profile lookup, the token source and
+    the call registry (docs/shared-state.md).
+
+    :return: the claims and outcomes, for the intake
+    """
+    profiles, client_id = config.profiles, config.platform.client_id
+    kind = "profile" if profiles.source == "profiles" else f"contact-{profiles.lookup_type}"
+    # The source's answer format (a class attribute of each source): the
+    # shared cache stores profiles in it.
+    shape = clients.source._shape
+    clients.lookup.use_shared(
+        shared.profiles(client_id, clients.lookup.request_window, shape, kind)
+    )
+    clients.tokens.use_shared(shared.token(client_id))
+    calls = shared.calls(config.intake.outcome_retention)
+    registry.outcome_store = calls
+    return calls
 
 
 def _registry(
@@ -221,6 +251,7 @@ def _sites(
     metrics: Metrics,
     admin: str,
     hooks: _Hooks,
+    shared: Optional[SharedCalls] = None,
 ) -> tuple[IntakeGuard, Optional[Any]]:
     """
     The intake's site behind its guard, and the admin listener's site
@@ -244,6 +275,7 @@ def _sites(
             if intake.secret is None
             else SignatureCheck(intake.secret.encode("utf-8"), intake.signature_tolerance)
         ),
+        shared=shared,
     )
     site.timeOut = intake.idle_timeout
     guard = IntakeGuard(

@@ -58,6 +58,11 @@ class RedisServer:
         self.port = 0
 
     @property
+    def pid(self) -> Optional[int]:
+        "The server's process id while it runs."
+        return None if self._process is None else self._process.pid
+
+    @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 

@@ -95,6 +95,7 @@ def describe_config(
             "placeholders (twistd ivr needs them)"
         )
     yield f"prompts: relative to {book.audio_base_url}"
+    yield f"shared state: {config.shared.describe()}"
     ac = config.audio_connector
     if ac.enabled:
         from ivrproto.checks import load_prompts

@@ -11,7 +11,7 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -24,6 +24,11 @@ from ivrproto.clients._cache import ProfileCache
 from ivrproto.clients.limits import CircuitBreaker, RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
 from ivrproto.errors import ProfileError
+
+from ivrproto.cluster.lookup import Cached
+
+if TYPE_CHECKING:
+    from ivrproto.cluster.lookup import SharedProfiles
 
 __all__ = [
     "LookupResult",
@@ -140,6 +145,13 @@ class LookupStats:
     pauses: int = 0
 
 
+#: The counter of :class:`LookupStats` each answer of a flight lands in.
+_LANDED = {
+    FOUND: "found", NOT_FOUND: "not_found", HIT: "hits", NEGATIVE_HIT: "negative_hits",
+    RATE_LIMITED: "rate_limited",
+}
+
+
 class _Flight:
     """
     One fetch in progress and the callers waiting for it: each caller's
@@ -227,7 +239,18 @@ class ProfileLookup:
         self._breaker = CircuitBreaker(breaker_failures, breaker_reset)
         self._cache = ProfileCache(max_entries, max_bytes, max_entry_bytes)
         self._flights: dict[str, _Flight] = {}
+        self._shared: Optional[SharedProfiles] = None
         self.stats = LookupStats()
+
+    def use_shared(self, shared: SharedProfiles) -> None:
+        """
+        Share the cache and the rate limit with other instances: behind the
+        local cache, a lookup reads the shared one, and a fetch must be let
+        through by the shared window (:mod:`ivrproto.cluster.lookup`).  The
+        local window, the same object as :attr:`request_window`, decides
+        while Redis is unavailable.
+        """
+        self._shared = shared
 
     def __repr__(self) -> str:
         return (
@@ -303,7 +326,9 @@ class ProfileLookup:
         if not self._breaker.allows(now):
             self.stats.circuit_open += 1
             return succeed(_CIRCUIT_OPEN)
-        if not self._window.try_take():
+        if self._window.paused() if self._shared is not None else not self._window.try_take():
+            # Shared: the shared window decides in _fly, but a pause this
+            # instance knows of answers at once, without a round trip.
             self.stats.rate_limited += 1
             return succeed(_RATE_LIMITED)
         return self._fly(external_id, now, budget)
@@ -324,25 +349,57 @@ class ProfileLookup:
     def _fly(self, external_id: str, now: float, budget: float) -> "Deferred[LookupResult]":
         """
         Start the fetch of ``external_id`` (let through by the breaker and
-        the window) and wait for it, at most ``budget`` seconds.
+        the window; with shared state, once the shared cache and window are
+        asked) and wait for it, at most ``budget`` seconds.
         """
-        self.stats.fetches += 1
         flight = _Flight(external_id, now + budget)
         flight.probe = self._breaker.started(now)
         self._flights[external_id] = flight
         waiting = self._wait(flight, budget)
+        if self._shared is None:
+            self._send(flight)
+        else:
+            self._shared.before_fetch(external_id).addCallback(self._shared_said, flight)
+        if budget == 0 and not waiting.called:
+            self._budget_over(flight, waiting)
+        return waiting
+
+    def _send(self, flight: _Flight) -> None:
+        self.stats.fetches += 1
         deadline = None if flight.deadline == math.inf else flight.deadline
         try:
-            fetching = self._source.fetch(external_id, deadline)
+            fetching = self._source.fetch(flight.external_id, deadline)
         except Exception:
             fetching = fail()
         fetching.addBoth(self._fetched, flight)
         # Set only now, so that an answer from within fetch() or addBoth()
         # is known to be synchronous (see _store).
         flight.deferred = fetching
-        if budget == 0 and not waiting.called:
-            self._budget_over(flight, waiting)
-        return waiting
+
+    def _shared_said(self, answer: Any, flight: _Flight) -> None:
+        """
+        The shared state answered for ``flight``: a cached answer, or
+        whether the shared window lets a fetch through.
+        """
+        if self._flights.get(flight.external_id) is not flight:
+            return  # let go of by stop()
+        cached = isinstance(answer, Cached)
+        if not cached and answer:
+            self._send(flight)
+            return
+        now = self._reactor.seconds()
+        self._breaker.abandoned(now, flight.probe)
+        if not cached:
+            self._land(flight, _RATE_LIMITED)
+            return
+        assert self._shared is not None  # only asked with shared state
+        self._shared.hits += 1
+        if answer.profile is None:
+            hit, ttl = _NEGATIVE_HIT, min(answer.left, self._negative_ttl)
+        else:
+            hit, ttl = LookupResult(answer.profile, HIT), min(answer.left, self._ttl)
+        self._store(flight, now, ttl, hit)
+        self._land(flight, hit)
 
     def stop(self) -> None:
         """
@@ -398,10 +455,14 @@ class ProfileLookup:
             result = LookupResult(outcome, FOUND)
             self._breaker.succeeded(now, flight.probe)
             self._store(flight, now, self._ttl, LookupResult(outcome, HIT))
+            if self._shared is not None:
+                self._shared.fetched(flight.external_id, outcome, self._ttl, self._negative_ttl)
         elif outcome is None:
             result = _NOT_FOUND
             self._breaker.succeeded(now, flight.probe)
             self._store(flight, now, self._negative_ttl, _NEGATIVE_HIT)
+            if self._shared is not None:
+                self._shared.fetched(flight.external_id, None, self._ttl, self._negative_ttl)
         elif isinstance(outcome, Failure) and outcome.check(CancelledError):
             result = None
             self._breaker.abandoned(now, flight.probe)
@@ -421,6 +482,9 @@ class ProfileLookup:
                     )
                 self._pause_noted_until = retry_at
                 self._window.pause_until(retry_at)
+                if self._shared is not None:
+                    # Every instance stops too, at once.
+                    self._shared.pause(retry_at - now)
         else:
             result = None
             self._breaker.failed(now, flight.probe)
@@ -473,10 +537,6 @@ class ProfileLookup:
         for waiting in waiters:
             # A caller's callback may have cancelled another caller.
             if not waiting.called:
-                if result.outcome == FOUND:
-                    stats.found += 1
-                elif result.outcome == NOT_FOUND:
-                    stats.not_found += 1
-                else:
-                    stats.failed += 1
+                counter = _LANDED.get(result.outcome, "failed")
+                setattr(stats, counter, getattr(stats, counter) + 1)
                 waiting.callback(result)

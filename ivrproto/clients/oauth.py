@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random as _random
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlencode
 
 import attrs
@@ -38,6 +38,9 @@ from ivrproto.clients._token_endpoint import (
 )
 from ivrproto.clients._token_policy import TokenBackoff
 from ivrproto.errors import TokenError
+
+if TYPE_CHECKING:
+    from ivrproto.cluster.tokens import SharedToken
 
 __all__ = ["DEFAULT_RETRY", "DEFAULT_SCOPE", "TokenStats", "TokenSource"]
 
@@ -198,6 +201,22 @@ class TokenSource:
         # The outcome of the last fetch: None before the first one ends.
         self._last_ok: Optional[bool] = None
         self._invalidated_at = -math.inf
+        # With shared state: the token shared by every instance, the
+        # longest lifetime seen (the margin is at most half of it), and the
+        # refused token's deletion on Redis, which a fetch waits for.
+        self._shared: Optional[SharedToken] = None
+        self._lifetime = math.inf
+        self._invalidating: Optional[Deferred[Any]] = None
+
+    def use_shared(self, shared: SharedToken) -> None:
+        """
+        Obtain tokens through ``shared`` (:mod:`ivrproto.cluster.tokens`):
+        one refresh across every instance with the same client id, the
+        others taking the token it stores; a refused token is deleted there
+        too.  Everything else (the background refresh, the cool-downs, the
+        waiters) stays as it is.
+        """
+        self._shared = shared
 
     def __repr__(self) -> str:
         return f"<TokenSource {self._token_url}>"
@@ -314,6 +333,16 @@ class TokenSource:
         self._refresh_at = 0.0
         self.stats.invalidations += 1
         self.log.info("access token dropped after it was refused")
+        if self._shared is not None:
+            # Never fails; the next fetch waits for it (see _obtain).
+            pending = self._invalidating = self._shared.invalidate(token)
+
+            def done(result: Any) -> Any:
+                if self._invalidating is pending:
+                    self._invalidating = None
+                return result
+
+            pending.addBoth(done)
 
     def stop(self) -> None:
         """
@@ -340,7 +369,7 @@ class TokenSource:
         self._start_fetch(background=True)
 
     def _start_fetch(self, background: bool) -> None:
-        fetch = run_cancellable(self._endpoint.fetch)
+        fetch = run_cancellable(self._endpoint.fetch if self._shared is None else self._obtain)
         self._background = background
         if not fetch.called:
             self._fetch = fetch
@@ -409,6 +438,42 @@ class TokenSource:
         for waiter in waiters:
             waiter.errback(failure)
 
+    async def _obtain(self, cancelled: Any) -> AccessToken:
+        """
+        A fetch through the shared token: the one another instance stored,
+        or one this instance fetches (and stores) while it holds the lock.
+        """
+        from ivrproto.cluster.tokens import TokenGrant
+
+        shared = self._shared
+        assert shared is not None
+        if self._invalidating is not None:
+            await self._invalidating
+        margin = min(self._refresh_margin, self._lifetime / 2)
+
+        async def fetch() -> TokenGrant:
+            token = await self._endpoint.fetch(cancelled)
+            return TokenGrant(token.value, token.expires_at - self._reactor.seconds())
+
+        grant = await shared.obtain(fetch, margin)
+        now = self._reactor.seconds()
+        token = self._token
+        if token is None or token.value != grant.token:
+            token = self._token = AccessToken(grant.token, now + grant.expires_in)
+            # Its lifetime is at least what it has left.
+            self._lifetime = (
+                grant.expires_in if self._lifetime == math.inf
+                else max(self._lifetime, grant.expires_in)
+            )
+            self.log.info(
+                "access token taken from the shared state, valid for {left:.0f}s",
+                left=grant.expires_in,
+            )
+        # An old token another instance is replacing: asked again in a
+        # second at the earliest, not on every call.
+        self._refresh_at = max(now + grant.expires_in - margin, now + min(1.0, grant.expires_in / 2))
+        return token
+
     def _parse_token(self, url: str, body: bytes) -> AccessToken:
         """
         Read a 200 body of the token endpoint and keep its token.
@@ -425,6 +490,7 @@ class TokenSource:
             lifetime = float(expires_in)
         token = AccessToken(value=value, expires_at=now + lifetime)
         self._token = token
+        self._lifetime = lifetime if self._lifetime == math.inf else max(self._lifetime, lifetime)
         self._refresh_at = now + lifetime - min(self._refresh_margin, lifetime / 2)
         self.log.info("access token obtained, valid for {lifetime:g}s", lifetime=lifetime)
         return token

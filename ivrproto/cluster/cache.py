@@ -23,7 +23,12 @@ from twisted.internet.defer import Deferred
 from ivrproto.cluster.health import Unavailable
 from ivrproto.cluster.redis import SharedRedis
 
-__all__ = ["SharedProfileCache", "Hit", "Negative", "Miss", "MISS", "NEGATIVE"]
+__all__ = ["SharedProfileCache", "Hit", "Negative", "Miss", "MISS", "NEGATIVE", "ENTRY_SCRIPT"]
+
+#: KEYS[1] the entry.  Returns {value or false, ms left}.
+ENTRY_SCRIPT = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
 
 _FOUND = b"P"
 _ABSENT = b"N"
@@ -82,6 +87,21 @@ class SharedProfileCache:
         d = self._redis.run("cache_get", lambda r: r.get(self._key(lookup_key)))
         return d.addCallback(_read)
 
+    def get_entry(
+        self, lookup_key: Union[str, bytes]
+    ) -> "Deferred[tuple[CacheResult, float]]":
+        """
+        Read the entry for ``lookup_key`` with the seconds it has left, so
+        that a copy kept elsewhere expires when the shared one does.
+
+        :return: a Deferred that never fails, firing with the result (as
+            :meth:`get`) and its seconds left (``0.0`` for a miss or
+            :class:`Unavailable`)
+        """
+        key = self._key(lookup_key)
+        d = self._redis.run("cache_get", lambda r: r.eval(ENTRY_SCRIPT, [key], []))
+        return d.addCallback(_read_entry)
+
     def set(
         self, lookup_key: Union[str, bytes], body: bytes, ttl: float
     ) -> "Deferred[Any]":
@@ -106,6 +126,16 @@ class SharedProfileCache:
             raise ValueError("a cache TTL must be at least a millisecond")
         key = self._key(lookup_key)
         return self._redis.run("cache_set", lambda r: r.set(key, value, pexpire=ms))
+
+
+def _read_entry(reply: Any) -> "tuple[CacheResult, float]":
+    if isinstance(reply, Unavailable):
+        return reply, 0.0
+    result = _read(reply[0] if reply else None)
+    left = int(reply[1]) / 1000.0 if len(reply) > 1 else 0.0
+    if left <= 0:
+        return MISS, 0.0
+    return result, left
 
 
 def _read(value: Any) -> CacheResult:

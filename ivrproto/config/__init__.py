@@ -4,7 +4,8 @@ environment variables, loaded into frozen values.  Every problem is reported
 as one :class:`~ivrproto.errors.ConfigError` naming the bad key.
 
 The values are in :mod:`ivrproto.config.values` (the Audio Connector's in
-:mod:`ivrproto.config.audio_connector`), the reader of the file and the
+:mod:`ivrproto.config.audio_connector`, the shared state's in
+:mod:`ivrproto.config.shared`), the reader of the file and the
 environment in :mod:`ivrproto.config.read`, and the TOML table reader in
 :mod:`ivrproto.config.table`; every name is importable from here.
 """
@@ -18,6 +19,7 @@ from ivrproto.config.audio_connector import (
     check_audio_connector,
 )
 from ivrproto.config.read import check_intake_protection, load_config, parse_config
+from ivrproto.config.shared import KEY_SALT_ENV, REDIS_URL_ENV, SharedConfig
 from ivrproto.config.table import check_url, did_you_mean, from_environment
 from ivrproto.config.values import (
     ADMIN_ON_INTAKE,
@@ -62,6 +64,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "IntakeConfig",
+    "KEY_SALT_ENV",
+    "REDIS_URL_ENV",
+    "SharedConfig",
     "LoggingConfig",
     "PlatformConfig",
     "ProfilesConfig",

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ivrproto._net import endpoint_is_loopback
 from ivrproto.config.audio_connector import parse_audio_connector
+from ivrproto.config.shared import parse_shared
 from ivrproto.config.table import (
     Table,
     check_url,
@@ -54,7 +55,7 @@ __all__ = ["check_intake_protection", "load_config", "parse_config"]
 
 _SECTIONS = {
     "platform", "intake", "admin", "timing", "profiles", "logging", "menu", "emulator", "calls",
-    "audio_connector",
+    "audio_connector", "shared",
     "schedules", "closure",  # parsed with the menu (ivrproto.menu.load.parse_menu)
 }
 _PLATFORM_TEXTS = ("api_url", "login_url", "client_id", "client_secret", "audio_base_url", "scope")
@@ -108,7 +109,9 @@ def parse_config(
     logging = _logging(data.get("logging"), source, environ)
     menu = _menu(data, platform.audio_base_url, source)
     audio_connector = parse_audio_connector(data.get("audio_connector"), source, base_dir, environ)
+    shared = parse_shared(data.get("shared"), source, environ)
     return Config(
+        shared=shared,
         platform=platform,
         audio_connector=audio_connector,
         intake=intake,

@@ -15,6 +15,7 @@ import attrs
 from ivrproto.clients.oauth import DEFAULT_SCOPE
 from ivrproto.clients.profiles import CONTACT_LOOKUP_TYPES
 from ivrproto.config.audio_connector import AudioConnectorConfig
+from ivrproto.config.shared import SharedConfig
 from ivrproto.menu.book import MenuBook
 
 __all__ = [
@@ -277,5 +278,6 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
     audio_connector: AudioConnectorConfig = AudioConnectorConfig()
+    shared: SharedConfig = SharedConfig()
     # repr=False: the emulator table may hold the (local) client secret.
     emulator: Optional[Mapping[str, Any]] = attrs.field(default=None, repr=False)

@@ -23,9 +23,10 @@ from urllib.parse import quote
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource, UnsupportedMethod
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ivrproto.intake._body import IntakeRefusals, TooDeep, capped_request, json_answer, loads_body
+from ivrproto.intake.call_view import CallResource, finish_later
 from ivrproto.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from ivrproto.logthrottle import LogThrottle
 from ivrproto.session.registry import CallRegistry
@@ -142,6 +143,10 @@ class CallsResource(Resource):
     ``/v1/calls`` and ``/v1/calls/<callControlId>``.
 
     :param clock: the time the signatures and the refusal log's throttle read
+    :param shared: the claims shared by every instance
+        (:class:`~ivrproto.cluster.calls.SharedCalls`), so that a call id
+        one instance took is refused by the others; ``None``: this
+        instance's checks alone
     """
 
     log = Logger()
@@ -154,8 +159,12 @@ class CallsResource(Resource):
         signatures: Optional[SignatureCheck] = None,
         is_overloaded: Callable[[], bool] = lambda: False,
         refusals: Optional[IntakeRefusals] = None,
+        shared: Optional[Any] = None,
     ) -> None:
         super().__init__()
+        self.shared = shared
+        # Call ids between their local checks and their shared claim.
+        self._claiming: set[str] = set()
         self.registry = registry
         self.clock = clock
         self.is_draining = is_draining
@@ -192,9 +201,45 @@ class CallsResource(Resource):
             call_control_id, external_id = _parse_call_request(raw)
             self._admit_call(call_control_id, now)
         except _Refused as refusal:
-            if refusal.retry_after is not None:
-                request.setHeader(b"retry-after", refusal.retry_after)
-            return self._refuse(request, refusal.status, refusal.reason, refusal.body)
+            return self._refused(request, refusal)
+        if self.shared is not None:
+            self._claim(request, call_control_id, external_id)
+            return NOT_DONE_YET
+        return self._start(request, call_control_id, external_id)
+
+    def _refused(self, request: Request, refusal: "_Refused") -> bytes:
+        if refusal.retry_after is not None:
+            request.setHeader(b"retry-after", refusal.retry_after)
+        return self._refuse(request, refusal.status, refusal.reason, refusal.body)
+
+    def _claim(self, request: Request, call_control_id: str, external_id: str) -> None:
+        """
+        Claim the call id on the shared state, then start the call (or
+        refuse a call id another instance took).  The call starts even if
+        the request went away meanwhile: its claim is taken.
+        """
+        shared = self.shared
+        assert shared is not None
+        self._claiming.add(call_control_id)
+        replay_window = None if self.signatures is None else 2 * self.signatures.tolerance
+
+        def claimed(result: Any) -> None:
+            self._claiming.discard(call_control_id)
+            if result is False:
+                body = self._refused(request, _Refused(
+                    409, "duplicate", {"error": "this call was already started (on another instance)"}
+                ))
+            elif self.registry.full or call_control_id in self.registry.active:
+                if result is True:
+                    shared.release(call_control_id)
+                body = self._refused(request, _Refused(503, "capacity", {"error": "over capacity"}, b"1"))
+            else:
+                body = self._start(request, call_control_id, external_id)
+            finish_later(request, body)
+
+        shared.claim(call_control_id, replay_window).addCallback(claimed)
+
+    def _start(self, request: Request, call_control_id: str, external_id: str) -> bytes:
         self.registry.start_call(call_control_id, external_id)
         request.setHeader(
             b"location", b"/v1/calls/" + quote(call_control_id, safe="").encode("ascii")
@@ -256,7 +301,7 @@ class CallsResource(Resource):
         :raises _Refused: a 409 for a call already active, a 503 over
             capacity, a 409 for a signed request seen before (a replay)
         """
-        if call_control_id in self.registry.active:
+        if call_control_id in self.registry.active or call_control_id in self._claiming:
             raise _Refused(409, "duplicate", {"error": "a session for this call is already active"})
         if self.registry.full:
             raise _Refused(503, "capacity", {"error": "over capacity"}, b"1")
@@ -264,25 +309,6 @@ class CallsResource(Resource):
             raise _Refused(
                 409, "duplicate", {"error": "this call was already started (replayed request?)"}
             )
-
-
-class CallResource(Resource):
-    """
-    ``/v1/calls/<callControlId>``: one call's state, or its outcome.
-    """
-
-    isLeaf = True
-
-    def __init__(self, registry: CallRegistry, call_control_id: str) -> None:
-        super().__init__()
-        self.registry = registry
-        self.call_control_id = call_control_id
-
-    def render_GET(self, request: Request) -> bytes:
-        view = self.registry.describe(self.call_control_id)
-        if view is None:
-            return json_answer(request, 404, {"error": "no such call"})
-        return json_answer(request, 200, view)
 
 
 class HealthResource(Resource):
@@ -359,6 +385,7 @@ def make_site(
     is_overloaded: Callable[[], bool] = lambda: False,
     show_calls: bool = True,
     clock: Optional[IReactorTime] = None,
+    shared: Optional[Any] = None,
 ) -> Site:
     """
     The intake's web site.  Its ``refusals`` count the requests it refused,
@@ -370,6 +397,8 @@ def make_site(
     :param clock: the time the site, its signatures and its refusal log
         read (default: the registry's reactor, for callers that do not pass
         it yet)
+    :param shared: the claims shared by every instance (see
+        :class:`CallsResource`)
     """
     if clock is None:
         clock = registry.context.reactor
@@ -378,7 +407,7 @@ def make_site(
     root.putChild(b"v1", v1)
     refusals = IntakeRefusals()
     calls_class = CallsResource if show_calls else _PublicCallsResource
-    calls = calls_class(registry, clock, is_draining, signatures, is_overloaded, refusals)
+    calls = calls_class(registry, clock, is_draining, signatures, is_overloaded, refusals, shared)
     v1.putChild(b"calls", calls)
     if stats is not None:
         v1.putChild(b"stats", StatsResource(stats))

@@ -54,6 +54,10 @@ class CallRegistry:
         # ended call costs no reactor timer
         self._expiry: Deque[tuple[float, str, CallRecord]] = deque()
         self._on_call_ended = on_call_ended
+        #: where ended calls' records are also written for the other
+        #: instances, and read back by ``GET /v1/calls/<id>`` (``None``:
+        #: this instance's own only; see :mod:`ivrproto.cluster.calls`)
+        self.outcome_store: Optional[Any] = None
         self._waiters: Dict[str, list[Deferred[CallRecord]]] = {}
         self.totals: Dict[str, int] = {}
         self.fallbacks: Dict[str, int] = {}
@@ -201,6 +205,8 @@ class CallRegistry:
             self._expiry.append((now + self.retention, runner.call_control_id, record))
         if self._on_call_ended is not None:
             self._on_call_ended(record)
+        if self.outcome_store is not None:
+            self.outcome_store.call_ended(runner.call_control_id, record.to_json())
         for waiter in self._waiters.pop(runner.call_control_id, []):
             waiter.callback(record)
         self._check_idle()
