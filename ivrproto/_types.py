@@ -21,7 +21,7 @@ from twisted.internet.interfaces import (
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from ivrproto.clients.lookup import LookupResult
+    from ivrproto.clients.outcomes import LookupResult
     from ivrproto.clients.profiles import Profile
 
 __all__ = ["IVRReactor", "HTTPClient", "TokenProvider", "ProfileSource", "ProfileFinder"]

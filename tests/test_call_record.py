@@ -24,7 +24,7 @@ from ivrproto.cli.check import describe_config
 from ivrproto.config import load_config
 from ivrproto.errors import IVRError
 from ivrproto.logs import event_as_json
-from ivrproto.clients.lookup import LookupResult
+from ivrproto.clients.outcomes import LookupResult
 from ivrproto.menu.book import MenuBook
 from ivrproto.menu.load import parse_menu
 from ivrproto.metrics import Metrics

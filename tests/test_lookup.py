@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from ivrproto.errors import ProfileError
 from ivrproto.clients.limits import CircuitBreaker
 from ivrproto._types import ProfileSource
-from ivrproto.clients.lookup import LookupResult, LookupStats, ProfileLookup
+from ivrproto.clients.lookup import ProfileLookup
+from ivrproto.clients.outcomes import LookupResult, LookupStats
 from ivrproto.clients.limits import RequestWindow
 from ivrproto.clients.profiles import Profile, RateLimited
 

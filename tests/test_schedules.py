@@ -27,7 +27,7 @@ from ivrproto.cli.main import main
 from ivrproto.cli.simulate import parse_at
 from ivrproto.config import load_config
 from ivrproto.errors import ConfigError
-from ivrproto.clients.lookup import LookupResult
+from ivrproto.clients.outcomes import LookupResult
 from ivrproto.menu.book import MenuBook
 from ivrproto.menu.load import parse_menu
 from ivrproto.messages import Play, Transfer

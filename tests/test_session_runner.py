@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ivrproto.session.runner import CallContext, CallRunner
 from ivrproto.session.registry import CallRegistry
 from ivrproto.config import load_config
-from ivrproto.clients.lookup import LookupResult
+from ivrproto.clients.outcomes import LookupResult
 from ivrproto.messages import Transfer
 from tests.fakes import RecordingConnection
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ivrproto.clients.profiles import Profile
 
 if TYPE_CHECKING:
-    from ivrproto.clients.lookup import LookupResult
+    from ivrproto.clients.outcomes import LookupResult
 
 __all__ = ["ProfileCache"]
 

@@ -11,9 +11,8 @@ external id (a caller's identity), and nothing is logged per lookup.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -26,130 +25,24 @@ from ivrproto.clients.profiles import Profile, RateLimited
 from ivrproto.errors import ProfileError
 
 from ivrproto.cluster.lookup import Cached
+from ivrproto.clients.outcomes import (
+    CIRCUIT_OPEN_RESULT,
+    FAILED_RESULT,
+    FOUND,
+    HIT,
+    LANDED_STATS,
+    NEGATIVE_HIT_RESULT,
+    NOT_FOUND_RESULT,
+    RATE_LIMITED_RESULT,
+    TIMED_OUT_RESULT,
+    LookupResult,
+    LookupStats,
+)
 
 if TYPE_CHECKING:
     from ivrproto.cluster.lookup import SharedProfiles
 
-__all__ = [
-    "LookupResult",
-    "LookupStats",
-    "ProfileLookup",
-    "OUTCOMES",
-    "HIT",
-    "NEGATIVE_HIT",
-    "FOUND",
-    "NOT_FOUND",
-    "FAILED",
-    "TIMED_OUT",
-    "RATE_LIMITED",
-    "CIRCUIT_OPEN",
-]
-
-#: A profile served from the cache.
-HIT = "hit"
-#: "No profile" served from the cache (a 404 seen within ``negative_ttl``).
-NEGATIVE_HIT = "negative-hit"
-#: The source found a profile.
-FOUND = "found"
-#: The source answered that there is no profile (404).
-NOT_FOUND = "not-found"
-#: The source failed (or the fetch was cancelled at shutdown).
-FAILED = "failed"
-#: The caller's budget ran out first; the fetch goes on to fill the cache.
-TIMED_OUT = "timed-out"
-#: No fetch was made: the client-side rate limit is exhausted, or the
-#: platform asked (429 with ``Retry-After``) to wait.
-RATE_LIMITED = "rate-limited"
-#: No fetch was made: the circuit breaker is open.
-CIRCUIT_OPEN = "circuit-open"
-
-OUTCOMES = frozenset(
-    [HIT, NEGATIVE_HIT, FOUND, NOT_FOUND, FAILED, TIMED_OUT, RATE_LIMITED, CIRCUIT_OPEN]
-)
-
-
-@attrs.frozen
-class LookupResult:
-    """
-    What a lookup answered.
-
-    :ivar profile: the caller's profile, or ``None`` when there is none or it
-        is not known
-    :ivar outcome: what happened: one of :data:`OUTCOMES`
-    """
-
-    profile: Optional[Profile]
-    outcome: str = attrs.field(validator=attrs.validators.in_(OUTCOMES))
-
-    @property
-    def attributes(self) -> Optional[Mapping[str, Any]]:
-        """
-        The profile attributes, or ``None`` without a profile.
-        """
-        return None if self.profile is None else self.profile.attributes
-
-
-_NEGATIVE_HIT = LookupResult(None, NEGATIVE_HIT)
-_NOT_FOUND = LookupResult(None, NOT_FOUND)
-_FAILED = LookupResult(None, FAILED)
-_TIMED_OUT = LookupResult(None, TIMED_OUT)
-_RATE_LIMITED = LookupResult(None, RATE_LIMITED)
-_CIRCUIT_OPEN = LookupResult(None, CIRCUIT_OPEN)
-
-
-@attrs.define
-class LookupStats:
-    """
-    Counters of a :class:`ProfileLookup`, for metrics.
-
-    Every lookup ends in exactly one of the outcome counters (``hits`` to
-    ``timed_out``) or in ``cancelled``, once answered.
-
-    :ivar lookups: lookups asked for
-    :ivar hits: answered from the cache with a profile
-    :ivar negative_hits: answered from the cache with "no profile"
-    :ivar found: answered by a fetch with a profile
-    :ivar not_found: answered by a fetch with "no profile" (404)
-    :ivar failed: answered by a failed (or, at shutdown, cancelled) fetch
-    :ivar rate_limited: answered at once because the rate limit was
-        exhausted, or the platform asked to wait
-    :ivar pauses: 429 answers that paused every lookup
-    :ivar circuit_open: answered at once because the breaker was open
-    :ivar timed_out: answered when the caller's budget ran out
-    :ivar cancelled: given up by the caller (its Deferred cancelled)
-    :ivar shared: lookups that joined a fetch already in flight
-    :ivar fetches: fetches started
-    :ivar late_fills: fetches that ended after their first caller's budget
-        and still filled the cache
-    :ivar evictions: cache entries dropped to stay within ``max_entries``
-        or ``max_bytes``
-    :ivar too_large: profiles not cached because they are larger than
-        ``max_entry_bytes`` (still given to their callers)
-    """
-
-    lookups: int = 0
-    hits: int = 0
-    negative_hits: int = 0
-    found: int = 0
-    not_found: int = 0
-    failed: int = 0
-    rate_limited: int = 0
-    circuit_open: int = 0
-    timed_out: int = 0
-    cancelled: int = 0
-    shared: int = 0
-    fetches: int = 0
-    late_fills: int = 0
-    evictions: int = 0
-    too_large: int = 0
-    pauses: int = 0
-
-
-#: The counter of :class:`LookupStats` each answer of a flight lands in.
-_LANDED = {
-    FOUND: "found", NOT_FOUND: "not_found", HIT: "hits", NEGATIVE_HIT: "negative_hits",
-    RATE_LIMITED: "rate_limited",
-}
+__all__ = ["ProfileLookup"]
 
 
 class _Flight:
@@ -321,16 +214,16 @@ class ProfileLookup:
             self.stats.shared += 1
             if budget == 0:
                 self.stats.timed_out += 1
-                return succeed(_TIMED_OUT)
+                return succeed(TIMED_OUT_RESULT)
             return self._wait(flight, budget)
         if not self._breaker.allows(now):
             self.stats.circuit_open += 1
-            return succeed(_CIRCUIT_OPEN)
+            return succeed(CIRCUIT_OPEN_RESULT)
         if self._window.paused() if self._shared is not None else not self._window.try_take():
             # Shared: the shared window decides in _fly, but a pause this
             # instance knows of answers at once, without a round trip.
             self.stats.rate_limited += 1
-            return succeed(_RATE_LIMITED)
+            return succeed(RATE_LIMITED_RESULT)
         return self._fly(external_id, now, budget)
 
     def _cached(self, external_id: str, now: float) -> Optional[LookupResult]:
@@ -390,12 +283,12 @@ class ProfileLookup:
         now = self._reactor.seconds()
         self._breaker.abandoned(now, flight.probe)
         if not cached:
-            self._land(flight, _RATE_LIMITED)
+            self._land(flight, RATE_LIMITED_RESULT)
             return
         assert self._shared is not None  # only asked with shared state
         self._shared.hits += 1
         if answer.profile is None:
-            hit, ttl = _NEGATIVE_HIT, min(answer.left, self._negative_ttl)
+            hit, ttl = NEGATIVE_HIT_RESULT, min(answer.left, self._negative_ttl)
         else:
             hit, ttl = LookupResult(answer.profile, HIT), min(answer.left, self._ttl)
         self._store(flight, now, ttl, hit)
@@ -439,7 +332,7 @@ class ProfileLookup:
         # Its timer is the one running now, or there is none (budget 0).
         flight.waiters.pop(waiting, None)
         self.stats.timed_out += 1
-        waiting.callback(_TIMED_OUT)
+        waiting.callback(TIMED_OUT_RESULT)
 
     def _fetched(self, outcome: Any, flight: _Flight) -> None:
         """
@@ -458,9 +351,9 @@ class ProfileLookup:
             if self._shared is not None:
                 self._shared.fetched(flight.external_id, outcome, self._ttl, self._negative_ttl)
         elif outcome is None:
-            result = _NOT_FOUND
+            result = NOT_FOUND_RESULT
             self._breaker.succeeded(now, flight.probe)
-            self._store(flight, now, self._negative_ttl, _NEGATIVE_HIT)
+            self._store(flight, now, self._negative_ttl, NEGATIVE_HIT_RESULT)
             if self._shared is not None:
                 self._shared.fetched(flight.external_id, None, self._ttl, self._negative_ttl)
         elif isinstance(outcome, Failure) and outcome.check(CancelledError):
@@ -525,7 +418,7 @@ class ProfileLookup:
         """
         del self._flights[flight.external_id]
         if result is None:
-            result = _FAILED
+            result = FAILED_RESULT
         waiters = flight.waiters
         if not waiters:
             return
@@ -537,6 +430,6 @@ class ProfileLookup:
         for waiting in waiters:
             # A caller's callback may have cancelled another caller.
             if not waiting.called:
-                counter = _LANDED.get(result.outcome, "failed")
+                counter = LANDED_STATS.get(result.outcome, "failed")
                 setattr(stats, counter, getattr(stats, counter) + 1)
                 waiting.callback(result)

@@ -19,7 +19,7 @@ from ivrproto._types import ProfileFinder, TokenProvider
 from ivrproto.config import Timing
 from ivrproto.errors import IVRError
 from ivrproto.metrics import Metrics
-from ivrproto.clients.lookup import LookupResult
+from ivrproto.clients.outcomes import LookupResult
 from ivrproto.menu.book import MenuBook
 from ivrproto.messages import Command, Play
 from ivrproto.callcontrol.connect import connect_call_control
