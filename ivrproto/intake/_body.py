@@ -234,7 +234,7 @@ class CappedRequest(Request):
         take it (same headers, same answer, the same 500 if it breaks), at
         a fraction of the cost; any other request goes the usual way.
         """
-        site = self.channel.site if self.channel is not None else None
+        site: Any = getattr(self.channel, "site", None)
         calls = None
         if self.method == b"POST" and self.path == b"/v1/calls":
             calls = _calls_resource(site)
@@ -246,7 +246,7 @@ class CappedRequest(Request):
         self.setHeader(b"Date", self._date.at(site.reactor))
         self.prepath = [b"v1", b"calls"]
         self.postpath = []
-        self.sitepath = []
+        self.sitepath: list[bytes] = []
         try:
             body = calls.render_POST(self)  # type: ignore[attr-defined]
             if body is NOT_DONE_YET:
