@@ -277,7 +277,7 @@ class Answer:
         raise RetryLater(error(self.body_error.reason, True), backoff())
 
 
-async def send(
+def send(
     http: HTTPClient,
     reactor: IReactorTime,
     cancelled: Cancelled,
@@ -290,15 +290,20 @@ async def send(
     max_body: int,
     failed: Callable[[str], E],
     backoff: Callable[[], float],
-) -> Answer:
+) -> "Deferred[Answer]":
     """
-    One HTTP request through treq, with a timeout, no redirects, and the
-    body read within ``timeout`` and ``max_body``.  A request that gets no
-    answer raises :class:`RetryLater` with ``failed(reason)`` after
-    ``backoff()`` seconds; a cancellation by the caller is re-raised.
+    One HTTP request through a treq-like client, with a timeout, no
+    redirects, and the body read within ``timeout`` and ``max_body``.  A
+    request that gets no answer fails with :class:`RetryLater` with
+    ``failed(reason)`` after ``backoff()`` seconds; a cancellation by the
+    caller fails with :class:`CancelledError`.  (Plain callbacks, not a
+    coroutine: this runs for every profile request.)
+
+    :return: a Deferred firing with the :class:`Answer`; cancelling it
+        stops the request or the body read in progress
     """
     try:
-        response = await http.request(
+        requested: Deferred[Any] = http.request(
             method,
             url,
             headers=headers,
@@ -308,14 +313,26 @@ async def send(
             allow_redirects=False,
             unbuffered=True,
         )
-    except CancelledError:
-        if cancelled:
-            raise
-        raise RetryLater(failed(f"timed out after {timeout:g}s"), backoff())
     except Exception as e:
-        raise RetryLater(failed(describe_request_failure(e, timeout)), backoff())
-    try:
-        body: Optional[bytes] = await read_body(reactor, response, timeout, max_body)
-    except BodyError as e:
-        return Answer(response, None, e)
-    return Answer(response, body, None)
+        return fail(RetryLater(failed(describe_request_failure(e, timeout)), backoff()))
+
+    def no_answer(failure: Failure) -> Any:
+        if failure.check(CancelledError):
+            if cancelled:
+                return failure
+            raise RetryLater(failed(f"timed out after {timeout:g}s"), backoff())
+        if not failure.check(Exception):
+            return failure
+        raise RetryLater(failed(describe_request_failure(failure, timeout)), backoff())
+
+    def answered(response: Any) -> "Deferred[Answer]":
+        def no_body(failure: Failure) -> Any:
+            if failure.check(BodyError):
+                return Answer(response, None, failure.value)
+            return failure
+
+        return read_body(reactor, response, timeout, max_body).addCallbacks(
+            lambda body: Answer(response, body, None), no_body
+        )
+
+    return requested.addCallbacks(answered, no_answer)
