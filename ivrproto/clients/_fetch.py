@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from ivrproto.clients._cancel import Cancelled, sleep
-from ivrproto.clients._http import send
+from ivrproto.clients._http import ask, read_answer
 from ivrproto.clients._retry import RetryLater
 from ivrproto.clients.profiles import TOKEN_REFUSED, WINDOW_FULL, Profile
 from ivrproto.errors import ProfileError, TokenError
@@ -109,7 +109,7 @@ class Fetch:
         client.stats.requests += 1
         attempt = self._attempt
         self._wait(
-            send(
+            ask(
                 client._http,
                 client._reactor,
                 self._cancelled,
@@ -118,10 +118,19 @@ class Fetch:
                 headers=request.headers,
                 data=request.data,
                 timeout=client._timeout,
-                max_body=client._max_body,
                 failed=client._failed,
                 backoff=lambda: client._retry.backoff(attempt),
             ),
+            self._responded,
+        )
+
+    def _responded(self, response: Any) -> None:
+        if isinstance(response, Failure):
+            self._answered(response)
+            return
+        client = self._client
+        self._wait(
+            read_answer(client._reactor, response, client._timeout, client._max_body),
             self._answered,
         )
 

@@ -38,6 +38,8 @@ __all__ = [
     "describe_request_failure",
     "read_body",
     "Answer",
+    "ask",
+    "read_answer",
     "send",
 ]
 
@@ -277,7 +279,7 @@ class Answer:
         raise RetryLater(error(self.body_error.reason, True), backoff())
 
 
-def send(
+def ask(
     http: HTTPClient,
     reactor: IReactorTime,
     cancelled: Cancelled,
@@ -287,20 +289,17 @@ def send(
     headers: Any,
     data: Optional[bytes],
     timeout: float,
-    max_body: int,
     failed: Callable[[str], E],
     backoff: Callable[[], float],
-) -> "Deferred[Answer]":
+) -> "Deferred[Any]":
     """
-    One HTTP request through a treq-like client, with a timeout, no
-    redirects, and the body read within ``timeout`` and ``max_body``.  A
-    request that gets no answer fails with :class:`RetryLater` with
-    ``failed(reason)`` after ``backoff()`` seconds; a cancellation by the
-    caller fails with :class:`CancelledError`.  (Plain callbacks, not a
-    coroutine: this runs for every profile request.)
+    Send one HTTP request through a treq-like client, with a timeout and no
+    redirects.  A request that gets no answer fails with
+    :class:`RetryLater` with ``failed(reason)`` after ``backoff()``
+    seconds; a cancellation by the caller fails with
+    :class:`CancelledError`.
 
-    :return: a Deferred firing with the :class:`Answer`; cancelling it
-        stops the request or the body read in progress
+    :return: a Deferred firing with the response, its body unread
     """
     try:
         requested: Deferred[Any] = http.request(
@@ -325,14 +324,48 @@ def send(
             return failure
         raise RetryLater(failed(describe_request_failure(failure, timeout)), backoff())
 
-    def answered(response: Any) -> "Deferred[Answer]":
-        def no_body(failure: Failure) -> Any:
-            if failure.check(BodyError):
-                return Answer(response, None, failure.value)
-            return failure
+    return requested.addErrback(no_answer)
 
-        return read_body(reactor, response, timeout, max_body).addCallbacks(
-            lambda body: Answer(response, body, None), no_body
-        )
 
-    return requested.addCallbacks(answered, no_answer)
+def read_answer(
+    reactor: IReactorTime, response: Any, timeout: float, max_body: int
+) -> "Deferred[Answer]":
+    """
+    The :class:`Answer` of ``response``: its body read within ``timeout``
+    and ``max_body`` (:func:`read_body`), or why it could not be.
+    """
+
+    def no_body(failure: Failure) -> Any:
+        if failure.check(BodyError):
+            return Answer(response, None, failure.value)
+        return failure
+
+    return read_body(reactor, response, timeout, max_body).addCallbacks(
+        lambda body: Answer(response, body, None), no_body
+    )
+
+
+async def send(
+    http: HTTPClient,
+    reactor: IReactorTime,
+    cancelled: Cancelled,
+    method: str,
+    url: str,
+    *,
+    headers: Any,
+    data: Optional[bytes],
+    timeout: float,
+    max_body: int,
+    failed: Callable[[str], E],
+    backoff: Callable[[], float],
+) -> Answer:
+    """
+    One HTTP request (:func:`ask`) and its answer (:func:`read_answer`):
+    raises :class:`RetryLater` for a request that got no answer, and
+    re-raises a cancellation by the caller.
+    """
+    response = await ask(
+        http, reactor, cancelled, method, url, headers=headers, data=data,
+        timeout=timeout, failed=failed, backoff=backoff,
+    )
+    return await read_answer(reactor, response, timeout, max_body)
