@@ -254,3 +254,70 @@ class LoopbackTests(TestCase):
         [(method, _, _, body)] = self.resource.seen
         self.assertEqual(method, b"POST")
         self.assertEqual(json.loads(body), {"type": "Phone", "value": "+15550100"})
+
+
+class _Transport:
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class _SilentResponse:
+    """
+    Response headers whose body never comes.
+    """
+
+    code = 200
+    length = 10
+    headers = Headers({})
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(self.transport)
+
+
+class _HeadersThenNothing:
+    def __init__(self) -> None:
+        self.response = _SilentResponse()
+        self.requests: list[Deferred[Any]] = []
+
+    def request(self, method: str, url: str, **options: Any) -> "Deferred[Any]":
+        self.requests.append(Deferred())
+        return self.requests[-1]
+
+
+class FetchCancelTests(SynchronousTestCase):
+    """
+    Cancelling a lookup stops the step in progress, whichever it is, and
+    leaves nothing on the clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.http = _HeadersThenNothing()
+        self.client = ProfileClient(self.clock, self.http, "http://127.0.0.1:1", Tokens())
+
+    def test_cancel_while_reading_body(self) -> None:
+        "Cancelled while the body is awaited: the connection is dropped, no timer left."
+        d = self.client.lookup("CRM-1")
+        self.http.requests[0].callback(self.http.response)
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(self.http.response.transport.aborted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual((self.client.stats.errors, self.client.stats.requests), (0, 1))
+
+    def test_body_timeout_retried(self) -> None:
+        "A body that never comes is retried after its timeout, then given up."
+        d = self.client.fetch("CRM-1", None)
+        for _ in range(3):
+            self.http.requests[-1].callback(self.http.response)
+            self.clock.advance(2.0)
+            self.clock.advance(1.0)
+        error = self.failureResultOf(d).value
+        self.assertIn("gave up after 3 attempts", str(error))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
