@@ -48,7 +48,7 @@ class CachedEndpointsTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         "It is an IAgentEndpointFactory."
-        verifyObject(IAgentEndpointFactory, self.endpoints)
+        self.assertTrue(verifyObject(IAgentEndpointFactory, self.endpoints))
 
     def test_kept(self) -> None:
         "The same scheme, host and port give the same endpoint; another port another."
