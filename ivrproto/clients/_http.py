@@ -38,6 +38,8 @@ __all__ = [
     "describe_request_failure",
     "read_body",
     "Answer",
+    "ask",
+    "read_answer",
     "send",
 ]
 
@@ -277,6 +279,72 @@ class Answer:
         raise RetryLater(error(self.body_error.reason, True), backoff())
 
 
+def ask(
+    http: HTTPClient,
+    reactor: IReactorTime,
+    cancelled: Cancelled,
+    method: str,
+    url: str,
+    *,
+    headers: Any,
+    data: Optional[bytes],
+    timeout: float,
+    failed: Callable[[str], E],
+    backoff: Callable[[], float],
+) -> "Deferred[Any]":
+    """
+    Send one HTTP request through a treq-like client, with a timeout and no
+    redirects.  A request that gets no answer fails with
+    :class:`RetryLater` with ``failed(reason)`` after ``backoff()``
+    seconds; a cancellation by the caller fails with
+    :class:`CancelledError`.
+
+    :return: a Deferred firing with the response, its body unread
+    """
+    try:
+        requested: Deferred[Any] = http.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            reactor=reactor,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+    except Exception as e:
+        return fail(RetryLater(failed(describe_request_failure(e, timeout)), backoff()))
+
+    def no_answer(failure: Failure) -> Any:
+        if failure.check(CancelledError):
+            if cancelled:
+                return failure
+            raise RetryLater(failed(f"timed out after {timeout:g}s"), backoff())
+        if not failure.check(Exception):
+            return failure
+        raise RetryLater(failed(describe_request_failure(failure, timeout)), backoff())
+
+    return requested.addErrback(no_answer)
+
+
+def read_answer(
+    reactor: IReactorTime, response: Any, timeout: float, max_body: int
+) -> "Deferred[Answer]":
+    """
+    The :class:`Answer` of ``response``: its body read within ``timeout``
+    and ``max_body`` (:func:`read_body`), or why it could not be.
+    """
+
+    def no_body(failure: Failure) -> Any:
+        if failure.check(BodyError):
+            return Answer(response, None, failure.value)
+        return failure
+
+    return read_body(reactor, response, timeout, max_body).addCallbacks(
+        lambda body: Answer(response, body, None), no_body
+    )
+
+
 async def send(
     http: HTTPClient,
     reactor: IReactorTime,
@@ -292,30 +360,12 @@ async def send(
     backoff: Callable[[], float],
 ) -> Answer:
     """
-    One HTTP request through treq, with a timeout, no redirects, and the
-    body read within ``timeout`` and ``max_body``.  A request that gets no
-    answer raises :class:`RetryLater` with ``failed(reason)`` after
-    ``backoff()`` seconds; a cancellation by the caller is re-raised.
+    One HTTP request (:func:`ask`) and its answer (:func:`read_answer`):
+    raises :class:`RetryLater` for a request that got no answer, and
+    re-raises a cancellation by the caller.
     """
-    try:
-        response = await http.request(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            timeout=timeout,
-            reactor=reactor,
-            allow_redirects=False,
-            unbuffered=True,
-        )
-    except CancelledError:
-        if cancelled:
-            raise
-        raise RetryLater(failed(f"timed out after {timeout:g}s"), backoff())
-    except Exception as e:
-        raise RetryLater(failed(describe_request_failure(e, timeout)), backoff())
-    try:
-        body: Optional[bytes] = await read_body(reactor, response, timeout, max_body)
-    except BodyError as e:
-        return Answer(response, None, e)
-    return Answer(response, body, None)
+    response = await ask(
+        http, reactor, cancelled, method, url, headers=headers, data=data,
+        timeout=timeout, failed=failed, backoff=backoff,
+    )
+    return await read_answer(reactor, response, timeout, max_body)

@@ -11,8 +11,9 @@ in :mod:`ivrproto.clients.rest`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 import attrs

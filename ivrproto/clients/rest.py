@@ -20,19 +20,18 @@ from functools import partial
 from typing import Any, Callable, Optional
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ivrproto._types import HTTPClient, TokenProvider
-from ivrproto.clients._cancel import Cancelled, run_cancellable, sleep
-from ivrproto.clients._http import send
+from ivrproto.clients._fetch import Fetch, Refused
+from ivrproto.clients._http import Answer
 from ivrproto.clients._retry import RetryLater, RetryPolicy, parse_retry_after, policy_with
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.clients.profiles import (
     BUDGET_SPENT,
     PAST_DEADLINE,
-    TOKEN_REFUSED,
     WINDOW_FULL,
     Profile,
     ProfileStats,
@@ -40,18 +39,12 @@ from ivrproto.clients.profiles import (
     Shape,
     again,
 )
-from ivrproto.errors import ProfileError, TokenError
+from ivrproto.errors import ProfileError
 
 __all__ = ["DEFAULT_RETRY", "Request", "RestProfileClient"]
 
 #: How the profile clients retry unless told otherwise.
 DEFAULT_RETRY = RetryPolicy(3, 0.1, 1.0, 2.0, _random.random)
-
-
-class _Refused(Exception):
-    """
-    Internal: the token was refused (401).
-    """
 
 
 @attrs.frozen
@@ -149,6 +142,7 @@ class RestProfileClient:
         self._budget = RetryBudget(reactor) if retry_budget is None else retry_budget
         self._max_body = max_body
         self._endpoint = self._endpoint_of(api_url)
+        self._failed = partial(ProfileError, self._endpoint, None)
         self.stats = ProfileStats()
         self._in_flight: set[Deferred[Optional[Profile]]] = set()
 
@@ -206,14 +200,12 @@ class RestProfileClient:
         except UnicodeEncodeError:
             request = None
 
-        async def run(cancelled: Cancelled) -> Optional[Profile]:
-            if request is None:
-                raise ProfileError(
-                    self.endpoint, None, "the external id is not valid Unicode text"
-                )
-            return await self._lookup(cancelled, request, external_id, deadline)
-
-        d = run_cancellable(run)
+        if request is None:
+            d: Deferred[Optional[Profile]] = fail(
+                ProfileError(self.endpoint, None, "the external id is not valid Unicode text")
+            )
+        else:
+            d = Fetch(self, request, external_id, deadline).start()
         self._in_flight.add(d)
 
         def count(result: Any) -> Any:
@@ -270,58 +262,6 @@ class RestProfileClient:
 
     # The lookup
 
-    async def _lookup(
-        self,
-        cancelled: Cancelled,
-        request: Callable[[str], Request],
-        external_id: str,
-        deadline: Optional[float],
-    ) -> Optional[Profile]:
-        attempt = 0
-        # The token refused with a 401, once one was; and whether the retry
-        # it calls for is still to be sent.
-        refused: Optional[str] = None
-        retry_refused = False
-        self._budget.record_attempt()
-        while True:
-            token = await self._token()
-            if retry_refused:
-                retry_refused = False
-                if token == refused:
-                    # The token source kept it (it drops a refused token
-                    # at most once per interval): asking again with it
-                    # would be refused again.
-                    raise ProfileError(self.endpoint, 401, TOKEN_REFUSED)
-                self._take_for_retry(ProfileError(self.endpoint, 401, WINDOW_FULL))
-            try:
-                return await self._attempt(cancelled, request(token), external_id, attempt)
-            except _Refused:
-                self._tokens.invalidate(token)
-                if refused is not None:
-                    raise ProfileError(
-                        self.endpoint,
-                        401,
-                        "access token refused again after getting a new one",
-                    )
-                refused = token
-                retry_refused = True
-                self.stats.retries += 1
-                self.log.info("access token refused; retrying once with a new one")
-            except RetryLater as retry:
-                if cancelled:
-                    # The cancellation surfaced as a request failure.
-                    raise CancelledError()
-                attempt += 1
-                self._check_retry(retry, attempt, deadline)
-                await sleep(self._reactor, retry.delay)
-                self._take_for_retry(retry.error)
-
-    async def _token(self) -> str:
-        try:
-            return await self._tokens.get_token()
-        except TokenError as e:
-            raise ProfileError(self.endpoint, None, f"no access token: {e.reason}")
-
     def _check_retry(
         self, retry: "RetryLater[ProfileError]", attempt: int, deadline: Optional[float]
     ) -> None:
@@ -359,36 +299,19 @@ class RestProfileClient:
             retry_at = error.retry_at if isinstance(error, RateLimited) else None
             raise RateLimited(error.url, error.status, WINDOW_FULL, retry_at)
 
-    async def _attempt(
-        self,
-        cancelled: Cancelled,
-        request: Request,
-        external_id: str,
-        attempt: int,
-    ) -> Optional[Profile]:
+    def _judge(self, answer: Answer, external_id: str, attempt: int) -> Optional[Profile]:
         """
-        One request.  Returns the answer, raises :class:`ProfileError` for
-        a final failure, :class:`_Refused` on a 401 or
-        :class:`~ivrproto.clients._retry.RetryLater` for a failure worth retrying.
+        What the answer to attempt ``attempt`` (0 for the first) means:
+        returns the profile (``None`` for a 404), raises
+        :class:`ProfileError` for a final failure,
+        :class:`~ivrproto.clients._fetch.Refused` on a 401 or
+        :class:`~ivrproto.clients._retry.RetryLater` for a failure worth
+        retrying.
         """
         endpoint = self.endpoint
-        backoff = partial(self._retry.backoff, attempt)
-        self.stats.requests += 1
-        answer = await send(
-            self._http,
-            self._reactor,
-            cancelled,
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.data,
-            timeout=self._timeout,
-            max_body=self._max_body,
-            failed=lambda reason: ProfileError(endpoint, None, reason),
-            backoff=backoff,
-        )
         status = answer.status
         if status == 200:
+            backoff = partial(self._retry.backoff, attempt)
             return self._parse(
                 answer.body_or_retry(lambda reason, _: ProfileError(endpoint, status, reason), backoff),
                 external_id,
@@ -396,13 +319,13 @@ class RestProfileClient:
         if status == 404:
             return None
         if status == 401:
-            raise _Refused()
+            raise Refused()
         if status == 403:
             raise ProfileError(endpoint, status, self._forbidden_reason)
         if status == 429:
             raise self._throttled(answer.response, attempt)
         if 500 <= status <= 599:
-            raise RetryLater(ProfileError(endpoint, status, "server error"), backoff())
+            raise RetryLater(ProfileError(endpoint, status, "server error"), self._retry.backoff(attempt))
         raise ProfileError(endpoint, status, "unexpected HTTP status")
 
     def _throttled(self, response: Any, attempt: int) -> Exception:

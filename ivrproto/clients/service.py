@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ivrproto._types import IVRReactor
+from ivrproto.clients._agent import AgentHTTP, CachedEndpoints
 from ivrproto.clients.limits import RequestWindow, RetryBudget
 from ivrproto.clients.lookup import ProfileLookup
 from ivrproto.clients.oauth import TokenSource
@@ -25,8 +26,6 @@ from ivrproto.clients.sources import ExternalContactsClient, ProfileClient
 from ivrproto.config import Config, PlatformConfig
 
 __all__ = ["Clients", "make_clients"]
-
-
 
 
 class Clients(Service):
@@ -70,7 +69,7 @@ class Clients(Service):
 
 
 def _profile_source(
-    reactor: IReactorTime, config: Config, http: HTTPClient, api_url: str, tokens: TokenSource,
+    reactor: IReactorTime, config: Config, http: AgentHTTP, api_url: str, tokens: TokenSource,
     window: RequestWindow,
 ) -> RestProfileClient:
     profiles = config.profiles
@@ -89,7 +88,11 @@ def _profile_source(
 
 def make_clients(reactor: IVRReactor, config: Config, platform: PlatformConfig) -> Clients:
     """
-    The clients, on one persistent connection pool.
+    The clients, on one persistent connection pool: the token request
+    through treq, the profile requests through an
+    :class:`~twisted.web.client.Agent` with cached endpoints
+    (:class:`~ivrproto.clients._agent.AgentHTTP`), which skips treq's URL
+    parsing and wrappers on the hot path.
 
     :param platform: where the platform is (the configuration's, or the
         embedded emulator's)
@@ -117,7 +120,10 @@ def make_clients(reactor: IVRReactor, config: Config, platform: PlatformConfig) 
     profiles = config.profiles
     # One count of profile requests, first attempts and retries alike.
     window = RequestWindow(reactor, int(profiles.rate_per_minute))
-    source = _profile_source(reactor, config, http, platform.api_url, tokens, window)
+    profile_http = AgentHTTP(
+        Agent.usingEndpointFactory(reactor, CachedEndpoints(reactor), pool=pool)
+    )
+    source = _profile_source(reactor, config, profile_http, platform.api_url, tokens, window)
     lookup = ProfileLookup(
         reactor,
         source,

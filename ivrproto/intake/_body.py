@@ -3,6 +3,8 @@ The intake's request bodies and answers, below the resources: a
 :class:`Request` class that caps the body it buffers (twisted.web has no limit
 of its own) and answers early what it will refuse, the JSON body reader, the
 JSON answer, and the JSON 405 for a method a resource does not take.
+The request class also takes ``POST /v1/calls`` (the one request of every
+call) straight to its resource, without the site's traversal.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import Any, Callable, Optional, Type
 
 import attrs
 import orjson
-from twisted.internet.interfaces import ITCPTransport
-from twisted.web.resource import IResource
-from twisted.web.server import Request, UnsupportedMethod
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
+from twisted.web.resource import EncodingResourceWrapper, IResource
+from twisted.web.server import NOT_DONE_YET, Request, UnsupportedMethod, version
 
 from ivrproto.intake.guard import GuardedConnection, raw_answer
 from ivrproto.metrics import REFUSAL_REASONS
@@ -106,6 +110,45 @@ class _JSONMethodErrors:
             return json_answer(request, 405, {"error": "method not allowed"})
 
 
+class _HTTPDate:
+    """
+    The ``Date`` header's value, made once per second of the clock.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def at(self, clock: IReactorTime) -> bytes:
+        """
+        :return: the date of ``clock.seconds()``, in the HTTP format
+        """
+        now = clock.seconds()
+        second = int(now)
+        if second != self._second:
+            self._value = datetimeToString(second)
+            self._second = second
+        return self._value
+
+
+def _calls_resource(site: Any) -> Optional[IResource]:
+    """
+    What the site's traversal gives for the path ``/v1/calls``, when it is
+    a plain resource with ``render_POST`` (else ``None``): the child
+    ``calls`` of the child ``v1`` of the root, neither of them a leaf.
+    """
+    root = getattr(site, "resource", None)
+    if root is None or root.isLeaf:
+        return None
+    v1 = root.children.get(b"v1")
+    if v1 is None or v1.isLeaf:
+        return None
+    calls = v1.children.get(b"calls")
+    if calls is None or isinstance(calls, EncodingResourceWrapper):
+        return None
+    return calls if hasattr(calls, "render_POST") else None
+
+
 class CappedRequest(Request):
     """
     A :class:`Request` that buffers at most ``_max_body`` bytes of body;
@@ -117,6 +160,7 @@ class CappedRequest(Request):
 
     too_large = False
     refused: Optional[str] = None
+    _date = _HTTPDate()
     _max_body = 0
     _early_problem: Optional[Callable[[Request], Optional[str]]] = None
     _refusals: Optional[IntakeRefusals] = None
@@ -182,6 +226,38 @@ class CappedRequest(Request):
             connection.request_received()
             self.notifyFinish().addBoth(lambda _: connection.request_done())
         super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        """
+        ``POST /v1/calls`` goes straight to the calls resource's
+        ``render_POST``, as the site's traversal and :meth:`render` would
+        take it (same headers, same answer, the same 500 if it breaks), at
+        a fraction of the cost; any other request goes the usual way.
+        """
+        site: Any = getattr(self.channel, "site", None)
+        calls = None
+        if self.method == b"POST" and self.path == b"/v1/calls":
+            calls = _calls_resource(site)
+        if calls is None:
+            super().process()
+            return
+        self.site = site
+        self.setHeader(b"Server", version)
+        self.setHeader(b"Date", self._date.at(site.reactor))
+        self.prepath = [b"v1", b"calls"]
+        self.postpath = []
+        self.sitepath: list[bytes] = []
+        try:
+            body = calls.render_POST(self)  # type: ignore[attr-defined]
+            if body is NOT_DONE_YET:
+                return
+            if not isinstance(body, bytes):
+                raise TypeError("the calls resource answered no bytes")
+            self.setHeader(b"Content-Length", b"%d" % (len(body),))
+            self.write(body)
+            self.finish()
+        except BaseException:
+            self.processingFailed(Failure())
 
     def render(self, resrc: IResource) -> None:
         super().render(_JSONMethodErrors(resrc))  # type: ignore[arg-type]
