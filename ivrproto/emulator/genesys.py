@@ -22,7 +22,6 @@ time (the socket and the placing of calls are in
 
 from __future__ import annotations
 
-import math
 from typing import (
     Any,
     Dict,
@@ -37,6 +36,7 @@ from typing import (
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from ivrproto.emulator.script import step_seconds
 
 __all__ = [
     "CALLER_STEPS",
@@ -95,7 +95,7 @@ def parse_caller_step(step: object) -> Step:
             raise ValueError(f"step {name!r} takes no argument")
         return (name, None)
     if name in _OPTIONAL_ARG:
-        return (name, _seconds(name, argument) if colon else PROMPT_SETTLE)
+        return (name, step_seconds(name, argument) if colon else PROMPT_SETTLE)
     if name not in _ARG:
         raise ValueError(f"unknown step {step!r} (known: {', '.join(CALLER_STEPS)})")
     if not colon:
@@ -105,20 +105,11 @@ def parse_caller_step(step: object) -> Step:
             raise ValueError(f"press needs keys among 0-9 * # A-D, not {argument!r}")
         return (name, argument)
     if name == "wait":
-        return (name, _seconds(name, argument))
+        return (name, step_seconds(name, argument))
     if not argument.isdigit() or not 400 <= int(argument) <= 599:
         raise ValueError(f"error needs a code from 400 to 599, not {argument!r}")
     return (name, int(argument))
 
-
-def _seconds(name: str, argument: str) -> float:
-    try:
-        seconds = float(argument)
-    except ValueError:
-        raise ValueError(f"{name} needs a number of seconds, not {argument!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{name} needs a finite number of seconds >= 0, not {argument!r}")
-    return seconds
 
 
 def parse_caller_script(script: Sequence[object]) -> Tuple[Step, ...]:

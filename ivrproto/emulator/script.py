@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-__all__ = ["DTMF_KEYS", "PROMPT_SETTLE", "STEP_NAMES", "Step", "parse_script", "parse_step"]
+__all__ = ["DTMF_KEYS", "PROMPT_SETTLE", "STEP_NAMES", "Step", "parse_script", "parse_step", "step_seconds"]
 
 #: The keys a caller can press.
 DTMF_KEYS = frozenset("0123456789*#")
@@ -55,7 +55,7 @@ def parse_step(step: object) -> Step:
     if name in _OPTIONAL_ARG_STEPS:
         if not colon:
             return (name, PROMPT_SETTLE)
-        return (name, _seconds(name, argument))
+        return (name, step_seconds(name, argument))
     if name not in _ARG_STEPS:
         raise ValueError(
             f"unknown step {step!r} (known: {', '.join(STEP_NAMES)})"
@@ -67,11 +67,16 @@ def parse_step(step: object) -> Step:
             raise ValueError("press needs a digit: press:1")
         return (name, argument)
     if name == "wait":
-        return (name, _seconds(name, argument))
+        return (name, step_seconds(name, argument))
     return (name, argument)  # error:MSG, any message
 
 
-def _seconds(name: str, argument: str) -> float:
+def step_seconds(name: str, argument: str) -> float:
+    """
+    A step's argument as a number of seconds (``wait:S``, ``prompts:S``).
+
+    :raises ValueError: naming the step
+    """
     try:
         seconds = float(argument)
     except ValueError:
