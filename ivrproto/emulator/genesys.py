@@ -36,7 +36,7 @@ from typing import (
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from ivrproto.emulator.script import step_seconds
+from ivrproto.emulator.script import parse_steps, step_seconds
 
 __all__ = [
     "CALLER_STEPS",
@@ -118,15 +118,7 @@ def parse_caller_script(script: Sequence[object]) -> Tuple[Step, ...]:
 
     :raises ValueError: naming the index of the first bad step
     """
-    if isinstance(script, (str, bytes)) or not isinstance(script, Sequence):
-        raise ValueError("a script must be a list of steps")
-    steps = []
-    for index, step in enumerate(script):
-        try:
-            steps.append(parse_caller_step(step))
-        except ValueError as e:
-            raise ValueError(f"step {index}: {e}") from None
-    return tuple(steps)
+    return parse_steps(script, parse_caller_step)
 
 
 def _steps(steps: Iterable[str]) -> Tuple[str, ...]:

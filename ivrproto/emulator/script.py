@@ -9,9 +9,20 @@ file's ``[[calls]]`` and ``POST /emulator/calls`` take them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
-__all__ = ["DTMF_KEYS", "PROMPT_SETTLE", "STEP_NAMES", "Step", "parse_script", "parse_step", "step_seconds"]
+_S = TypeVar("_S")
+
+__all__ = [
+    "DTMF_KEYS",
+    "PROMPT_SETTLE",
+    "STEP_NAMES",
+    "Step",
+    "parse_script",
+    "parse_step",
+    "parse_steps",
+    "step_seconds",
+]
 
 #: The keys a caller can press.
 DTMF_KEYS = frozenset("0123456789*#")
@@ -86,9 +97,10 @@ def step_seconds(name: str, argument: str) -> float:
     return seconds
 
 
-def parse_script(script: Sequence[object]) -> tuple[Step, ...]:
+def parse_steps(script: Sequence[object], parse_one: Callable[[object], _S]) -> tuple[_S, ...]:
     """
-    Check a whole caller script.
+    Check a whole script, each step with ``parse_one`` (the Call Control
+    callers' :func:`parse_step`, or the Genesys side's).
 
     :raises ValueError: naming the index of the first bad step
     """
@@ -97,7 +109,16 @@ def parse_script(script: Sequence[object]) -> tuple[Step, ...]:
     steps = []
     for index, step in enumerate(script):
         try:
-            steps.append(parse_step(step))
+            steps.append(parse_one(step))
         except ValueError as e:
             raise ValueError(f"step {index}: {e}") from None
     return tuple(steps)
+
+
+def parse_script(script: Sequence[object]) -> tuple[Step, ...]:
+    """
+    Check a whole caller script.
+
+    :raises ValueError: naming the index of the first bad step
+    """
+    return parse_steps(script, parse_step)
